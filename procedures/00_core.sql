@@ -1,0 +1,388 @@
+SET LOCAL ROLE festpay_owner;
+
+-- Core of the ledger: named errors, input parsing, the state machine and the booking engine.
+-- Every api function builds on these; nothing here is callable by the gateway or report roles.
+
+CREATE OR REPLACE FUNCTION ledger.fail(p_slug text, p_message text, p_detail jsonb DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = ledger, pg_temp AS $$
+-- Raises the named problem p_slug (see ledger.problem) with a message and a JSON detail.
+-- Never returns.
+DECLARE
+    v_sqlstate text;
+BEGIN
+    SELECT sqlstate INTO v_sqlstate FROM ledger.problem WHERE slug = p_slug;
+    IF v_sqlstate IS NULL THEN
+        RAISE EXCEPTION 'unknown problem type %', p_slug;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = v_sqlstate, MESSAGE = p_slug || ': ' || p_message,
+        DETAIL = coalesce(p_detail, '{}'::jsonb)::text;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.json_int(p_obj jsonb, p_key text, p_required boolean DEFAULT true)
+RETURNS bigint LANGUAGE plpgsql IMMUTABLE SET search_path = ledger, pg_temp AS $$
+-- Reads the integer field p_key of a JSON object.
+-- Returns it (NULL when absent and not required); raises validation when missing, not a number or not whole.
+DECLARE
+    v jsonb := p_obj -> p_key;
+BEGIN
+    IF v IS NULL OR v = 'null'::jsonb THEN
+        IF p_required THEN
+            PERFORM ledger.fail('validation', format('%s is required', p_key), jsonb_build_object('field', p_key));
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(v) <> 'number' OR (v::numeric) <> trunc(v::numeric) OR abs(v::numeric) > 9007199254740991 THEN
+        PERFORM ledger.fail('validation', format('%s must be a whole number', p_key), jsonb_build_object('field', p_key));
+    END IF;
+    RETURN v::bigint;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.json_time(p_obj jsonb, p_key text)
+RETURNS timestamptz LANGUAGE plpgsql STABLE SET search_path = ledger, pg_temp AS $$
+-- Reads the optional RFC 3339 time field p_key of a JSON object.
+-- Returns it, or NULL when absent; raises validation when it is not a time.
+BEGIN
+    IF jsonb_typeof(p_obj -> p_key) IS NULL OR jsonb_typeof(p_obj -> p_key) = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(p_obj -> p_key) <> 'string' OR (p_obj ->> p_key) !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d' THEN
+        PERFORM ledger.fail('validation', format('%s must be an RFC 3339 time', p_key), jsonb_build_object('field', p_key));
+    END IF;
+    RETURN (p_obj ->> p_key)::timestamptz;
+EXCEPTION
+    WHEN datetime_field_overflow OR invalid_datetime_format OR invalid_time_zone_displacement_value THEN
+        PERFORM ledger.fail('validation', format('%s must be an RFC 3339 time', p_key), jsonb_build_object('field', p_key));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.positive(p_value bigint, p_field text)
+RETURNS bigint LANGUAGE plpgsql IMMUTABLE SET search_path = ledger, pg_temp AS $$
+-- Checks that an amount or number is present and greater than zero.
+-- Returns it; raises validation otherwise.
+BEGIN
+    IF p_value IS NULL OR p_value <= 0 THEN
+        PERFORM ledger.fail('validation', format('%s must be greater than 0', p_field), jsonb_build_object('field', p_field));
+    END IF;
+    RETURN p_value;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.normalize_uid(p_uid text)
+RETURNS text LANGUAGE plpgsql IMMUTABLE SET search_path = ledger, pg_temp AS $$
+-- Normalises a tag UID to upper-case hex without separators.
+-- Returns it; raises validation when it is not 4 to 10 bytes of hex.
+DECLARE
+    v text := upper(replace(replace(btrim(coalesce(p_uid, '')), ':', ''), ' ', ''));
+BEGIN
+    IF v !~ '^[0-9A-F]{8,20}$' THEN
+        PERFORM ledger.fail('validation', format('tag UID %L is not 4 to 10 bytes of hex', p_uid), '{"field": "uid"}');
+    END IF;
+    RETURN v;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.system_account(p_event_id bigint, p_kind ledger.account_kind, p_name text)
+RETURNS bigint LANGUAGE sql STABLE SET search_path = ledger, pg_temp AS $$
+-- Finds a system account of an event by kind and name (e.g. topup/card, fee/fees).
+-- Returns its id, or NULL when there is none.
+    SELECT id FROM ledger.account WHERE event_id = p_event_id AND kind = p_kind AND name = p_name;
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.find_tag(p_event_id bigint, p_uid text, p_create boolean DEFAULT false)
+RETURNS ledger.tag LANGUAGE plpgsql SET search_path = ledger, pg_temp AS $$
+-- Finds the tag p_uid of an event, creating it (status new, with its customer account) when p_create.
+-- Returns the tag row; raises not-found when it does not exist and p_create is false.
+DECLARE
+    v_uid text := ledger.normalize_uid(p_uid);
+    v_tag ledger.tag;
+    v_account bigint;
+BEGIN
+    SELECT * INTO v_tag FROM ledger.tag WHERE event_id = p_event_id AND uid = v_uid;
+    IF FOUND THEN
+        RETURN v_tag;
+    END IF;
+    IF NOT p_create THEN
+        PERFORM ledger.fail('not-found', format('tag %s is not known', v_uid), jsonb_build_object('uid', v_uid));
+    END IF;
+    -- Concurrent first sightings of one UID converge on the same account and tag.
+    INSERT INTO ledger.account (event_id, kind, name) VALUES (p_event_id, 'customer', v_uid)
+        ON CONFLICT ON CONSTRAINT account_name_unique DO NOTHING;
+    SELECT id INTO v_account FROM ledger.account WHERE event_id = p_event_id AND kind = 'customer' AND name = v_uid;
+    INSERT INTO ledger.tag (event_id, uid, account_id) VALUES (p_event_id, v_uid, v_account)
+        ON CONFLICT ON CONSTRAINT tag_uid_unique DO NOTHING;
+    SELECT * INTO v_tag FROM ledger.tag WHERE event_id = p_event_id AND uid = v_uid;
+    RETURN v_tag;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.lock_account(p_account_id bigint)
+RETURNS ledger.account LANGUAGE sql SET search_path = ledger, pg_temp AS $$
+-- Locks a customer account row for the rest of the transaction (lock order: accounts by id, then transactions).
+-- Returns the locked row with its current balance and held amount.
+    SELECT * FROM ledger.account WHERE id = p_account_id FOR NO KEY UPDATE;
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.terminal_context(
+    p_assignment_id bigint, p_kind ledger.position_kind DEFAULT NULL,
+    OUT event_id bigint, OUT merchant_account_id bigint, OUT cash_account_id bigint)
+LANGUAGE plpgsql STABLE SET search_path = ledger, pg_temp AS $$
+-- Looks up what a terminal assignment may do: its event, its merchant's account and its cash drawer.
+-- Raises not-found for an unknown assignment, wrong-position when its position is not of kind p_kind.
+DECLARE
+    v_kind ledger.position_kind;
+BEGIN
+    SELECT a.event_id, m.account_id, a.cash_account_id, p.kind
+      INTO event_id, merchant_account_id, cash_account_id, v_kind
+      FROM ledger.assignment a
+      JOIN ledger.position p ON p.id = a.position_id
+      LEFT JOIN ledger.merchant m ON m.id = p.merchant_id
+     WHERE a.id = p_assignment_id;
+    IF NOT FOUND THEN
+        PERFORM ledger.fail('not-found', format('assignment %s is not registered', p_assignment_id),
+                            jsonb_build_object('assignment_id', p_assignment_id));
+    END IF;
+    IF p_kind IS NOT NULL AND v_kind <> p_kind THEN
+        PERFORM ledger.fail('wrong-position', format('this is a %s position, not a %s position', v_kind, p_kind),
+                            jsonb_build_object('position_kind', v_kind));
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.holds(p_state ledger.tx_state)
+RETURNS boolean LANGUAGE sql IMMUTABLE SET search_path = ledger, pg_temp AS $$
+-- Tells whether a transaction in this state may hold customer money.
+-- Returns true for ReservePending, Reserve and TerminalConfirmUnknown.
+    SELECT p_state IN ('ReservePending', 'Reserve', 'TerminalConfirmUnknown');
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.log_violation(
+    p_actor text, p_event_id bigint, p_tx_id bigint, p_from ledger.tx_state, p_to ledger.tx_state,
+    p_reason text, p_payload jsonb DEFAULT '{}')
+RETURNS void LANGUAGE sql SET search_path = ledger, pg_temp AS $$
+-- Records a refused transition or inconsistent report in the violation log.
+-- Returns nothing; the caller returns a rejection instead of raising, so the row survives.
+    INSERT INTO ledger.violation (actor, event_id, transaction_id, from_state, to_state, reason, payload)
+    VALUES (p_actor, p_event_id, p_tx_id, p_from, p_to, p_reason, coalesce(p_payload, '{}'));
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.new_transaction(
+    p_event_id bigint, p_type ledger.tx_type, p_state ledger.tx_state,
+    p_account_id bigint, p_other_account_id bigint, p_amount bigint,
+    p_fee bigint DEFAULT 0, p_held bigint DEFAULT 0, p_tag_id bigint DEFAULT NULL, p_tag_tx_number integer DEFAULT NULL,
+    p_assignment_id bigint DEFAULT NULL, p_terminal_tx_number bigint DEFAULT NULL,
+    p_payment ledger.payment_method DEFAULT NULL, p_linked_id bigint DEFAULT NULL,
+    p_terminal_time timestamptz DEFAULT NULL, p_expires_at timestamptz DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql SET search_path = ledger, pg_temp AS $$
+-- Creates a transaction in its first state (a (new) -> p_state transition of ledger.transition) and holds p_held.
+-- Returns its id, or NULL when (assignment, terminal number) exists already; raises invalid-transition otherwise.
+DECLARE
+    v_id bigint;
+BEGIN
+    IF NOT EXISTS (SELECT FROM ledger.transition WHERE from_state IS NULL AND to_state = p_state) THEN
+        PERFORM ledger.fail('invalid-transition', format('a new transaction cannot start in %s', p_state));
+    END IF;
+    INSERT INTO ledger.transaction (event_id, type, state, account_id, other_account_id, amount, fee, held,
+                                    tag_id, tag_tx_number, assignment_id, terminal_tx_number, payment, linked_id,
+                                    terminal_time, expires_at, committed_at)
+    VALUES (p_event_id, p_type, p_state, p_account_id, p_other_account_id, ledger.positive(p_amount, 'amount'),
+            p_fee, p_held, p_tag_id, p_tag_tx_number, p_assignment_id, p_terminal_tx_number, p_payment, p_linked_id,
+            p_terminal_time, p_expires_at, CASE WHEN p_state = 'Committed' THEN now() END)
+    ON CONFLICT ON CONSTRAINT terminal_identity_unique DO NOTHING
+    RETURNING id INTO v_id;
+    IF v_id IS NOT NULL AND p_held > 0 THEN
+        UPDATE ledger.account SET held = held + p_held WHERE id = p_account_id;
+    END IF;
+    RETURN v_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.set_state(p_tx_id bigint, p_to ledger.tx_state, p_actor text, p_payload jsonb DEFAULT '{}')
+RETURNS text LANGUAGE plpgsql SET search_path = ledger, pg_temp AS $$
+-- The one place a transaction changes state: checks ledger.transition, releases the hold when it leaves a holding state.
+-- Returns 'changed', 'duplicate' (already in p_to) or 'invalid' (violation logged, nothing changed).
+DECLARE
+    t record;
+BEGIN
+    SELECT id, event_id, state, held, account_id INTO t FROM ledger.transaction WHERE id = p_tx_id FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM ledger.fail('not-found', format('transaction %s does not exist', p_tx_id));
+    END IF;
+    IF t.state = p_to THEN
+        RETURN 'duplicate';
+    END IF;
+    IF NOT EXISTS (SELECT FROM ledger.transition WHERE from_state = t.state AND to_state = p_to) THEN
+        PERFORM ledger.log_violation(p_actor, t.event_id, t.id, t.state, p_to,
+                                     format('%s -> %s is not an allowed transition', t.state, p_to), p_payload);
+        RETURN 'invalid';
+    END IF;
+    UPDATE ledger.transaction
+       SET state = p_to,
+           held = CASE WHEN ledger.holds(p_to) THEN held ELSE 0 END,
+           committed_at = CASE WHEN p_to = 'Committed' THEN now() END,
+           updated_at = now()
+     WHERE id = p_tx_id;
+    IF t.held > 0 AND NOT ledger.holds(p_to) THEN
+        UPDATE ledger.account SET held = held - t.held WHERE id = t.account_id;
+    END IF;
+    RETURN 'changed';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.lines_for(p_tx_id bigint)
+RETURNS ledger.line[] LANGUAGE plpgsql STABLE SET search_path = ledger, pg_temp AS $$
+-- Derives the booking lines of a transaction from its type, accounts, amount, fee and items (SPEC 3).
+-- Returns the lines as (debit receives, credit pays, amount); lines of 0 are left out.
+DECLARE
+    t ledger.transaction;
+    v_lines ledger.line[];
+    v_fee_account bigint;
+    v_deposit bigint;
+BEGIN
+    SELECT * INTO t FROM ledger.transaction WHERE id = p_tx_id;
+    IF t.fee > 0 THEN
+        v_fee_account := ledger.system_account(t.event_id, 'fee', 'fees');
+    END IF;
+    CASE t.type
+    WHEN 'purchase' THEN
+        IF EXISTS (SELECT FROM ledger.item WHERE transaction_id = t.id AND returnable) THEN
+            v_deposit := ledger.system_account(t.event_id, 'deposit', 'deposit');
+        END IF;
+        SELECT array_agg(ROW(CASE WHEN i.returnable THEN v_deposit ELSE t.other_account_id END,
+                             t.account_id, i.quantity * i.unit_price)::ledger.line ORDER BY i.line_no)
+          INTO v_lines
+          FROM ledger.item i WHERE i.transaction_id = t.id AND i.quantity * i.unit_price > 0;
+        v_lines := coalesce(v_lines, ARRAY[ROW(t.other_account_id, t.account_id, t.amount)::ledger.line]);
+    WHEN 'topup' THEN
+        v_lines := ARRAY[ROW(t.account_id, t.other_account_id, t.amount)::ledger.line];
+        IF t.fee > 0 THEN
+            v_lines := v_lines || ROW(v_fee_account, t.account_id, t.fee)::ledger.line;
+        END IF;
+    WHEN 'payout' THEN
+        v_lines := ARRAY[ROW(t.other_account_id, t.account_id, t.amount - t.fee)::ledger.line];
+        IF t.fee > 0 THEN
+            v_lines := v_lines || ROW(v_fee_account, t.account_id, t.fee)::ledger.line;
+        END IF;
+    WHEN 'refund', 'transfer' THEN
+        v_lines := ARRAY[ROW(t.other_account_id, t.account_id, t.amount)::ledger.line];
+    WHEN 'chargeback', 'deposit_return' THEN
+        v_lines := ARRAY[ROW(t.account_id, t.other_account_id, t.amount)::ledger.line];
+    END CASE;
+    RETURN v_lines;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.book(p_tx_id bigint, p_allow_overdraft boolean)
+RETURNS void LANGUAGE plpgsql SET search_path = ledger, pg_temp AS $$
+-- Books the lines of a committed transaction and moves the running balances of the customer accounts it touches.
+-- Raises insufficient-balance when a customer would go below its available balance, unless p_allow_overdraft,
+-- which books it anyway (the tag was already charged) and flags a negative balance in ledger.overdraft.
+DECLARE
+    v_lines ledger.line[] := ledger.lines_for(p_tx_id);
+    r record;
+BEGIN
+    INSERT INTO ledger.booking (transaction_id, line_no, debit_account_id, credit_account_id, amount)
+    SELECT p_tx_id, l.ord, l.debit, l.credit, l.amount
+      FROM unnest(v_lines) WITH ORDINALITY AS l(debit, credit, amount, ord);
+
+    -- System accounts are hot: their rows are never updated here (their balance is derived from the lines).
+    FOR r IN
+        WITH delta AS (
+            SELECT x.account_id, sum(x.amount)::bigint AS amount
+              FROM (SELECT l.debit AS account_id, l.amount FROM unnest(v_lines) l
+                    UNION ALL
+                    SELECT l.credit, -l.amount FROM unnest(v_lines) l) x
+             GROUP BY x.account_id)
+        UPDATE ledger.account a
+           SET balance = a.balance + delta.amount
+          FROM delta
+         WHERE a.id = delta.account_id AND a.kind = 'customer' AND delta.amount <> 0
+        RETURNING a.id, a.balance, a.held, delta.amount AS delta
+    LOOP
+        CONTINUE WHEN r.delta > 0;
+        IF p_allow_overdraft THEN
+            IF r.balance < 0 THEN
+                INSERT INTO ledger.overdraft (transaction_id, account_id, balance_after)
+                VALUES (p_tx_id, r.id, r.balance) ON CONFLICT DO NOTHING;
+            END IF;
+        ELSIF r.balance - r.held < 0 THEN
+            PERFORM ledger.fail('insufficient-balance', format('available %s is short by %s', r.balance - r.held - r.delta, r.held - r.balance),
+                                jsonb_build_object('available', r.balance - r.held - r.delta));
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.move(p_tx_id bigint, p_to ledger.tx_state, p_actor text,
+                                       p_payload jsonb DEFAULT '{}', p_allow_overdraft boolean DEFAULT true)
+RETURNS text LANGUAGE plpgsql SET search_path = ledger, pg_temp AS $$
+-- Changes the state of a transaction through ledger.set_state and books it when it becomes Committed.
+-- Returns what ledger.set_state returned ('changed', 'duplicate' or 'invalid').
+DECLARE
+    v_result text := ledger.set_state(p_tx_id, p_to, p_actor, p_payload);
+BEGIN
+    IF v_result = 'changed' AND p_to = 'Committed' THEN
+        PERFORM ledger.book(p_tx_id, p_allow_overdraft);
+    END IF;
+    RETURN v_result;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.add_items(p_tx_id bigint, p_event_id bigint, p_items jsonb, p_amount bigint,
+                                            p_returnable_only boolean DEFAULT false)
+RETURNS void LANGUAGE plpgsql SET search_path = ledger, pg_temp AS $$
+-- Stores the items of a transaction with each product's name, price and VAT rate as sold now.
+-- Raises validation, unknown-product, price-mismatch, or amount-mismatch when p_amount is not their sum.
+DECLARE
+    v_item jsonb;
+    v_no integer := 0;
+    v_product ledger.product;
+    v_quantity bigint;
+    v_price bigint;
+    v_total bigint := 0;
+BEGIN
+    IF p_items IS NULL OR jsonb_typeof(p_items) <> 'array' OR jsonb_array_length(p_items) = 0
+       OR jsonb_array_length(p_items) > 100 THEN
+        PERFORM ledger.fail('validation', 'items must be a list of 1 to 100 items', '{"field": "items"}');
+    END IF;
+    FOR v_item IN SELECT jsonb_array_elements(p_items) LOOP
+        v_no := v_no + 1;
+        IF jsonb_typeof(v_item) <> 'object' THEN
+            PERFORM ledger.fail('validation', format('item %s is not an object', v_no), '{"field": "items"}');
+        END IF;
+        SELECT * INTO v_product FROM ledger.product
+         WHERE id = ledger.json_int(v_item, 'product_id') AND event_id = p_event_id;
+        IF NOT FOUND THEN
+            PERFORM ledger.fail('unknown-product', format('product %s does not belong to this event', v_item -> 'product_id'),
+                                jsonb_build_object('product_id', v_item -> 'product_id'));
+        END IF;
+        IF p_returnable_only AND NOT v_product.returnable THEN
+            PERFORM ledger.fail('validation', format('product %s is not returnable', v_product.id), '{"field": "items"}');
+        END IF;
+        v_quantity := ledger.positive(ledger.json_int(v_item, 'quantity'), 'quantity');
+        v_price := coalesce(ledger.json_int(v_item, 'unit_price', false), v_product.price);
+        IF v_price IS NULL OR v_price < 0 THEN
+            PERFORM ledger.fail('validation', format('product %s needs a unit_price of 0 or more', v_product.id), '{"field": "unit_price"}');
+        END IF;
+        IF v_product.fixed_price AND v_price <> v_product.price THEN
+            PERFORM ledger.fail('price-mismatch', format('%s costs %s, not %s', v_product.name, v_product.price, v_price),
+                                jsonb_build_object('product_id', v_product.id, 'price', v_product.price));
+        END IF;
+        INSERT INTO ledger.item (transaction_id, line_no, product_id, name, quantity, unit_price, vat_rate, returnable)
+        VALUES (p_tx_id, v_no, v_product.id, v_product.name, v_quantity, v_price, v_product.vat_rate, v_product.returnable);
+        v_total := v_total + v_quantity * v_price;
+    END LOOP;
+    IF v_total <> p_amount THEN
+        PERFORM ledger.fail('amount-mismatch', format('the items add up to %s, not %s', v_total, p_amount),
+                            jsonb_build_object('items_total', v_total, 'amount', p_amount));
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.problem_of(p_sqlstate text)
+RETURNS text LANGUAGE sql STABLE SET search_path = ledger, pg_temp AS $$
+-- Names the problem behind a caught error.
+-- Returns its slug, or NULL when the error is not one of ledger.problem (the caller re-raises it).
+    SELECT slug FROM ledger.problem WHERE sqlstate = p_sqlstate;
+$$;

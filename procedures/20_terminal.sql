@@ -1,0 +1,307 @@
+SET LOCAL ROLE festpay_owner;
+
+-- What terminals do: tag sync, reserve, replication, top-up, refund, deposit return, open-loop purchase.
+-- Every function takes the assignment id the gateway authenticated; (assignment, terminal number) makes repeats safe.
+
+CREATE OR REPLACE FUNCTION ledger.same_request(t ledger.transaction, p_type ledger.tx_type, p_account_id bigint, p_amount bigint)
+RETURNS void LANGUAGE plpgsql SET search_path = ledger, pg_temp AS $$
+-- Checks that a repeated terminal transaction number carries the same request as the first time.
+-- Raises idempotency-conflict when type, customer or amount differ.
+BEGIN
+    IF t.type <> p_type OR t.account_id <> p_account_id OR t.amount <> p_amount THEN
+        PERFORM ledger.fail('idempotency-conflict',
+            format('terminal transaction %s was first sent as %s of %s', t.terminal_tx_number, t.type, t.amount),
+            jsonb_build_object('transaction_id', t.id, 'state', t.state));
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.terminal_tx(p_assignment_id bigint, p_terminal_tx_number bigint)
+RETURNS ledger.transaction LANGUAGE sql SET search_path = ledger, pg_temp AS $$
+-- Locks the transaction a terminal knows by its number (callers lock its customer account first).
+-- Returns the row, or NULL when the backend has not seen it.
+    SELECT * FROM ledger.transaction
+     WHERE assignment_id = p_assignment_id AND terminal_tx_number = p_terminal_tx_number
+       FOR UPDATE;
+$$;
+
+CREATE OR REPLACE FUNCTION api.reserve(p_assignment_id bigint, p_terminal_tx_number bigint, p_uid text,
+                                       p_tag_tx_number integer, p_amount bigint, p_items jsonb,
+                                       OUT transaction_id bigint, OUT state text, OUT available bigint,
+                                       OUT expires_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- Reserves a purchase at terminal checkout (-> ReservePending): the tag must be active and available >= amount.
+-- Returns the transaction, its state, what is available after it and when it expires; a repeat returns the same
+-- transaction. Raises insufficient-balance (detail: available), tag-blocked, tag-not-active, validation, ...
+DECLARE
+    ctx record := ledger.terminal_context(p_assignment_id, 'sale');
+    v_tag ledger.tag := ledger.find_tag(ctx.event_id, p_uid);
+    v_account ledger.account := ledger.lock_account(v_tag.account_id);
+    t ledger.transaction := ledger.terminal_tx(p_assignment_id, ledger.positive(p_terminal_tx_number, 'terminal_tx_number'));
+    v_timeout interval;
+BEGIN
+    IF t.id IS NOT NULL THEN
+        PERFORM ledger.same_request(t, 'purchase', v_tag.account_id, p_amount);
+        transaction_id := t.id; state := t.state; expires_at := t.expires_at;
+        available := v_account.balance - v_account.held;
+        RETURN;
+    END IF;
+    IF v_tag.status = 'blocked' THEN
+        PERFORM ledger.fail('tag-blocked', format('tag %s is blocked', v_tag.uid), jsonb_build_object('uid', v_tag.uid));
+    ELSIF v_tag.status = 'new' THEN
+        PERFORM ledger.fail('tag-not-active', format('tag %s has never been topped up', v_tag.uid), jsonb_build_object('uid', v_tag.uid));
+    END IF;
+    PERFORM ledger.positive(p_amount, 'amount');
+    IF v_account.balance - v_account.held < p_amount THEN
+        PERFORM ledger.fail('insufficient-balance',
+            format('available %s, needed %s', v_account.balance - v_account.held, p_amount),
+            jsonb_build_object('available', v_account.balance - v_account.held));
+    END IF;
+    SELECT reserve_timeout INTO v_timeout FROM ledger.event WHERE id = ctx.event_id;
+    transaction_id := ledger.new_transaction(
+        ctx.event_id, 'purchase', 'ReservePending', v_tag.account_id, ctx.merchant_account_id, p_amount,
+        p_held => p_amount, p_tag_id => v_tag.id, p_tag_tx_number => p_tag_tx_number,
+        p_assignment_id => p_assignment_id, p_terminal_tx_number => p_terminal_tx_number,
+        p_expires_at => now() + v_timeout);
+    PERFORM ledger.add_items(transaction_id, ctx.event_id, p_items, p_amount);
+    state := 'ReservePending';
+    available := v_account.balance - v_account.held - p_amount;
+    expires_at := now() + v_timeout;
+END
+$$;
+COMMENT ON FUNCTION api.reserve IS
+    'Reserves a purchase at checkout (ReservePending). Returns transaction_id, state, available, expires_at; repeats return the same transaction.';
+
+CREATE OR REPLACE FUNCTION ledger.replicate_one(p_assignment_id bigint, p_event_id bigint,
+                                                p_merchant_account_id bigint, p_entry jsonb)
+RETURNS TABLE (terminal_tx_number bigint, transaction_id bigint, state text, outcome text, problem text)
+LANGUAGE plpgsql SET search_path = ledger, pg_temp AS $$
+-- Applies one replicated terminal transaction (Committed, Aborted or TerminalConfirmUnknown) per SPEC 5.
+-- Returns its outcome: booked, duplicate, or rejected with problem invalid-transition (violation logged);
+-- raises the named problem for bad input.
+DECLARE
+    v_actor text := 'assignment:' || p_assignment_id;
+    v_number bigint := ledger.positive(ledger.json_int(p_entry, 'terminal_tx_number'), 'terminal_tx_number');
+    v_state text := p_entry ->> 'state';
+    v_type text := coalesce(p_entry ->> 'type', 'purchase');
+    v_amount bigint := ledger.positive(ledger.json_int(p_entry, 'amount'), 'amount');
+    v_tag ledger.tag;
+    t ledger.transaction;
+    v_target ledger.tx_state;
+    v_result text;
+    v_time timestamptz;
+BEGIN
+    terminal_tx_number := v_number;
+    IF v_state IS NULL OR v_state NOT IN ('Committed', 'Aborted', 'TerminalConfirmUnknown') THEN
+        PERFORM ledger.fail('validation', 'state must be Committed, Aborted or TerminalConfirmUnknown', '{"field": "state"}');
+    END IF;
+    IF v_type NOT IN ('purchase', 'topup', 'refund', 'deposit_return') THEN
+        PERFORM ledger.fail('validation', 'type must be purchase, topup, refund or deposit_return', '{"field": "type"}');
+    END IF;
+    v_time := ledger.json_time(p_entry, 'time');
+    v_tag := ledger.find_tag(p_event_id, p_entry ->> 'uid', true);
+    PERFORM ledger.lock_account(v_tag.account_id);
+    t := ledger.terminal_tx(p_assignment_id, v_number);
+
+    IF t.id IS NULL THEN
+        -- Only purchases can happen offline; every other type was booked online and answered then.
+        IF v_type <> 'purchase' THEN
+            PERFORM ledger.fail('not-found', format('%s %s was never booked online', v_type, v_number));
+        END IF;
+        IF p_merchant_account_id IS NULL THEN
+            PERFORM ledger.fail('wrong-position', 'purchases need a sale position');
+        END IF;
+        transaction_id := ledger.new_transaction(
+            p_event_id, 'purchase', v_state::ledger.tx_state, v_tag.account_id, p_merchant_account_id, v_amount,
+            p_tag_id => v_tag.id, p_tag_tx_number => ledger.json_int(p_entry, 'tag_tx_number', false)::integer,
+            p_assignment_id => p_assignment_id, p_terminal_tx_number => v_number, p_terminal_time => v_time);
+        PERFORM ledger.add_items(transaction_id, p_event_id, p_entry -> 'items', v_amount);
+        IF v_state = 'Committed' THEN
+            -- The tag was charged offline: book it even if it overdraws (flagged for review).
+            PERFORM ledger.book(transaction_id, true);
+        END IF;
+        state := v_state; outcome := 'booked';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    transaction_id := t.id;
+    PERFORM ledger.same_request(t, v_type::ledger.tx_type, v_tag.account_id, v_amount);
+    v_target := v_state::ledger.tx_state;
+    IF v_target = 'TerminalConfirmUnknown' AND t.state = 'Reserve' THEN
+        v_target := 'Committed';          -- uploaded tag data already proved the charge
+    ELSIF v_target = 'TerminalConfirmUnknown' AND t.state IN ('Committed', 'Aborted') THEN
+        v_target := t.state;              -- the backend already knows the outcome; tell the terminal
+    END IF;
+    IF t.state = v_target THEN
+        state := t.state; outcome := 'duplicate';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF v_target = 'Committed' AND NOT EXISTS (SELECT FROM ledger.item i WHERE i.transaction_id = t.id)
+       AND p_entry -> 'items' IS NOT NULL AND t.type = 'purchase' THEN
+        PERFORM ledger.add_items(t.id, p_event_id, p_entry -> 'items', v_amount);
+    END IF;
+    v_result := ledger.move(t.id, v_target, v_actor, p_entry, true);
+    IF v_result = 'invalid' THEN
+        state := t.state; outcome := 'rejected'; problem := 'invalid-transition';
+    ELSE
+        state := v_target; outcome := 'booked';
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION api.replicate(p_assignment_id bigint, p_transactions jsonb)
+RETURNS TABLE (terminal_tx_number bigint, transaction_id bigint, state text, outcome text, problem text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- Takes a batch of replicated terminal transactions; each entry is judged alone (its own subtransaction).
+-- Returns one row per entry: outcome booked, duplicate or rejected with the problem's slug. Raises for a bad batch.
+DECLARE
+    ctx record := ledger.terminal_context(p_assignment_id);
+    v_entry jsonb;
+    r record;
+    v_problem text;
+BEGIN
+    IF p_transactions IS NULL OR jsonb_typeof(p_transactions) <> 'array' OR jsonb_array_length(p_transactions) > 500 THEN
+        PERFORM ledger.fail('validation', 'transactions must be a list of at most 500 entries', '{"field": "transactions"}');
+    END IF;
+    FOR v_entry IN SELECT jsonb_array_elements(p_transactions) LOOP
+        BEGIN
+            IF jsonb_typeof(v_entry) <> 'object' THEN
+                PERFORM ledger.fail('validation', 'each transaction must be an object', '{"field": "transactions"}');
+            END IF;
+            SELECT * INTO r FROM ledger.replicate_one(p_assignment_id, ctx.event_id, ctx.merchant_account_id, v_entry);
+            terminal_tx_number := r.terminal_tx_number; transaction_id := r.transaction_id;
+            state := r.state; outcome := r.outcome; problem := r.problem;
+        EXCEPTION WHEN OTHERS THEN
+            v_problem := ledger.problem_of(SQLSTATE);
+            IF v_problem IS NULL THEN
+                RAISE;
+            END IF;
+            terminal_tx_number := CASE WHEN jsonb_typeof(v_entry -> 'terminal_tx_number') = 'number'
+                                       THEN trunc((v_entry ->> 'terminal_tx_number')::numeric)::bigint END;
+            SELECT t.id, t.state::text INTO transaction_id, state FROM ledger.transaction t
+             WHERE t.assignment_id = p_assignment_id AND t.terminal_tx_number = replicate.terminal_tx_number;
+            outcome := 'rejected'; problem := v_problem;
+        END;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION api.replicate IS
+    'Replicates a batch of terminal transactions (Committed, Aborted, TerminalConfirmUnknown), each judged alone. '
+    'Returns per entry: terminal_tx_number, transaction_id, state, outcome (booked, duplicate, rejected), problem.';
+
+CREATE OR REPLACE FUNCTION api.tag_sync(p_assignment_id bigint, p_uid text, p_tag_tx_number integer,
+                                        p_balance bigint, p_log jsonb)
+RETURNS TABLE (uid text, status text, balance bigint, held bigint, available bigint, acknowledged jsonb)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- First tap: books the tag's unacknowledged charges (unseen -> Reserve, ReservePending -> Reserve,
+-- TerminalConfirmUnknown/ReserveExpired -> Committed) and aborts this tag's TerminalConfirmUnknown transactions that
+-- the complete log shows were never written. Returns the online info and the entries to mark acknowledged on the tag.
+DECLARE
+    ctx record := ledger.terminal_context(p_assignment_id);
+    v_actor text := 'assignment:' || p_assignment_id;
+    v_tag ledger.tag;
+    v_account ledger.account;
+    v_entry jsonb;
+    v_entry_assignment bigint;
+    v_entry_number bigint;
+    v_entry_amount bigint;
+    v_entry_event bigint;
+    v_merchant bigint;
+    t ledger.transaction;
+    v_seen bigint[] := '{}';
+    v_ack jsonb := '[]';
+    v_new_id bigint;
+    v_unknown bigint;
+BEGIN
+    IF p_tag_tx_number IS NULL OR p_tag_tx_number < 0 THEN
+        PERFORM ledger.fail('validation', 'tag_tx_number must be 0 or more', '{"field": "tag_tx_number"}');
+    END IF;
+    IF p_log IS NULL THEN
+        p_log := '[]';
+    END IF;
+    IF jsonb_typeof(p_log) <> 'array' OR jsonb_array_length(p_log) > 255 THEN
+        PERFORM ledger.fail('validation', 'log must be a list of at most 255 entries', '{"field": "log"}');
+    END IF;
+    SELECT * INTO v_tag FROM ledger.tag tg WHERE tg.event_id = ctx.event_id AND tg.uid = ledger.normalize_uid(p_uid);
+    IF NOT FOUND AND jsonb_array_length(p_log) = 0 THEN
+        -- A tag the backend has never seen and that carries no charges: nothing to store.
+        uid := ledger.normalize_uid(p_uid); status := 'new';
+        balance := 0; held := 0; available := 0; acknowledged := '[]';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    v_tag := ledger.find_tag(ctx.event_id, p_uid, true);
+    v_account := ledger.lock_account(v_tag.account_id);
+
+    FOR v_entry IN SELECT jsonb_array_elements(p_log) LOOP
+        IF jsonb_typeof(v_entry) <> 'object' THEN
+            PERFORM ledger.fail('validation', 'each log entry must be an object', '{"field": "log"}');
+        END IF;
+        v_entry_assignment := ledger.json_int(v_entry, 'assignment_id');
+        v_entry_number := ledger.positive(ledger.json_int(v_entry, 'terminal_tx_number'), 'terminal_tx_number');
+        v_entry_amount := ledger.positive(ledger.json_int(v_entry, 'amount'), 'amount');
+        SELECT a.event_id, m.account_id INTO v_entry_event, v_merchant
+          FROM ledger.assignment a JOIN ledger.position p ON p.id = a.position_id
+          LEFT JOIN ledger.merchant m ON m.id = p.merchant_id
+         WHERE a.id = v_entry_assignment;
+        IF v_entry_event IS DISTINCT FROM ctx.event_id OR v_merchant IS NULL THEN
+            -- Not a sale terminal of this event: keep it on the tag, and record the anomaly.
+            PERFORM ledger.log_violation(v_actor, ctx.event_id, NULL, NULL, 'Reserve',
+                                         'tag log entry from an unknown terminal or another event', v_entry);
+            CONTINUE;
+        END IF;
+        t := ledger.terminal_tx(v_entry_assignment, v_entry_number);
+        IF t.id IS NULL THEN
+            v_new_id := ledger.new_transaction(
+                ctx.event_id, 'purchase', 'Reserve', v_tag.account_id, v_merchant, v_entry_amount,
+                p_held => v_entry_amount, p_tag_id => v_tag.id,
+                p_tag_tx_number => ledger.json_int(v_entry, 'tag_tx_number', false)::integer,
+                p_assignment_id => v_entry_assignment, p_terminal_tx_number => v_entry_number,
+                p_terminal_time => ledger.json_time(v_entry, 'time'));
+            v_seen := v_seen || v_new_id;
+        ELSIF t.account_id <> v_tag.account_id OR t.amount <> v_entry_amount THEN
+            PERFORM ledger.log_violation(v_actor, ctx.event_id, t.id, t.state, NULL,
+                                         'tag log entry does not match the transaction (tag or amount)', v_entry);
+            v_seen := v_seen || t.id;
+        ELSE
+            v_seen := v_seen || t.id;
+            CASE t.state
+            WHEN 'ReservePending' THEN
+                PERFORM ledger.move(t.id, 'Reserve', v_actor, v_entry);
+            WHEN 'TerminalConfirmUnknown', 'ReserveExpired' THEN
+                PERFORM ledger.move(t.id, 'Committed', v_actor, v_entry, true);
+            WHEN 'Reserve', 'Committed' THEN
+                NULL;                                  -- known already
+            ELSE
+                PERFORM ledger.move(t.id, 'Reserve', v_actor, v_entry);   -- refused and logged (e.g. Aborted)
+            END CASE;
+        END IF;
+        v_ack := v_ack || jsonb_build_object('assignment_id', v_entry_assignment, 'terminal_tx_number', v_entry_number);
+    END LOOP;
+
+    -- The log is complete evidence: an unknown outcome below the tag's next number and absent from it was not written.
+    FOR v_unknown IN
+        SELECT x.id FROM ledger.transaction x
+         WHERE x.tag_id = v_tag.id AND x.state = 'TerminalConfirmUnknown'
+           AND x.tag_tx_number < p_tag_tx_number AND x.id <> ALL (v_seen)
+         ORDER BY x.id
+    LOOP
+        PERFORM ledger.move(v_unknown, 'Aborted', v_actor,
+                            jsonb_build_object('reason', 'tag log shows no charge', 'tag_tx_number', p_tag_tx_number));
+    END LOOP;
+
+    SELECT a.balance, a.held INTO balance, held FROM ledger.account a WHERE a.id = v_tag.account_id;
+    SELECT tg.status::text INTO status FROM ledger.tag tg WHERE tg.id = v_tag.id;
+    uid := v_tag.uid;
+    available := balance - held;
+    acknowledged := v_ack;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION api.tag_sync IS
+    'First tap: uploads the tag''s unacknowledged log, books what it proves, resolves unknown outcomes. '
+    'Returns uid, status (new, active, blocked), balance, held, available and the acknowledged entries.';

@@ -1,0 +1,75 @@
+SET LOCAL ROLE festpay_owner;
+
+-- Invariants of SPEC 10, checkable at any time, and the grants of the callable surface.
+
+CREATE OR REPLACE FUNCTION api.check_invariants()
+RETURNS TABLE (invariant text, event_id bigint, subject text, detail text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- Checks every invariant of the ledger: balances sum to 0 per event, running balances match the lines, no customer
+-- below zero without an overdraft flag, held amounts match open reserves, lines exist exactly for committed transactions.
+-- Returns one row per broken invariant; no rows means healthy.
+    WITH line_sums AS (
+        SELECT account_id, sum(amount)::bigint AS balance
+          FROM (SELECT debit_account_id AS account_id, amount FROM ledger.booking
+                UNION ALL
+                SELECT credit_account_id, -amount FROM ledger.booking) x
+         GROUP BY account_id)
+    SELECT 'event-balances-sum-to-zero', a.event_id, 'event ' || a.event_id, 'balances sum to ' || sum(s.balance)
+      FROM line_sums s JOIN ledger.account a ON a.id = s.account_id
+     GROUP BY a.event_id HAVING sum(s.balance) <> 0
+    UNION ALL
+    SELECT 'customer-balance-matches-lines', a.event_id, 'account ' || a.id,
+           format('running balance %s, lines say %s', a.balance, coalesce(s.balance, 0))
+      FROM ledger.account a LEFT JOIN line_sums s ON s.account_id = a.id
+     WHERE a.kind = 'customer' AND a.balance <> coalesce(s.balance, 0)
+    UNION ALL
+    SELECT 'customer-not-negative-unless-flagged', a.event_id, 'account ' || a.id, format('balance %s', a.balance)
+      FROM ledger.account a
+     WHERE a.kind = 'customer' AND a.balance < 0
+       AND NOT EXISTS (SELECT FROM ledger.overdraft o WHERE o.account_id = a.id)
+    UNION ALL
+    SELECT 'held-matches-open-reserves', a.event_id, 'account ' || a.id,
+           format('held %s, open reserves hold %s', a.held, coalesce(h.held, 0))
+      FROM ledger.account a
+      LEFT JOIN (SELECT t.account_id, sum(t.held)::bigint AS held FROM ledger.transaction t
+                  WHERE t.held > 0 GROUP BY t.account_id) h ON h.account_id = a.id
+     WHERE a.held <> coalesce(h.held, 0)
+    UNION ALL
+    SELECT 'booked-iff-committed', t.event_id, 'transaction ' || t.id,
+           format('%s with %s booking lines', t.state, count(b.line_no))
+      FROM ledger.transaction t LEFT JOIN ledger.booking b ON b.transaction_id = t.id
+     GROUP BY t.id
+    HAVING (t.state = 'Committed') <> (count(b.line_no) > 0)
+    UNION ALL
+    SELECT 'lines-match-amount', t.event_id, 'transaction ' || t.id,
+           format('customer side of the lines is %s, the transaction says %s', s.customer_side,
+                  CASE WHEN t.type IN ('topup', 'chargeback', 'deposit_return') THEN t.amount - t.fee ELSE -t.amount END)
+      FROM ledger.transaction t
+      JOIN LATERAL (SELECT sum(CASE WHEN b.debit_account_id = t.account_id THEN b.amount
+                                    WHEN b.credit_account_id = t.account_id THEN -b.amount ELSE 0 END)::bigint AS customer_side
+                      FROM ledger.booking b WHERE b.transaction_id = t.id) s ON true
+     WHERE t.state = 'Committed'
+       AND s.customer_side <> CASE WHEN t.type IN ('topup', 'chargeback', 'deposit_return') THEN t.amount - t.fee ELSE -t.amount END
+    UNION ALL
+    SELECT 'lines-within-one-event', t.event_id, 'transaction ' || t.id, 'a line touches an account of another event'
+      FROM ledger.transaction t
+     WHERE EXISTS (SELECT FROM ledger.booking b JOIN ledger.account d ON d.id = b.debit_account_id
+                     JOIN ledger.account c ON c.id = b.credit_account_id
+                    WHERE b.transaction_id = t.id AND (d.event_id <> t.event_id OR c.event_id <> t.event_id));
+$$;
+COMMENT ON FUNCTION api.check_invariants IS 'One row per broken ledger invariant (SPEC 10); no rows means healthy.';
+
+-- The callable surface: every api function for the gateway, and the read-only ones for reporting.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace IN ('api'::regnamespace, 'ledger'::regnamespace) LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = 'api'::regnamespace LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO festpay_gateway', f);
+    END LOOP;
+END
+$$;
+GRANT EXECUTE ON FUNCTION api.check_invariants(), api.customer_statement(bigint, text), api.problem_types() TO festpay_report;

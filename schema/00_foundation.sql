@@ -1,0 +1,84 @@
+-- Foundation: roles, schemas, extensions and default privileges.
+-- ledger: private tables (owner only); api: the callable surface; report: read-only views.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'festpay_owner') THEN
+        CREATE ROLE festpay_owner NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'festpay_gateway') THEN
+        CREATE ROLE festpay_gateway LOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'festpay_report') THEN
+        CREATE ROLE festpay_report LOGIN;
+    END IF;
+END
+$$;
+
+-- The migrating user creates the objects as festpay_owner (SET ROLE below).
+GRANT festpay_owner TO CURRENT_USER;
+COMMENT ON ROLE festpay_owner IS 'Owns every Festpay object; SECURITY DEFINER functions run as it.';
+COMMENT ON ROLE festpay_gateway IS 'The HTTP gateway: may only execute api functions.';
+COMMENT ON ROLE festpay_report IS 'Read-only reporting: report views and api.check_invariants().';
+
+CREATE SCHEMA extensions;
+CREATE EXTENSION pgcrypto WITH SCHEMA extensions;
+GRANT USAGE ON SCHEMA extensions TO festpay_owner;
+
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+
+CREATE SCHEMA ledger AUTHORIZATION festpay_owner;
+CREATE SCHEMA api AUTHORIZATION festpay_owner;
+CREATE SCHEMA report AUTHORIZATION festpay_owner;
+COMMENT ON SCHEMA ledger IS 'Private tables of Festpay: not readable or writable by the gateway or report roles.';
+COMMENT ON SCHEMA api IS 'The callable surface: SECURITY DEFINER functions, EXECUTE granted explicitly.';
+COMMENT ON SCHEMA report IS 'Read-only reporting views for the festpay_report role.';
+
+GRANT USAGE ON SCHEMA api TO festpay_gateway, festpay_report;
+GRANT USAGE ON SCHEMA report TO festpay_report;
+
+-- Nothing a later migration creates is callable or readable by PUBLIC unless granted explicitly.
+ALTER DEFAULT PRIVILEGES FOR ROLE festpay_owner REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+ALTER DEFAULT PRIVILEGES FOR ROLE festpay_owner REVOKE USAGE ON TYPES FROM PUBLIC;
+
+SET ROLE festpay_owner;
+
+CREATE TYPE ledger.account_kind AS ENUM ('customer', 'merchant', 'topup', 'cash', 'fee', 'payout', 'deposit');
+CREATE TYPE ledger.tx_type AS ENUM ('topup', 'purchase', 'deposit_return', 'chargeback', 'refund', 'payout', 'transfer');
+CREATE TYPE ledger.tx_state AS ENUM (
+    'Open', 'ReservePending', 'Reserve', 'ReserveExpired', 'TerminalConfirmUnknown',
+    'ExternalPending', 'ExternalUnknown', 'Committed', 'Aborted');
+CREATE TYPE ledger.payment_method AS ENUM ('cash', 'card', 'online');
+CREATE TYPE ledger.tag_status AS ENUM ('new', 'active', 'blocked');
+CREATE TYPE ledger.position_kind AS ENUM ('sale', 'topup');
+-- One booking line before it is stored: debit receives, credit pays.
+CREATE TYPE ledger.line AS (debit bigint, credit bigint, amount bigint);
+
+-- Every failure the database reports has a stable name (slug) and SQLSTATE.
+CREATE TABLE ledger.problem (
+    slug        text PRIMARY KEY CHECK (slug ~ '^[a-z][a-z-]*$'),
+    sqlstate    char(5) NOT NULL UNIQUE CHECK (sqlstate ~ '^FP[0-9]{3}$'),
+    http_status integer NOT NULL CHECK (http_status BETWEEN 400 AND 599),
+    title       text NOT NULL
+);
+COMMENT ON TABLE ledger.problem IS 'Named errors: every api function raises one of these SQLSTATEs; the gateway maps them to RFC 9457 types.';
+
+INSERT INTO ledger.problem (slug, sqlstate, http_status, title) VALUES
+    ('validation',                  'FP001', 400, 'The request is not valid'),
+    ('amount-mismatch',             'FP002', 422, 'The amount is not the sum of the items'),
+    ('unknown-product',             'FP003', 422, 'A product does not belong to this event'),
+    ('price-mismatch',              'FP004', 422, 'A fixed-price product was sold at another price'),
+    ('not-found',                   'FP010', 404, 'No such object'),
+    ('tag-blocked',                 'FP011', 403, 'The tag is blocked'),
+    ('tag-not-active',              'FP012', 409, 'The tag has never been topped up'),
+    ('insufficient-balance',        'FP020', 402, 'The available balance is too low'),
+    ('max-balance-exceeded',        'FP021', 422, 'The balance would exceed the event''s maximum'),
+    ('topup-out-of-bounds',         'FP022', 422, 'The top-up is below the minimum or above the maximum'),
+    ('chargeback-exceeds-purchase', 'FP023', 422, 'More would be returned than is left of the purchase'),
+    ('invalid-transition',          'FP030', 409, 'The transaction cannot move to that state'),
+    ('idempotency-conflict',        'FP031', 422, 'The same terminal transaction was sent with a different payload'),
+    ('wrong-position',              'FP032', 409, 'This position cannot do that'),
+    ('registration-code-invalid',   'FP040', 403, 'The registration code is unknown or already used'),
+    ('append-only',                 'FP050', 409, 'Booking lines and audit records cannot be changed');
+
+RESET ROLE;

@@ -1,0 +1,45 @@
+-- Events and their accounts: the settings of one festival edition, and every account of SPEC section 2.
+
+SET ROLE festpay_owner;
+
+CREATE TABLE ledger.event (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name             text NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 200),
+    currency         text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    time_zone        text NOT NULL,
+    max_balance      bigint NOT NULL CHECK (max_balance > 0),
+    min_topup        bigint NOT NULL CHECK (min_topup > 0),
+    max_topup        bigint NOT NULL,
+    topup_fee_cash   bigint NOT NULL DEFAULT 0 CHECK (topup_fee_cash >= 0),
+    topup_fee_card   bigint NOT NULL DEFAULT 0 CHECK (topup_fee_card >= 0),
+    topup_fee_online bigint NOT NULL DEFAULT 0 CHECK (topup_fee_online >= 0),
+    payout_fee       bigint NOT NULL DEFAULT 0 CHECK (payout_fee >= 0),
+    reserve_timeout  interval NOT NULL DEFAULT '120 seconds' CHECK (reserve_timeout > '0 seconds'),
+    offline_limit    bigint NOT NULL DEFAULT 5000 CHECK (offline_limit >= 0),
+    offline_log_size integer NOT NULL DEFAULT 16 CHECK (offline_log_size BETWEEN 1 AND 255),
+    tag_key          bytea NOT NULL CHECK (length(tag_key) = 32),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT topup_bounds CHECK (max_topup >= min_topup AND max_topup <= max_balance),
+    CONSTRAINT fees_below_min_topup CHECK (
+        topup_fee_cash < min_topup AND topup_fee_card < min_topup AND topup_fee_online < min_topup)
+);
+COMMENT ON TABLE ledger.event IS 'One festival edition: currency, limits (cents), fees per top-up method, reserve timeout, offline limits, tag key.';
+
+-- Balance rule: an account's balance is what it received (debit) minus what it paid (credit).
+-- Only customer accounts keep a running balance and a held amount in their row (they are locked per
+-- purchase anyway); system accounts are hot and derive their balance from the booking lines.
+CREATE TABLE ledger.account (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id   bigint NOT NULL REFERENCES ledger.event,
+    kind       ledger.account_kind NOT NULL,
+    name       text NOT NULL,
+    balance    bigint NOT NULL DEFAULT 0,
+    held       bigint NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT account_name_unique UNIQUE (event_id, kind, name),
+    CONSTRAINT held_not_negative CHECK (held >= 0),
+    CONSTRAINT only_customers_keep_a_running_balance CHECK (kind = 'customer' OR (balance = 0 AND held = 0))
+);
+COMMENT ON TABLE ledger.account IS 'Double-entry accounts. Customer rows carry balance and held; other kinds derive their balance from ledger.booking.';
+
+RESET ROLE;

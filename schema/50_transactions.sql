@@ -1,0 +1,110 @@
+-- Transactions, their items, the allowed state transitions and the violation log.
+
+SET ROLE festpay_owner;
+
+CREATE TABLE ledger.transaction (
+    id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id           bigint NOT NULL REFERENCES ledger.event,
+    type               ledger.tx_type NOT NULL,
+    state              ledger.tx_state NOT NULL,
+    account_id         bigint NOT NULL REFERENCES ledger.account,
+    other_account_id   bigint NOT NULL REFERENCES ledger.account,
+    tag_id             bigint REFERENCES ledger.tag,
+    tag_tx_number      integer CHECK (tag_tx_number >= 0),
+    assignment_id      bigint REFERENCES ledger.assignment,
+    terminal_tx_number bigint CHECK (terminal_tx_number > 0),
+    amount             bigint NOT NULL CHECK (amount > 0),
+    fee                bigint NOT NULL DEFAULT 0 CHECK (fee >= 0),
+    held               bigint NOT NULL DEFAULT 0,
+    payment            ledger.payment_method,
+    linked_id          bigint REFERENCES ledger.transaction,
+    terminal_time      timestamptz,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    expires_at         timestamptz,
+    committed_at       timestamptz,
+    CONSTRAINT terminal_identity_unique UNIQUE (assignment_id, terminal_tx_number),
+    CONSTRAINT terminal_identity_complete CHECK ((assignment_id IS NULL) = (terminal_tx_number IS NULL)),
+    CONSTRAINT held_only_while_reserved CHECK (
+        held >= 0 AND (held = 0 OR state IN ('ReservePending', 'Reserve', 'TerminalConfirmUnknown'))),
+    CONSTRAINT committed_at_iff_committed CHECK ((state = 'Committed') = (committed_at IS NOT NULL)),
+    CONSTRAINT two_sides CHECK (account_id <> other_account_id)
+);
+COMMENT ON TABLE ledger.transaction IS
+    'A transaction: account_id is the customer it concerns, other_account_id the counterparty '
+    '(merchant, top-up source, drawer, payout, deposit or receiving customer). held is what it reserves now.';
+CREATE INDEX transaction_reserve_expiry ON ledger.transaction (expires_at) WHERE state = 'ReservePending';
+CREATE INDEX transaction_unknown_by_tag ON ledger.transaction (tag_id) WHERE state = 'TerminalConfirmUnknown';
+CREATE INDEX transaction_account ON ledger.transaction (account_id);
+CREATE INDEX transaction_linked ON ledger.transaction (linked_id) WHERE linked_id IS NOT NULL;
+
+CREATE TABLE ledger.item (
+    transaction_id bigint NOT NULL REFERENCES ledger.transaction,
+    line_no        smallint NOT NULL CHECK (line_no > 0),
+    product_id     bigint NOT NULL REFERENCES ledger.product,
+    name           text NOT NULL,
+    quantity       integer NOT NULL CHECK (quantity > 0),
+    unit_price     bigint NOT NULL CHECK (unit_price >= 0),
+    vat_rate       numeric(5,2) NOT NULL,
+    returnable     boolean NOT NULL,
+    PRIMARY KEY (transaction_id, line_no)
+);
+COMMENT ON TABLE ledger.item IS 'A line item as sold: the product''s name, unit price and VAT rate at the time of sale. Append-only.';
+
+-- The source of truth for state changes; from_state NULL is a transaction the backend has not seen yet.
+CREATE TABLE ledger.transition (
+    from_state ledger.tx_state,
+    to_state   ledger.tx_state NOT NULL,
+    trigger    text NOT NULL,
+    CONSTRAINT transition_unique UNIQUE NULLS NOT DISTINCT (from_state, to_state)
+);
+COMMENT ON TABLE ledger.transition IS 'Allowed backend state transitions (SPEC 5); ledger.set_state consults it for every change.';
+
+INSERT INTO ledger.transition (from_state, to_state, trigger) VALUES
+    (NULL, 'ReservePending', 'online reserve at terminal checkout'),
+    (NULL, 'Reserve', 'tag data upload contains a charge the backend has not seen'),
+    (NULL, 'Committed', 'replication of an unseen terminal transaction, or a booking made online'),
+    (NULL, 'Aborted', 'replication of an unseen terminal transaction'),
+    (NULL, 'TerminalConfirmUnknown', 'replication of an unseen terminal transaction'),
+    (NULL, 'Open', 'online or auto top-up created'),
+    ('ReservePending', 'Reserve', 'tag data upload contains this charge'),
+    ('ReservePending', 'ReserveExpired', 'reserve timeout passed'),
+    ('ReservePending', 'Committed', 'replication'),
+    ('ReservePending', 'Aborted', 'replication'),
+    ('ReservePending', 'TerminalConfirmUnknown', 'replication'),
+    ('Reserve', 'Committed', 'replication'),
+    ('ReserveExpired', 'Committed', 'replication: the tag was charged, booked even if it overdraws'),
+    ('ReserveExpired', 'Aborted', 'replication (operator cancel)'),
+    ('TerminalConfirmUnknown', 'Committed', 'tag data upload contains this charge, or an admin resolves it'),
+    ('TerminalConfirmUnknown', 'Aborted', 'tag data upload shows the tag was not charged, or an admin resolves it'),
+    ('Open', 'ExternalPending', 'set just before calling the payment provider'),
+    ('ExternalPending', 'Committed', 'positive answer from the provider'),
+    ('ExternalPending', 'Aborted', 'negative answer from the provider'),
+    ('ExternalPending', 'ExternalUnknown', 'no determinate answer before the background check timed out'),
+    ('ExternalUnknown', 'Committed', 'late provider answer, or an admin resolves it'),
+    ('ExternalUnknown', 'Aborted', 'late provider answer, or an admin resolves it');
+
+CREATE TABLE ledger.violation (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    occurred_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor          text NOT NULL,
+    event_id       bigint,
+    transaction_id bigint,
+    from_state     ledger.tx_state,
+    to_state       ledger.tx_state,
+    reason         text NOT NULL,
+    payload        jsonb NOT NULL DEFAULT '{}'
+);
+COMMENT ON TABLE ledger.violation IS 'Every refused state transition: who, which transaction, from, to, payload, when. Append-only; kept even though the change is refused.';
+
+CREATE TABLE ledger.overdraft (
+    transaction_id bigint PRIMARY KEY REFERENCES ledger.transaction,
+    account_id     bigint NOT NULL REFERENCES ledger.account,
+    balance_after  bigint NOT NULL CHECK (balance_after < 0),
+    flagged_at     timestamptz NOT NULL DEFAULT now(),
+    reviewed_at    timestamptz,
+    reviewed_by    text
+);
+COMMENT ON TABLE ledger.overdraft IS 'A booking that took a customer below zero because the tag had already been charged; for review.';
+
+RESET ROLE;

@@ -1,0 +1,19 @@
+-- Booking lines: the append-only double-entry journal.
+
+SET ROLE festpay_owner;
+
+CREATE TABLE ledger.booking (
+    transaction_id    bigint NOT NULL REFERENCES ledger.transaction,
+    line_no           smallint NOT NULL CHECK (line_no > 0),
+    debit_account_id  bigint NOT NULL REFERENCES ledger.account,
+    credit_account_id bigint NOT NULL REFERENCES ledger.account,
+    amount            bigint NOT NULL CHECK (amount > 0),
+    booked_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (transaction_id, line_no),
+    CONSTRAINT two_accounts CHECK (debit_account_id <> credit_account_id)
+);
+COMMENT ON TABLE ledger.booking IS 'One movement of money: the debit account receives amount cents, the credit account pays them. Append-only.';
+CREATE INDEX booking_debit ON ledger.booking (debit_account_id) INCLUDE (amount);
+CREATE INDEX booking_credit ON ledger.booking (credit_account_id) INCLUDE (amount);
+
+RESET ROLE;

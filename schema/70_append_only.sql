@@ -1,0 +1,28 @@
+-- Append-only enforcement: booking lines, items and audit records refuse UPDATE, DELETE and TRUNCATE, for every role.
+
+SET ROLE festpay_owner;
+
+CREATE FUNCTION ledger.refuse_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+-- Trigger: refuses any change to an append-only table.
+-- Raises append-only (FP050).
+BEGIN
+    RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'FP050', HINT = 'append-only';
+END
+$$;
+
+CREATE TRIGGER booking_append_only BEFORE UPDATE OR DELETE ON ledger.booking
+    FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change();
+CREATE TRIGGER booking_no_truncate BEFORE TRUNCATE ON ledger.booking
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger.refuse_change();
+CREATE TRIGGER item_append_only BEFORE UPDATE OR DELETE ON ledger.item
+    FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change();
+CREATE TRIGGER item_no_truncate BEFORE TRUNCATE ON ledger.item
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger.refuse_change();
+CREATE TRIGGER violation_append_only BEFORE UPDATE OR DELETE ON ledger.violation
+    FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change();
+CREATE TRIGGER violation_no_truncate BEFORE TRUNCATE ON ledger.violation
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger.refuse_change();
+
+RESET ROLE;
