@@ -1,0 +1,69 @@
+# Festpay developer tasks.  `make run` and `make test` work from a fresh clone.
+
+PYTHON     ?= python3
+VENV       := .venv
+VENV_STAMP := $(VENV)/.installed
+PG_MAJOR   ?= 15
+# pgTAP for the server, and pg_prove.
+TEST_APT_PACKAGES := postgresql-$(PG_MAJOR)-pgtap libtap-parser-sourcehandler-pgtap-perl
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.DEFAULT_GOAL := help
+.PHONY: help .venv run test server-deps test-deps bench clean-data
+
+help:
+	@echo "make run         start PostgreSQL (embedded), migrate, load demo data; Ctrl-C stops"
+	@echo "make test        pytest + pgTAP suites (installs pgTAP/pg_prove via apt when missing)"
+	@echo "make bench       benchmarks"
+	@echo "make clean-data  stop and delete the embedded cluster (all local data)"
+
+# The virtualenv, re-installed whenever the package metadata changes.
+.venv: $(VENV_STAMP)
+
+$(VENV_STAMP): setup.cfg pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Festpay needs Python 3.11 or newer ($(PYTHON) is $$($(PYTHON) --version 2>&1))"; exit 1; }
+	@if [ ! -x $(VENV)/bin/python ]; then \
+		rm -rf $(VENV); \
+		if ! $(PYTHON) -m venv $(VENV) >/dev/null 2>&1; then \
+			echo "python venv module missing; installing python3-venv"; \
+			rm -rf $(VENV); \
+			$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv; \
+			$(PYTHON) -m venv $(VENV); \
+		fi; \
+	fi
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+run: .venv server-deps
+	$(VENV)/bin/festpay run
+
+# The PostgreSQL server, from Debian, unless one is there already (or PG_BIN points to one).
+server-deps:
+	@if [ -z "$$PG_BIN" ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+		echo "installing postgresql-$(PG_MAJOR)"; \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql-$(PG_MAJOR); \
+	fi
+
+# pgTAP and pg_prove come from Debian packages; installed only when missing.
+test-deps:
+	@missing=""; \
+	for p in $(TEST_APT_PACKAGES); do \
+		dpkg -s $$p 2>/dev/null | grep -q '^Status: install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+test: .venv test-deps
+	$(VENV)/bin/pytest
+
+bench: .venv
+	$(VENV)/bin/python -m python_gateway.bench
+
+clean-data:
+	@if [ -x $(VENV)/bin/festpay ]; then $(VENV)/bin/festpay db destroy --yes; else rm -rf data; fi

@@ -1,0 +1,1 @@
+"""Festpay: the thin Python layer around the PostgreSQL money logic."""

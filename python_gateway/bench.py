@@ -1,0 +1,567 @@
+"""Benchmarks: ``make bench`` (``python -m python_gateway.bench``).
+
+One run builds its own throwaway PostgreSQL cluster (EmbeddedPostgres in a temporary
+folder, destroyed at the end, also on errors and Ctrl-C) and runs named sections in order:
+
+``tpcb``      the yardstick: ``pgbench -i -s 10`` then the built-in tpcb-like script.
+``purchase``  the Festpay purchase flow through the api functions, as the gateway role:
+              one pgbench transaction = one purchase = two database transactions
+              (``api.reserve`` then ``api.replicate`` with state Committed), in two
+              scenarios: ``spread`` (20 merchants) and ``hot`` (all sales at one merchant).
+
+Durability settings are never touched (synchronous_commit and fsync stay on): the
+numbers are what a festival would get from this machine.  Each section returns
+``name=value`` results; the run ends with all of them, one per line, and exits non-zero
+when a section failed (pgbench errors, wrong purchase counts, broken ledger invariants).
+
+Environment: FESTPAY_BENCH_SECONDS (duration of every pgbench run, default 20),
+PG_BIN (server binaries, as for ``festpay run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import psycopg
+
+from .embedded import EmbeddedPostgres
+from .migrate import migrate
+
+log = logging.getLogger("festpay.bench")
+
+DEFAULT_SECONDS = 20
+CLIENTS = 16
+THREADS = 2
+TPCB_SCALE = 10
+
+MERCHANTS = 20
+CUSTOMERS = 10_000
+PRICE = 450                       # cents: one product, one unit per purchase
+FUNDING = 1_000_000               # cents per customer: ~2200 purchases each, far more than a run makes
+UID_BASE = 10 ** 15               # UID of customer c = 16 decimal digits (valid hex): str(UID_BASE + c)
+HOT_NUMBER_OFFSET = 10 ** 12      # terminal numbers of the hot run start here (the spread run starts at 0)
+
+SAMPLE_INTERVAL_S = 0.2           # pg_stat_activity samples: 5 per second
+GOAL_PURCHASE_VS_TPCB = 0.8
+GOAL_HOT_VS_SPREAD = 0.9
+
+
+class BenchFailure(RuntimeError):
+    """A benchmark ran but its result cannot be trusted (errors, wrong counts, broken invariants)."""
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass
+class Bench:
+    """What every section gets: the cluster, the settings and the results so far."""
+
+    cluster: EmbeddedPostgres
+    seconds: int
+    clients: int = CLIENTS
+    threads: int = THREADS
+    workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+    results: dict[str, str] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def pgbench(self) -> str:
+        candidate = self.cluster.bindir / "pgbench"
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+        found = shutil.which("pgbench")
+        if not found:
+            raise BenchFailure("pgbench not found (install postgresql-contrib / the postgresql server package)")
+        return found
+
+    def conn_args(self, dbname: str, user: str = "postgres") -> list[str]:
+        return ["-h", str(self.cluster.socket_dir), "-p", str(self.cluster.port), "-U", user, dbname]
+
+    def connect(self, dbname: str, **kwargs) -> psycopg.Connection:
+        return self.cluster.connect(dbname, **kwargs)
+
+    def record(self, name: str, value) -> None:
+        if isinstance(value, float):
+            value = f"{value:.3f}"
+        self.results[name] = str(value)
+
+
+Section = Callable[[Bench], None]
+
+
+# --------------------------------------------------------------------------- pgbench
+
+
+@dataclass
+class PgbenchResult:
+    tps: float
+    processed: int
+    failed: int
+    aborted_clients: int
+    latency_ms: float | None
+    statements: list[tuple[float, int, str]]   # (latency ms, failures, command)
+    returncode: int
+    output: str
+
+
+def _tool_env() -> dict[str, str]:
+    # PG* variables of the caller must not redirect the tools to another server.
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG")} | {"LC_MESSAGES": "C"}
+
+
+def run_tool(args: list[str], *, timeout: float) -> subprocess.CompletedProcess:
+    """Runs a client tool; kills it when we are interrupted."""
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          stdin=subprocess.DEVNULL, env=_tool_env()) as proc:
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        return subprocess.CompletedProcess(args, proc.returncode, out, None)
+
+
+def parse_pgbench(out: str, returncode: int) -> PgbenchResult:
+    def number(pattern: str, cast=float, default=None):
+        m = re.search(pattern, out, re.MULTILINE)
+        return cast(m.group(1)) if m else default
+
+    statements = []
+    in_statements = False
+    for line in out.splitlines():
+        if line.startswith("statement latencies"):
+            in_statements = True
+            continue
+        if in_statements:
+            m = re.match(r"^\s+([\d.]+)\s+(\d+)\s+(.*)$", line)
+            if m:
+                statements.append((float(m.group(1)), int(m.group(2)), m.group(3).strip()))
+            elif line.strip():
+                in_statements = False
+    return PgbenchResult(
+        tps=number(r"^tps = ([\d.]+) \(without initial connection time\)", default=0.0),
+        processed=number(r"^number of transactions actually processed: (\d+)", int, 0),
+        failed=number(r"^number of failed transactions: (\d+)", int, 0),
+        aborted_clients=len(re.findall(r"client \d+ (?:script \d+ )?aborted", out)),
+        latency_ms=number(r"^latency average = ([\d.]+) ms"),
+        statements=statements,
+        returncode=returncode,
+        output=out,
+    )
+
+
+class WaitSampler:
+    """Samples pg_stat_activity of one database a few times per second, in a thread.
+
+    Every client backend counts once per sample: ``CPU`` when active without a wait
+    event, else ``type:event`` (``Client:ClientRead`` = waiting for pgbench's next command).
+    """
+
+    def __init__(self, bench: Bench, dbname: str):
+        self.bench, self.dbname = bench, dbname
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"wait-sampler-{dbname}", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            with self.bench.connect("postgres", autocommit=True) as conn:
+                while not self._stop.is_set():
+                    rows = conn.execute(
+                        """SELECT state, wait_event_type, wait_event FROM pg_stat_activity
+                            WHERE datname = %s AND backend_type = 'client backend' AND pid <> pg_backend_pid()""",
+                        (self.dbname,),
+                    ).fetchall()
+                    for state, wtype, wevent in rows:
+                        if wtype is None:
+                            key = "CPU" if state == "active" else f"(no wait, {state})"
+                        else:
+                            key = f"{wtype}:{wevent}"
+                        self.counts[key] += 1
+                    self.samples += 1
+                    self._stop.wait(SAMPLE_INTERVAL_S)
+        except BaseException as err:  # reported, never fatal: the benchmark itself goes on
+            self.error = err
+
+    def __enter__(self) -> "WaitSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def top(self, n: int = 8) -> list[tuple[str, int, float]]:
+        total = sum(self.counts.values()) or 1
+        return [(key, count, 100.0 * count / total) for key, count in self.counts.most_common(n)]
+
+
+def wal_snapshot(bench: Bench) -> dict[str, int]:
+    with bench.connect("postgres", autocommit=True) as conn:
+        row = conn.execute("SELECT wal_records, wal_fpi, wal_bytes::bigint, wal_sync FROM pg_stat_wal").fetchone()
+        mx = conn.execute(
+            "SELECT coalesce(sum(blks_zeroed), 0)::bigint FROM pg_stat_slru WHERE name LIKE 'Multi%'"
+        ).fetchone()[0]
+    return {"wal_records": row[0], "wal_fpi": row[1], "wal_bytes": row[2], "wal_sync": row[3],
+            "multixact_pages": mx}
+
+
+def run_pgbench(bench: Bench, label: str, dbname: str, args: list[str], *, user: str = "postgres") -> PgbenchResult:
+    """One timed pgbench run with wait-event sampling; prints what it saw."""
+    with bench.connect(dbname, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")        # same starting point for every run: no checkpoint mid-run
+    cmd = [bench.pgbench, "-c", str(bench.clients), "-j", str(bench.threads), "-T", str(bench.seconds), "-r",
+           *args, *bench.conn_args(dbname, user)]
+    print(f"\n== {label}: {bench.clients} clients, {bench.threads} threads, {bench.seconds}s", flush=True)
+    before = wal_snapshot(bench)
+    with WaitSampler(bench, dbname) as sampler:
+        proc = run_tool(cmd, timeout=bench.seconds + 300)
+    after = wal_snapshot(bench)
+    result = parse_pgbench(proc.stdout, proc.returncode)
+    if result.returncode != 0 or result.tps <= 0:
+        print(textwrap.indent(result.output.strip()[-4000:], "   | "))
+    print(f"   tps={result.tps:.1f}  processed={result.processed}  failed={result.failed}"
+          f"  aborted_clients={result.aborted_clients}  latency_avg={result.latency_ms} ms")
+    n = max(result.processed, 1)
+    print(f"   per pgbench transaction: WAL {(after['wal_bytes'] - before['wal_bytes']) / n:.0f} bytes, "
+          f"{(after['wal_records'] - before['wal_records']) / n:.1f} records, "
+          f"{(after['wal_fpi'] - before['wal_fpi']) / n:.2f} full-page images; "
+          f"multixact SLRU pages zeroed {after['multixact_pages'] - before['multixact_pages']}")
+    print("   statement latencies (ms, failures):")
+    for latency, failures, command in result.statements:
+        if not command.startswith("\\"):
+            print(f"     {latency:8.3f} {failures:4d}  {command[:110]}")
+    print(f"   top wait events ({sampler.samples} samples of {bench.clients} backends; "
+          "Client:ClientRead = waiting for pgbench):")
+    for key, count, pct in sampler.top():
+        print(f"     {pct:5.1f}%  {key}")
+    if sampler.error:
+        print(f"   (wait sampler stopped early: {sampler.error})")
+    return result
+
+
+def check_pgbench(bench: Bench, label: str, result: PgbenchResult) -> None:
+    problems = []
+    if result.returncode != 0:
+        problems.append(f"pgbench exit status {result.returncode}")
+    if result.failed:
+        problems.append(f"{result.failed} failed transactions")
+    if result.aborted_clients:
+        problems.append(f"{result.aborted_clients} clients aborted")
+    if result.tps <= 0 or result.processed <= 0:
+        problems.append("no tps reported")
+    if problems:
+        bench.failures.append(f"{label}: " + ", ".join(problems))
+
+
+# --------------------------------------------------------------------------- section: tpcb
+
+
+def section_tpcb(bench: Bench) -> None:
+    """The yardstick: pgbench's own TPC-B-like transaction on this machine and cluster."""
+    bench.cluster.create_database("pgbench")
+    started = time.monotonic()
+    init = run_tool([bench.pgbench, "-i", "-q", "-s", str(TPCB_SCALE), *bench.conn_args("pgbench")], timeout=600)
+    if init.returncode != 0:
+        raise BenchFailure(f"pgbench -i failed:\n{init.stdout.strip()[-2000:]}")
+    print(f"pgbench -i -s {TPCB_SCALE}: {time.monotonic() - started:.1f}s")
+    result = run_pgbench(bench, "tpcb-like (yardstick)", "pgbench", ["-b", "tpcb-like"])
+    check_pgbench(bench, "tpcb", result)
+    bench.record("tpcb_tps", result.tps)
+    bench.record("tpcb_latency_ms", result.latency_ms or 0.0)
+
+
+# --------------------------------------------------------------------------- section: purchase
+
+# One pgbench transaction = one purchase at a terminal = two database transactions.
+# Terminal numbers: every pgbench client is one till person with a terminal at each merchant
+# (assignment a0 + client_id * MERCHANTS + merchant); the client counts its own terminal numbers
+# (n, kept per client across transactions, started by -D n=...), so (assignment, number) is unique
+# without any chance of collision, like on real terminals.  The hot run starts at another offset.
+PURCHASE_SCRIPT = """\
+\\set c random(1, {customers})
+\\set m {merchant}
+\\set a :a0 + :client_id * {merchants} + :m
+\\set n :n + 1
+\\set uid {uid_base} + :c
+SELECT transaction_id FROM api.reserve(:a, :n, ':uid', 1, {price}, '[{{"product_id": :p, "quantity": 1}}]');
+SELECT outcome FROM api.replicate(:a, '[{{"terminal_tx_number": :n, "type": "purchase", "state": "Committed", "uid": ":uid", "tag_tx_number": 1, "amount": {price}, "items": [{{"product_id": :p, "quantity": 1}}]}}]');
+"""
+
+
+@dataclass
+class FestpaySetup:
+    event_id: int
+    product_id: int
+    first_assignment: int
+
+
+def setup_festpay(bench: Bench) -> FestpaySetup:
+    """Event, 20 merchants with a sale position each, a terminal per (client, merchant), funded customers."""
+    started = time.monotonic()
+    migrate(bench.cluster.url("festpay"))
+    with bench.connect("festpay") as conn:
+        event_id = conn.execute(
+            "SELECT api.create_event('Bench Festival', 'EUR', %s, 500, %s)", (FUNDING * 10, FUNDING)
+        ).fetchone()[0]
+        product_id = conn.execute("SELECT api.create_product(%s, 'Beer', %s, 19)", (event_id, PRICE)).fetchone()[0]
+        for m in range(1, MERCHANTS + 1):
+            conn.execute("SELECT api.create_position(%s, %s, 'sale', api.create_merchant(%s, %s))",
+                         (event_id, f"Bar {m:02d}", event_id, f"Merchant {m:02d}"))
+        conn.execute("SELECT api.create_position(%s, 'Top-up', 'topup')", (event_id,))
+        assignments = [
+            row[0]
+            for row in conn.execute(
+                """SELECT (api.register_terminal(api.create_registration_code(%(e)s, format('Bar %%s', lpad(m::text, 2, '0'))),
+                                                 format('bench client %%s merchant %%s', c, m))).assignment_id
+                     FROM generate_series(0, %(clients)s - 1) c, generate_series(1, %(merchants)s) m
+                    ORDER BY c, m""",
+                {"e": event_id, "clients": bench.clients, "merchants": MERCHANTS},
+            ).fetchall()
+        ]
+        first = min(assignments)
+        if sorted(assignments) != list(range(first, first + len(assignments))):
+            raise BenchFailure("terminal assignments did not get consecutive ids")
+        # The script addresses a terminal as a0 + client * MERCHANTS + (merchant - 1): check that layout.
+        layout = conn.execute(
+            """SELECT bool_and(a.id = %s + (split_part(a.device, ' ', 3)::int * %s) + split_part(a.device, ' ', 5)::int - 1
+                               AND p.name = format('Bar %%s', lpad(split_part(a.device, ' ', 5), 2, '0')))
+                 FROM ledger.assignment a JOIN ledger.position p ON p.id = a.position_id
+                WHERE a.event_id = %s AND a.device LIKE 'bench client %%'""",
+            (first, MERCHANTS, event_id),
+        ).fetchone()[0]
+        if not layout:
+            raise BenchFailure("terminal assignments are not laid out as the purchase script expects")
+        topup_terminal = conn.execute(
+            "SELECT assignment_id FROM api.register_terminal(api.create_registration_code(%s, 'Top-up'), 'bench top-up')",
+            (event_id,),
+        ).fetchone()[0]
+        conn.commit()
+        # All customers funded in one statement through the api (cash at one top-up terminal).
+        funded = conn.execute(
+            """SELECT count(*) FROM generate_series(1, %s) c,
+                      LATERAL api.topup(%s, c, (%s + c)::text, %s, 'cash') t
+                WHERE t.state = 'Committed' AND t.balance = %s""",
+            (CUSTOMERS, topup_terminal, UID_BASE, FUNDING, FUNDING),
+        ).fetchone()[0]
+        conn.commit()
+        if funded != CUSTOMERS:
+            raise BenchFailure(f"only {funded} of {CUSTOMERS} customers were funded")
+    with bench.connect("festpay", autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    print(f"festpay setup: event {event_id}, {MERCHANTS} merchants, {len(assignments)} sale terminals "
+          f"(assignments {first}..{first + len(assignments) - 1}), {CUSTOMERS} customers funded with {FUNDING} cents "
+          f"in {time.monotonic() - started:.1f}s")
+    return FestpaySetup(event_id, product_id, first)
+
+
+def purchase_counts(bench: Bench, event_id: int) -> tuple[int, int]:
+    """(committed purchases, purchases in any other state) of the event."""
+    with bench.connect("festpay", autocommit=True) as conn:
+        return conn.execute(
+            """SELECT count(*) FILTER (WHERE state = 'Committed'), count(*) FILTER (WHERE state <> 'Committed')
+                 FROM ledger.transaction WHERE event_id = %s AND type = 'purchase'""",
+            (event_id,),
+        ).fetchone()
+
+
+def run_purchase_scenario(bench: Bench, setup: FestpaySetup, name: str, merchant: str, first_number: int) -> float:
+    script = bench.workdir / f"purchase_{name}.sql"
+    script.write_text(PURCHASE_SCRIPT.format(customers=CUSTOMERS, merchant=merchant, merchants=MERCHANTS,
+                                             uid_base=UID_BASE, price=PRICE))
+    script.chmod(0o644)
+    committed_before, other_before = purchase_counts(bench, setup.event_id)
+    result = run_pgbench(
+        bench, f"purchase {name}", "festpay",
+        ["-n", "-f", str(script), "-D", f"a0={setup.first_assignment}", "-D", f"n={first_number}",
+         "-D", f"p={setup.product_id}"],
+        user="festpay_gateway",
+    )
+    check_pgbench(bench, f"purchase_{name}", result)
+    committed_after, other_after = purchase_counts(bench, setup.event_id)
+    committed = committed_after - committed_before
+    # pgbench counts a transaction when its last command completed; one cut off by the time limit
+    # mid-way is neither counted nor committed (it stays ReservePending), so allow that many.
+    print(f"   committed purchases in the ledger: {committed} (pgbench: {result.processed}); "
+          f"purchases left in another state: {other_after - other_before}")
+    if committed != result.processed or other_after - other_before > bench.clients:
+        bench.failures.append(
+            f"purchase_{name}: ledger has {committed} committed purchases (+{other_after - other_before} not "
+            f"committed), pgbench reported {result.processed}")
+    bench.record(f"purchase_{name}_per_s", result.tps)
+    bench.record(f"purchase_{name}_latency_ms", result.latency_ms or 0.0)
+    bench.record(f"purchase_{name}_committed", committed)
+    return result.tps
+
+
+def section_purchase(bench: Bench) -> None:
+    """The purchase flow through the api as the gateway role, spread over 20 merchants and at one hot merchant."""
+    setup = setup_festpay(bench)
+    # spread: each purchase at a random merchant (0-based offset of the client's terminal there)
+    spread = run_purchase_scenario(bench, setup, "spread", f"random(0, {MERCHANTS - 1})", 0)
+    # hot: every client sells at merchant 1 (16 terminals of one bar)
+    hot = run_purchase_scenario(bench, setup, "hot", "0", HOT_NUMBER_OFFSET)
+
+    with bench.connect("festpay", autocommit=True) as conn:
+        broken = conn.execute("SELECT invariant, subject, detail FROM api.check_invariants()").fetchall()
+        open_reserves = conn.execute(
+            "SELECT count(*) FROM ledger.transaction WHERE event_id = %s AND state = 'ReservePending'",
+            (setup.event_id,),
+        ).fetchone()[0]
+    for invariant, subject, detail in broken[:20]:
+        print(f"   BROKEN {invariant}: {subject}: {detail}")
+    bench.record("invariants_broken", len(broken))
+    bench.record("open_reserves_after", open_reserves)
+    if broken:
+        bench.failures.append(f"{len(broken)} ledger invariants broken")
+
+    tpcb = float(bench.results.get("tpcb_tps", "0"))
+    if tpcb > 0:
+        bench.record("purchase_vs_tpcb", 2 * spread / tpcb)
+    if spread > 0:
+        bench.record("hot_vs_spread", hot / spread)
+
+
+# --------------------------------------------------------------------------- main
+
+SECTIONS: dict[str, Section] = {
+    "tpcb": section_tpcb,
+    "purchase": section_purchase,
+}
+
+
+def bench_seconds() -> int:
+    value = os.environ.get("FESTPAY_BENCH_SECONDS", "").strip()
+    if not value:
+        return DEFAULT_SECONDS
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise SystemExit(f"FESTPAY_BENCH_SECONDS={value!r} is not a whole number of seconds") from None
+    if seconds < 1:
+        raise SystemExit("FESTPAY_BENCH_SECONDS must be at least 1")
+    return seconds
+
+
+def _raise_on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_sections(bench: Bench, names: list[str]) -> None:
+    for name in names:
+        started = time.monotonic()
+        print(f"\n######## section {name}", flush=True)
+        try:
+            SECTIONS[name](bench)
+        except BenchFailure as err:
+            bench.failures.append(f"{name}: {err}")
+            print(f"section {name} FAILED: {err}")
+        print(f"(section {name}: {time.monotonic() - started:.0f}s)", flush=True)
+
+
+def print_summary(bench: Bench) -> None:
+    r = bench.results
+    print("\n######## summary")
+    if "tpcb_tps" in r:
+        print(f"yardstick pgbench tpcb-like: {float(r['tpcb_tps']):.0f} tps")
+    if "purchase_spread_per_s" in r:
+        print(f"purchases spread over {MERCHANTS} merchants: {float(r['purchase_spread_per_s']):.0f}/s "
+              f"({2 * float(r['purchase_spread_per_s']):.0f} database transactions/s)")
+    if "purchase_hot_per_s" in r:
+        print(f"purchases at one hot merchant: {float(r['purchase_hot_per_s']):.0f}/s")
+    if "purchase_vs_tpcb" in r:
+        ok = float(r["purchase_vs_tpcb"]) >= GOAL_PURCHASE_VS_TPCB
+        print(f"purchase_vs_tpcb {float(r['purchase_vs_tpcb']):.2f} (goal >= {GOAL_PURCHASE_VS_TPCB}: "
+              f"{'met' if ok else 'NOT met'})")
+    if "hot_vs_spread" in r:
+        ok = float(r["hot_vs_spread"]) >= GOAL_HOT_VS_SPREAD
+        print(f"hot_vs_spread {float(r['hot_vs_spread']):.2f} (goal >= {GOAL_HOT_VS_SPREAD}: "
+              f"{'met' if ok else 'NOT met'})")
+    for failure in bench.failures:
+        print(f"FAILED: {failure}")
+    print()
+    for name, value in r.items():
+        print(f"{name}={value}")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m python_gateway.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sections", nargs="*", metavar="SECTION",
+                        help=f"sections to run, in order (default: all: {', '.join(SECTIONS)})")
+    args = parser.parse_args(argv)
+    names = args.sections or list(SECTIONS)
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    seconds = bench_seconds()
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+
+    root = Path(tempfile.mkdtemp(prefix="festpay-bench-"))
+    cluster = EmbeddedPostgres(root)
+    bench = Bench(cluster=cluster, seconds=seconds, workdir=root)
+    bench.record("clients", bench.clients)
+    bench.record("threads", bench.threads)
+    bench.record("duration_s", seconds)
+    started = time.monotonic()
+    interrupted = False
+    try:
+        cluster.acquire_lock()
+        cluster.start()
+        with cluster.connect("postgres", autocommit=True) as conn:
+            settings = dict(conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN "
+                "('server_version', 'synchronous_commit', 'fsync', 'shared_buffers', 'wal_level', 'max_wal_size')"
+            ).fetchall())
+        print(f"throwaway cluster in {cluster.data_dir} (PostgreSQL {settings.get('server_version')}, "
+              f"fsync={settings.get('fsync')}, synchronous_commit={settings.get('synchronous_commit')}, "
+              f"shared_buffers={settings.get('shared_buffers')}x8kB); {os.cpu_count()} CPUs")
+        bench.record("synchronous_commit", settings.get("synchronous_commit"))
+        bench.record("cpus", os.cpu_count())
+        run_sections(bench, names)
+    except KeyboardInterrupt:
+        print("\ninterrupted; removing the benchmark cluster", file=sys.stderr)
+        bench.failures.append("interrupted")
+        interrupted = True
+    except Exception as err:
+        bench.failures.append(f"{type(err).__name__}: {err}")
+        print(f"benchmark failed: {type(err).__name__}: {err}", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # let the clean-up finish
+        try:
+            cluster.destroy()
+        except Exception as err:  # noqa: BLE001 - report and go on removing files
+            print(f"could not stop the benchmark cluster: {err}", file=sys.stderr)
+        cluster.release_lock()
+        shutil.rmtree(root, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    bench.record("total_s", round(time.monotonic() - started))
+    print_summary(bench)
+    if interrupted:
+        return 130
+    return 1 if bench.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

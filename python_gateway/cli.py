@@ -1,0 +1,374 @@
+"""The ``festpay`` command line.
+
+    festpay run                  database (embedded or DATABASE_URL) + migrate + demo data, until Ctrl-C
+    festpay migrate              apply pending migrations and all procedures
+    festpay db start|stop|status|url|psql|env|destroy
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import NoReturn
+
+import psycopg
+
+from .config import SQL_DIR, ConfigError, Settings, load_settings
+from .embedded import ClusterLocked, EmbeddedPostgres, EmbeddedPostgresError
+from .migrate import MigrationError, libpq_url, load_sql_file, migrate
+
+log = logging.getLogger("festpay")
+
+EXIT_ERROR = 1
+EXIT_NOT_RUNNING = 3
+EXIT_INTERRUPTED = 130
+
+DEMO_SQL = SQL_DIR / "demo.sql"
+
+
+class CliError(Exception):
+    """An expected failure: printed as one line, no traceback."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Terminate(BaseException):
+    """Raised by the SIGTERM handler outside the event loop, so cleanup still runs."""
+
+
+def _raise_terminate(signum, frame) -> NoReturn:
+    raise _Terminate()
+
+
+def _cluster(settings: Settings) -> EmbeddedPostgres:
+    return EmbeddedPostgres(settings.data_dir, settings.pg_port, pg_bin=settings.pg_bin)
+
+
+def _mask_password(url: str) -> str:
+    return re.sub(r"(://[^:/@?]*:)[^@/?]*@", r"\1***@", url)
+
+
+# --------------------------------------------------------------------------- run
+
+# What `festpay run` serves while the database is up.  Each entry is called with
+# (database url, settings) and returns an async context manager that is entered
+# after migration and left at shutdown.  The HTTP gateway goes here.
+Service = Callable[[str, Settings], AbstractAsyncContextManager]
+SERVICES: list[Service] = []
+
+
+async def serve(url: str, settings: Settings, services: list[Service] | None = None) -> None:
+    """Run the services until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for service in SERVICES if services is None else services:
+                await stack.enter_async_context(service(url, settings))
+            await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _banner(lines: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in lines)
+    rule = "=" * 72
+    body = "\n".join(f"  {k.ljust(width)}  {v}" for k, v in lines)
+    return f"\n{rule}\n  Festpay is running.\n\n{body}\n\n  Press Ctrl-C to stop.\n{rule}\n"
+
+
+def cmd_run(args, settings: Settings) -> int:
+    previous_term = signal.signal(signal.SIGTERM, _raise_terminate)
+    try:
+        with contextlib.ExitStack() as cleanup:
+            pg: EmbeddedPostgres | None = None
+            if settings.database_url:
+                url = libpq_url(settings.database_url)
+                print(f"Using DATABASE_URL {_mask_password(url)}", flush=True)
+            else:
+                pg = _cluster(settings)
+                try:
+                    pg.acquire_lock()
+                except ClusterLocked as err:
+                    raise CliError(
+                        f"festpay run is already running for {pg.root}"
+                        + (f" (pid {err.holder_pid})" if err.holder_pid else "")
+                        + "; stop it with Ctrl-C first"
+                    ) from None
+                cleanup.callback(pg.release_lock)
+                cleanup.callback(_stop_cluster, pg)
+                pid = pg.running_pid()
+                if pid is not None:
+                    print(
+                        f"Reusing the PostgreSQL server already running in {pg.data_dir} (pid {pid}); "
+                        "it is stopped when this run ends.",
+                        flush=True,
+                    )
+                else:
+                    print(f"Starting PostgreSQL {pg.version} in {pg.data_dir} ...", flush=True)
+                    pg.start()
+                url = pg.url()
+
+            migrate(url)
+            if DEMO_SQL.exists():
+                load_sql_file(url, DEMO_SQL, psql=pg.psql_path if pg else None)
+                print(f"Loaded {DEMO_SQL.relative_to(SQL_DIR.parent)}", flush=True)
+
+            lines = []
+            if pg is not None:
+                lines += [
+                    ("database", f"PostgreSQL {pg.version}, data in {pg.data_dir}"),
+                    ("psql", pg.psql_command()),
+                    ("URL", pg.url()),
+                    ("TCP", f"{_mask_password(pg.tcp_url())}  (password in {pg.password_file})"),
+                ]
+            else:
+                lines += [("psql", f'psql "{_mask_password(url)}"'), ("", "or: festpay db psql")]
+            print(_banner(lines), flush=True)
+
+            asyncio.run(serve(url, settings))
+            # Shutting down: a second Ctrl-C must not cut the clean stop short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            print("Stopping ...", flush=True)
+    except (KeyboardInterrupt, _Terminate):
+        print("Interrupted; stopped.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    print("Stopped.", flush=True)
+    return 0
+
+
+def _stop_cluster(pg: EmbeddedPostgres) -> None:
+    if pg.stop():
+        print(f"PostgreSQL in {pg.data_dir} stopped.", flush=True)
+
+
+# --------------------------------------------------------------------------- migrate
+
+
+def cmd_migrate(args, settings: Settings) -> int:
+    if settings.database_url:
+        migrate(settings.database_url)
+        print("Migrated (DATABASE_URL).")
+        return 0
+    pg = _cluster(settings)
+    try:
+        pg.acquire_lock()
+    except ClusterLocked as err:
+        # `festpay run` owns the cluster: migrate it in place if it is up.
+        if not pg.is_running():
+            raise CliError(f"{err}; and its server is not up yet, try again") from None
+        migrate(pg.url())
+        print(f"Migrated {pg.url()}")
+        return 0
+    started = False
+    try:
+        if not pg.is_running():
+            pg.start()
+            started = True
+        migrate(pg.url())
+        print(f"Migrated {pg.url()}")
+    finally:
+        try:
+            if started:
+                pg.stop()
+        finally:
+            pg.release_lock()
+    return 0
+
+
+# --------------------------------------------------------------------------- db
+
+
+def cmd_db_start(args, settings: Settings) -> int:
+    pg = _cluster(settings)
+    try:
+        with pg.locked():
+            started = pg.start()
+    except ClusterLocked:
+        if not pg.is_running():
+            raise
+        started = False
+    print(("Started" if started else "Already running") + f": {pg.psql_command()}")
+    return 0
+
+
+def cmd_db_stop(args, settings: Settings) -> int:
+    pg = _cluster(settings)
+    try:
+        with pg.locked():
+            stopped = pg.stop()
+    except ClusterLocked as err:
+        raise CliError(f"{err} — stop that run with Ctrl-C instead") from None
+    print("Stopped." if stopped else "Not running.")
+    return 0
+
+
+def cmd_db_status(args, settings: Settings) -> int:
+    pg = _cluster(settings)
+    if settings.database_url:
+        print(f"DATABASE_URL is set: festpay uses {_mask_password(libpq_url(settings.database_url))}")
+        print("embedded cluster (not used while DATABASE_URL is set):")
+    print(f"  root:        {pg.root}")
+    print(f"  data dir:    {pg.data_dir}" + ("" if pg.is_initialized() else "  (not initialised)"))
+    pid = pg.running_pid()
+    holder = pg.lock_holder()
+    print("  server:      " + (f"running (pid {pid})" if pid else "stopped"))
+    print("  festpay run: " + (f"active (pid {holder})" if holder else "not active"))
+    if pg.is_initialized():
+        print(f"  psql:        {pg.psql_command()}")
+    return 0 if pid else EXIT_NOT_RUNNING
+
+
+def _target_url(args, settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
+    if settings.database_url and not args.embedded:
+        if args.dbname or args.user:
+            raise CliError("--dbname/--user only apply to the embedded cluster (or use --embedded)")
+        return libpq_url(settings.database_url), None
+    pg = _cluster(settings)
+    if not pg.is_initialized():
+        raise CliError(f"no cluster in {pg.root} yet; run `festpay run` or `festpay db start` first")
+    if getattr(args, "tcp", False):
+        return pg.tcp_url(args.dbname or "festpay", args.user or "postgres"), pg
+    return pg.url(args.dbname or "festpay", args.user or "postgres"), pg
+
+
+def cmd_db_url(args, settings: Settings) -> int:
+    url, _ = _target_url(args, settings)
+    print(url)
+    return 0
+
+
+def cmd_db_env(args, settings: Settings) -> int:
+    """Shell lines setting libpq's PG* variables, for psql, pg_prove, pgbench: eval "$(festpay db env)"."""
+    pg = _cluster(settings)
+    if not pg.is_initialized():
+        raise CliError(f"no cluster in {pg.root} yet; run `festpay run` or `festpay db start` first")
+    values = {
+        "PGHOST": str(pg.socket_dir),
+        "PGPORT": str(pg.port),
+        "PGUSER": args.user or "postgres",
+        "PGDATABASE": args.dbname or "festpay",
+    }
+    for key, value in values.items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def cmd_db_psql(args, settings: Settings) -> int:
+    url, pg = _target_url(args, settings)
+    if pg is not None and not pg.is_running():
+        raise CliError("the embedded cluster is not running; `festpay db start` or `festpay run` first",
+                       EXIT_NOT_RUNNING)
+    psql = pg.psql_path if pg is not None else shutil.which("psql")
+    if not psql:
+        raise CliError("psql not found; install postgresql-client")
+    extra = list(args.psql_args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    sys.stdout.flush()
+    os.execv(psql, [psql, url, *extra])
+
+
+def cmd_db_destroy(args, settings: Settings) -> int:
+    pg = _cluster(settings)
+    if not args.yes:
+        raise CliError(f"this deletes the cluster in {pg.data_dir} with all data; add --yes")
+    try:
+        with pg.locked():
+            pg.destroy()
+    except ClusterLocked as err:
+        raise CliError(f"{err} — stop it first") from None
+    print(f"Deleted the cluster of {pg.root}.")
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="festpay", description="Festpay: cashless festival payments.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="start the database, migrate, load demo data, serve until Ctrl-C")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("migrate", help="apply pending migrations and (re)apply all procedures")
+    p.set_defaults(func=cmd_migrate)
+
+    db = sub.add_parser("db", help="the embedded PostgreSQL cluster")
+    dbsub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    dbsub.add_parser("start", help="start it (creating it on first use)").set_defaults(func=cmd_db_start)
+    dbsub.add_parser("stop", help="stop it").set_defaults(func=cmd_db_stop)
+    dbsub.add_parser("status", help="show where it is and whether it runs (exit 3: stopped)").set_defaults(
+        func=cmd_db_status
+    )
+    for name, func, helptext in (
+        ("url", cmd_db_url, "print the connection URL (DATABASE_URL if set)"),
+        ("psql", cmd_db_psql, "open psql on the database (DATABASE_URL if set); extra args after --"),
+    ):
+        p = dbsub.add_parser(name, help=helptext)
+        p.add_argument("--dbname", "-d", help="database (default festpay)")
+        p.add_argument("--user", "-U", help="role to connect as (default postgres; socket auth is trust)")
+        p.add_argument("--embedded", action="store_true", help="use the embedded cluster even if DATABASE_URL is set")
+        if name == "url":
+            p.add_argument("--tcp", action="store_true", help="TCP URL with the superuser password instead")
+        else:
+            p.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed on to psql")
+        p.set_defaults(func=func)
+    p = dbsub.add_parser("env", help='print PGHOST/PGPORT/PGUSER/PGDATABASE exports: eval "$(festpay db env)"')
+    p.add_argument("--dbname", "-d", help="database (default festpay)")
+    p.add_argument("--user", "-U", help="role (default postgres)")
+    p.set_defaults(func=cmd_db_env)
+    p = dbsub.add_parser("destroy", help="stop and delete the cluster with all its data")
+    p.add_argument("--yes", action="store_true", help="really delete")
+    p.set_defaults(func=cmd_db_destroy)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
+    )
+    if not args.verbose:
+        logging.getLogger("yoyo").setLevel(logging.WARNING)
+    try:
+        settings = load_settings()
+        return args.func(args, settings)
+    except (CliError, ClusterLocked) as err:
+        print(f"festpay: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", EXIT_ERROR)
+    except (EmbeddedPostgresError, MigrationError, ConfigError) as err:
+        print(f"festpay: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except psycopg.OperationalError as err:
+        print(f"festpay: cannot reach the database: {str(err).strip()}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("festpay: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
