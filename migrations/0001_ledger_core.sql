@@ -20,7 +20,13 @@ END
 $$;
 
 -- The migrating user creates the objects as festpay_owner (SET ROLE below).
-GRANT festpay_owner TO CURRENT_USER;
+DO $$
+BEGIN
+    IF NOT pg_has_role(current_user, 'festpay_owner', 'MEMBER') THEN
+        EXECUTE format('GRANT festpay_owner TO %I', current_user);
+    END IF;
+END
+$$;
 COMMENT ON ROLE festpay_owner IS 'Owns every Festpay object; SECURITY DEFINER functions run as it.';
 COMMENT ON ROLE festpay_gateway IS 'The HTTP gateway: may only execute api functions.';
 COMMENT ON ROLE festpay_report IS 'Read-only reporting: report views and api.check_invariants().';

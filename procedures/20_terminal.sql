@@ -4,7 +4,7 @@ SET LOCAL ROLE festpay_owner;
 -- Every function takes the assignment id the gateway authenticated; (assignment, terminal number) makes repeats safe.
 
 CREATE OR REPLACE FUNCTION ledger.same_request(t ledger.transaction, p_type ledger.tx_type, p_account_id bigint, p_amount bigint)
-RETURNS void LANGUAGE plpgsql SET search_path = ledger, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql AS $$
 -- Checks that a repeated terminal transaction number carries the same request as the first time.
 -- Raises idempotency-conflict when type, customer or amount differ.
 BEGIN
@@ -17,7 +17,7 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.terminal_tx(p_assignment_id bigint, p_terminal_tx_number bigint)
-RETURNS ledger.transaction LANGUAGE sql SET search_path = ledger, pg_temp AS $$
+RETURNS ledger.transaction LANGUAGE sql AS $$
 -- Locks the transaction a terminal knows by its number (callers lock its customer account first).
 -- Returns the row, or NULL when the backend has not seen it.
     SELECT * FROM ledger.transaction
@@ -75,7 +75,7 @@ COMMENT ON FUNCTION api.reserve IS
 CREATE OR REPLACE FUNCTION ledger.replicate_one(p_assignment_id bigint, p_event_id bigint,
                                                 p_merchant_account_id bigint, p_entry jsonb)
 RETURNS TABLE (terminal_tx_number bigint, transaction_id bigint, state text, outcome text, problem text)
-LANGUAGE plpgsql SET search_path = ledger, pg_temp AS $$
+LANGUAGE plpgsql AS $$
 -- Applies one replicated terminal transaction (Committed, Aborted or TerminalConfirmUnknown) per SPEC 5.
 -- Returns its outcome: booked, duplicate, or rejected with problem invalid-transition (violation logged);
 -- raises the named problem for bad input.

@@ -4,7 +4,7 @@ SET LOCAL ROLE festpay_owner;
 -- external (online) top-ups, admin resolution, reserve expiry, and the terminal transaction lookup.
 
 CREATE OR REPLACE FUNCTION ledger.activate(p_tag ledger.tag)
-RETURNS void LANGUAGE plpgsql SET search_path = ledger, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql AS $$
 -- Checks a tag may receive money and makes a new tag active.
 -- Raises tag-blocked for a blocked tag.
 BEGIN
@@ -18,7 +18,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION ledger.check_topup(p_event_id bigint, p_account ledger.account, p_amount bigint, p_fee bigint,
                                               p_bounds boolean DEFAULT true)
-RETURNS void LANGUAGE plpgsql STABLE SET search_path = ledger, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql STABLE AS $$
 -- Checks a top-up against the event's limits: minimum and maximum top-up, maximum balance after the fee.
 -- Raises topup-out-of-bounds or max-balance-exceeded.
 DECLARE
@@ -38,7 +38,7 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.topup_fee(p_event_id bigint, p_method ledger.payment_method)
-RETURNS bigint LANGUAGE sql STABLE SET search_path = ledger, pg_temp AS $$
+RETURNS bigint LANGUAGE sql STABLE AS $$
 -- The event's fee for a top-up by this method.
 -- Returns cents.
     SELECT CASE p_method WHEN 'cash' THEN topup_fee_cash WHEN 'card' THEN topup_fee_card ELSE topup_fee_online END
@@ -47,7 +47,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION ledger.balance_answer(p_tx_id bigint,
     OUT transaction_id bigint, OUT state text, OUT balance bigint)
-LANGUAGE sql STABLE SET search_path = ledger, pg_temp AS $$
+LANGUAGE sql STABLE AS $$
 -- The answer to an online booking: the transaction, its state and the customer's balance now.
 -- Returns one row.
     SELECT t.id, t.state::text, a.balance FROM ledger.transaction t JOIN ledger.account a ON a.id = t.account_id
@@ -300,7 +300,7 @@ COMMENT ON FUNCTION api.payout IS 'Pays a customer''s leftover money to the bank
 
 CREATE OR REPLACE FUNCTION ledger.conclude(p_tx_id bigint, p_to ledger.tx_state, p_actor text, p_payload jsonb,
                                            OUT transaction_id bigint, OUT state text, OUT outcome text, OUT problem text)
-LANGUAGE plpgsql SET search_path = ledger, pg_temp AS $$
+LANGUAGE plpgsql AS $$
 -- Moves an existing transaction to p_to under its customer's lock and books it if it becomes Committed
 -- (an overdraft is flagged, never refused: the money has moved outside already).
 -- Returns the state after and outcome booked, duplicate or rejected (invalid-transition, violation logged).
