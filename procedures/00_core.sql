@@ -121,10 +121,15 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.lock_account(p_account_id bigint)
-RETURNS ledger.account LANGUAGE sql AS $$
+RETURNS ledger.account LANGUAGE plpgsql AS $$
 -- Locks a customer account row for the rest of the transaction (lock order: accounts by id, then transactions).
 -- Returns the locked row with its current balance and held amount.
-    SELECT * FROM ledger.account WHERE id = p_account_id FOR NO KEY UPDATE;
+DECLARE
+    a ledger.account;
+BEGIN
+    SELECT * INTO a FROM ledger.account WHERE id = p_account_id FOR NO KEY UPDATE;
+    RETURN a;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.terminal_context(
@@ -179,7 +184,8 @@ CREATE OR REPLACE FUNCTION ledger.new_transaction(
     p_terminal_time timestamptz DEFAULT NULL, p_expires_at timestamptz DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
 -- Creates a transaction in its first state (a (new) -> p_state transition of ledger.transition) and holds p_held.
--- Returns its id, or NULL when (assignment, terminal number) exists already; raises invalid-transition otherwise.
+-- Returns its id; raises idempotency-conflict when (assignment, terminal number) was taken meanwhile,
+-- invalid-transition when p_state is not a first state.
 DECLARE
     v_id bigint;
 BEGIN
@@ -194,7 +200,15 @@ BEGIN
             p_terminal_time, p_expires_at, CASE WHEN p_state = 'Committed' THEN now() END)
     ON CONFLICT ON CONSTRAINT terminal_identity_unique DO NOTHING
     RETURNING id INTO v_id;
-    IF v_id IS NOT NULL AND p_held > 0 THEN
+    IF v_id IS NULL THEN
+        -- Callers hold the customer's lock and saw no such number, so a concurrent session has just claimed
+        -- it for another customer: the same terminal transaction with a different payload.
+        PERFORM ledger.fail('idempotency-conflict',
+            format('terminal transaction %s of assignment %s was just claimed for another tag', p_terminal_tx_number, p_assignment_id),
+            (SELECT jsonb_build_object('transaction_id', x.id, 'state', x.state) FROM ledger.transaction x
+              WHERE x.assignment_id = p_assignment_id AND x.terminal_tx_number = p_terminal_tx_number));
+    END IF;
+    IF p_held > 0 THEN
         UPDATE ledger.account SET held = held + p_held WHERE id = p_account_id;
     END IF;
     RETURN v_id;
@@ -233,29 +247,26 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ledger.lines_for(p_tx_id bigint)
+CREATE OR REPLACE FUNCTION ledger.lines_for(t ledger.transaction)
 RETURNS ledger.line[] LANGUAGE plpgsql STABLE AS $$
 -- Derives the booking lines of a transaction from its type, accounts, amount, fee and items (SPEC 3).
 -- Returns the lines as (debit receives, credit pays, amount); lines of 0 are left out.
 DECLARE
-    t ledger.transaction;
     v_lines ledger.line[];
     v_fee_account bigint;
-    v_deposit bigint;
 BEGIN
-    SELECT * INTO t FROM ledger.transaction WHERE id = p_tx_id;
     IF t.fee > 0 THEN
         v_fee_account := ledger.system_account(t.event_id, 'fee', 'fees');
     END IF;
     CASE t.type
     WHEN 'purchase' THEN
-        IF EXISTS (SELECT FROM ledger.item WHERE transaction_id = t.id AND returnable) THEN
-            v_deposit := ledger.system_account(t.event_id, 'deposit', 'deposit');
-        END IF;
-        SELECT array_agg(ROW(CASE WHEN i.returnable THEN v_deposit ELSE t.other_account_id END,
+        -- Returnable items (deposit, Pfand) go to the event's deposit account, the rest to the merchant.
+        SELECT array_agg(ROW(CASE WHEN i.returnable THEN d.id ELSE t.other_account_id END,
                              t.account_id, i.quantity * i.unit_price)::ledger.line ORDER BY i.line_no)
           INTO v_lines
-          FROM ledger.item i WHERE i.transaction_id = t.id AND i.quantity * i.unit_price > 0;
+          FROM ledger.item i
+          LEFT JOIN ledger.account d ON i.returnable AND d.event_id = t.event_id AND d.kind = 'deposit' AND d.name = 'deposit'
+         WHERE i.transaction_id = t.id AND i.quantity * i.unit_price > 0;
         v_lines := coalesce(v_lines, ARRAY[ROW(t.other_account_id, t.account_id, t.amount)::ledger.line]);
     WHEN 'topup' THEN
         v_lines := ARRAY[ROW(t.account_id, t.other_account_id, t.amount)::ledger.line];
@@ -276,44 +287,57 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ledger.book(p_tx_id bigint, p_allow_overdraft boolean)
+CREATE OR REPLACE FUNCTION ledger.apply_to_customer(p_tx_id bigint, p_account_id bigint, p_delta bigint,
+                                                    p_allow_overdraft boolean)
 RETURNS void LANGUAGE plpgsql AS $$
--- Books the lines of a committed transaction and moves the running balances of the customer accounts it touches.
--- Raises insufficient-balance when a customer would go below its available balance, unless p_allow_overdraft,
--- which books it anyway (the tag was already charged) and flags a negative balance in ledger.overdraft.
+-- Moves the running balance of one customer account by p_delta (its side of a transaction's lines).
+-- Raises insufficient-balance when a debit would take it below what is available, unless p_allow_overdraft:
+-- then it is booked anyway (the tag was already charged) and a negative balance is flagged in ledger.overdraft.
 DECLARE
-    v_lines ledger.line[] := ledger.lines_for(p_tx_id);
-    r record;
+    v_balance bigint;
+    v_held bigint;
+BEGIN
+    UPDATE ledger.account SET balance = balance + p_delta WHERE id = p_account_id
+    RETURNING balance, held INTO v_balance, v_held;
+    IF p_delta >= 0 THEN
+        RETURN;
+    END IF;
+    IF p_allow_overdraft THEN
+        IF v_balance < 0 THEN
+            INSERT INTO ledger.overdraft (transaction_id, account_id, balance_after)
+            VALUES (p_tx_id, p_account_id, v_balance) ON CONFLICT DO NOTHING;
+        END IF;
+    ELSIF v_balance - v_held < 0 THEN
+        PERFORM ledger.fail('insufficient-balance',
+                            format('available %s is short by %s', v_balance - v_held - p_delta, v_held - v_balance),
+                            jsonb_build_object('available', v_balance - v_held - p_delta));
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.book(t ledger.transaction, p_allow_overdraft boolean)
+RETURNS void LANGUAGE plpgsql AS $$
+-- Books the lines of a committed transaction and moves the running balance of the customer account(s) it touches
+-- (account_id, and other_account_id for a transfer); see ledger.apply_to_customer for the overdraft rule.
+-- System accounts are hot: their rows are never touched here, their balance is derived from the lines.
+DECLARE
+    v_lines ledger.line[] := ledger.lines_for(t);
+    v_own bigint := 0;
+    v_other bigint := 0;
+    l ledger.line;
 BEGIN
     INSERT INTO ledger.booking (transaction_id, line_no, debit_account_id, credit_account_id, amount)
-    SELECT p_tx_id, l.ord, l.debit, l.credit, l.amount
-      FROM unnest(v_lines) WITH ORDINALITY AS l(debit, credit, amount, ord);
-
-    -- System accounts are hot: their rows are never updated here (their balance is derived from the lines).
-    FOR r IN
-        WITH delta AS (
-            SELECT x.account_id, sum(x.amount)::bigint AS amount
-              FROM (SELECT l.debit AS account_id, l.amount FROM unnest(v_lines) l
-                    UNION ALL
-                    SELECT l.credit, -l.amount FROM unnest(v_lines) l) x
-             GROUP BY x.account_id)
-        UPDATE ledger.account a
-           SET balance = a.balance + delta.amount
-          FROM delta
-         WHERE a.id = delta.account_id AND a.kind = 'customer' AND delta.amount <> 0
-        RETURNING a.id, a.balance, a.held, delta.amount AS delta
-    LOOP
-        CONTINUE WHEN r.delta > 0;
-        IF p_allow_overdraft THEN
-            IF r.balance < 0 THEN
-                INSERT INTO ledger.overdraft (transaction_id, account_id, balance_after)
-                VALUES (p_tx_id, r.id, r.balance) ON CONFLICT DO NOTHING;
-            END IF;
-        ELSIF r.balance - r.held < 0 THEN
-            PERFORM ledger.fail('insufficient-balance', format('available %s is short by %s', r.balance - r.held - r.delta, r.held - r.balance),
-                                jsonb_build_object('available', r.balance - r.held - r.delta));
-        END IF;
+    SELECT t.id, x.ord, x.debit, x.credit, x.amount
+      FROM unnest(v_lines) WITH ORDINALITY AS x(debit, credit, amount, ord);
+    FOREACH l IN ARRAY v_lines LOOP
+        v_own := v_own + CASE WHEN l.debit = t.account_id THEN l.amount WHEN l.credit = t.account_id THEN -l.amount ELSE 0 END;
+        v_other := v_other + CASE WHEN l.debit = t.other_account_id THEN l.amount
+                                  WHEN l.credit = t.other_account_id THEN -l.amount ELSE 0 END;
     END LOOP;
+    IF t.type = 'transfer' THEN
+        PERFORM ledger.apply_to_customer(t.id, t.other_account_id, v_other, p_allow_overdraft);
+    END IF;
+    PERFORM ledger.apply_to_customer(t.id, t.account_id, v_own, p_allow_overdraft);
 END
 $$;
 
@@ -324,9 +348,11 @@ RETURNS text LANGUAGE plpgsql AS $$
 -- Returns what ledger.set_state returned ('changed', 'duplicate' or 'invalid').
 DECLARE
     v_result text := ledger.set_state(p_tx_id, p_to, p_actor, p_payload);
+    t ledger.transaction;
 BEGIN
     IF v_result = 'changed' AND p_to = 'Committed' THEN
-        PERFORM ledger.book(p_tx_id, p_allow_overdraft);
+        SELECT * INTO t FROM ledger.transaction WHERE id = p_tx_id;
+        PERFORM ledger.book(t, p_allow_overdraft);
     END IF;
     RETURN v_result;
 END

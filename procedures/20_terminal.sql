@@ -17,12 +17,17 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.terminal_tx(p_assignment_id bigint, p_terminal_tx_number bigint)
-RETURNS ledger.transaction LANGUAGE sql AS $$
+RETURNS ledger.transaction LANGUAGE plpgsql AS $$
 -- Locks the transaction a terminal knows by its number (callers lock its customer account first).
 -- Returns the row, or NULL when the backend has not seen it.
-    SELECT * FROM ledger.transaction
+DECLARE
+    t ledger.transaction;
+BEGIN
+    SELECT * INTO t FROM ledger.transaction
      WHERE assignment_id = p_assignment_id AND terminal_tx_number = p_terminal_tx_number
        FOR UPDATE;
+    RETURN t;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION api.reserve(p_assignment_id bigint, p_terminal_tx_number bigint, p_uid text,
@@ -118,7 +123,7 @@ BEGIN
         PERFORM ledger.add_items(transaction_id, p_event_id, p_entry -> 'items', v_amount);
         IF v_state = 'Committed' THEN
             -- The tag was charged offline: book it even if it overdraws (flagged for review).
-            PERFORM ledger.book(transaction_id, true);
+            PERFORM ledger.book(x, true) FROM ledger.transaction x WHERE x.id = transaction_id;
         END IF;
         state := v_state; outcome := 'booked';
         RETURN NEXT;
@@ -256,13 +261,21 @@ BEGIN
         END IF;
         t := ledger.terminal_tx(v_entry_assignment, v_entry_number);
         IF t.id IS NULL THEN
-            v_new_id := ledger.new_transaction(
-                ctx.event_id, 'purchase', 'Reserve', v_tag.account_id, v_merchant, v_entry_amount,
-                p_held => v_entry_amount, p_tag_id => v_tag.id,
-                p_tag_tx_number => ledger.json_int(v_entry, 'tag_tx_number', false)::integer,
-                p_assignment_id => v_entry_assignment, p_terminal_tx_number => v_entry_number,
-                p_terminal_time => ledger.json_time(v_entry, 'time'));
-            v_seen := v_seen || v_new_id;
+            BEGIN
+                v_new_id := ledger.new_transaction(
+                    ctx.event_id, 'purchase', 'Reserve', v_tag.account_id, v_merchant, v_entry_amount,
+                    p_held => v_entry_amount, p_tag_id => v_tag.id,
+                    p_tag_tx_number => ledger.json_int(v_entry, 'tag_tx_number', false)::integer,
+                    p_assignment_id => v_entry_assignment, p_terminal_tx_number => v_entry_number,
+                    p_terminal_time => ledger.json_time(v_entry, 'time'));
+                v_seen := v_seen || v_new_id;
+            EXCEPTION WHEN SQLSTATE 'FP031' THEN
+                -- Claimed for another tag at this very moment: judge the entry against that transaction.
+                t := ledger.terminal_tx(v_entry_assignment, v_entry_number);
+            END;
+        END IF;
+        IF t.id IS NULL THEN
+            NULL;                                      -- recorded above as a new Reserve
         ELSIF t.account_id <> v_tag.account_id OR t.amount <> v_entry_amount THEN
             PERFORM ledger.log_violation(v_actor, ctx.event_id, t.id, t.state, NULL,
                                          'tag log entry does not match the transaction (tag or amount)', v_entry);

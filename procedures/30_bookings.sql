@@ -88,7 +88,7 @@ BEGIN
         CASE v_method WHEN 'cash' THEN ctx.cash_account_id ELSE ledger.system_account(ctx.event_id, 'topup', 'card') END,
         p_amount, p_fee => v_fee, p_tag_id => v_tag.id, p_assignment_id => p_assignment_id,
         p_terminal_tx_number => p_terminal_tx_number, p_payment => v_method);
-    PERFORM ledger.book(v_id, false);
+    PERFORM ledger.book(x, false) FROM ledger.transaction x WHERE x.id = v_id;
     SELECT * INTO transaction_id, state, balance FROM ledger.balance_answer(v_id);
 END
 $$;
@@ -118,7 +118,7 @@ BEGIN
     v_id := ledger.new_transaction(
         ctx.event_id, 'refund', 'Committed', v_tag.account_id, ctx.cash_account_id, p_amount, p_tag_id => v_tag.id,
         p_assignment_id => p_assignment_id, p_terminal_tx_number => p_terminal_tx_number, p_payment => 'cash');
-    PERFORM ledger.book(v_id, false);
+    PERFORM ledger.book(x, false) FROM ledger.transaction x WHERE x.id = v_id;
     SELECT * INTO transaction_id, state, balance FROM ledger.balance_answer(v_id);
 END
 $$;
@@ -155,7 +155,7 @@ BEGIN
         ledger.system_account(ctx.event_id, 'deposit', 'deposit'), v_amount, p_tag_id => v_tag.id,
         p_assignment_id => p_assignment_id, p_terminal_tx_number => p_terminal_tx_number);
     PERFORM ledger.add_items(v_id, ctx.event_id, p_items, v_amount, p_returnable_only => true);
-    PERFORM ledger.book(v_id, false);
+    PERFORM ledger.book(x, false) FROM ledger.transaction x WHERE x.id = v_id;
     SELECT * INTO transaction_id, state, balance FROM ledger.balance_answer(v_id);
 END
 $$;
@@ -196,8 +196,8 @@ BEGIN
     topup_transaction_id := ledger.new_transaction(
         ctx.event_id, 'topup', 'Committed', v_tag.account_id, ledger.system_account(ctx.event_id, 'topup', 'card'),
         p_card_amount, p_fee => v_fee, p_tag_id => v_tag.id, p_payment => 'card', p_linked_id => transaction_id);
-    PERFORM ledger.book(topup_transaction_id, false);
-    PERFORM ledger.book(transaction_id, false);
+    PERFORM ledger.book(x, false) FROM ledger.transaction x WHERE x.id = topup_transaction_id;
+    PERFORM ledger.book(x, false) FROM ledger.transaction x WHERE x.id = transaction_id;
     SELECT b.state, b.balance INTO state, balance FROM ledger.balance_answer(transaction_id) b;
 END
 $$;
@@ -236,7 +236,7 @@ BEGIN
     END IF;
     v_id := ledger.new_transaction(p.event_id, 'chargeback', 'Committed', p.account_id, p.other_account_id, p_amount,
                                    p_tag_id => p.tag_id, p_linked_id => p.id);
-    PERFORM ledger.book(v_id, false);
+    PERFORM ledger.book(x, false) FROM ledger.transaction x WHERE x.id = v_id;
     SELECT * INTO transaction_id, state, balance FROM ledger.balance_answer(v_id);
 END
 $$;
@@ -266,7 +266,7 @@ BEGIN
     PERFORM ledger.check_topup(p_event_id, ledger.lock_account(v_to.account_id), v_amount, 0, p_bounds => false);
     transaction_id := ledger.new_transaction(p_event_id, 'transfer', 'Committed', v_from.account_id, v_to.account_id,
                                              v_amount, p_tag_id => v_from.id);
-    PERFORM ledger.book(transaction_id, false);
+    PERFORM ledger.book(x, false) FROM ledger.transaction x WHERE x.id = transaction_id;
     SELECT balance INTO from_balance FROM ledger.account WHERE id = v_from.account_id;
     SELECT balance INTO to_balance FROM ledger.account WHERE id = v_to.account_id;
 END
@@ -291,7 +291,7 @@ BEGIN
     transaction_id := ledger.new_transaction(p_event_id, 'payout', 'Committed', v_tag.account_id,
                                              ledger.system_account(p_event_id, 'payout', 'payout'), v_amount,
                                              p_fee => fee, p_tag_id => v_tag.id, p_payment => 'online');
-    PERFORM ledger.book(transaction_id, false);
+    PERFORM ledger.book(x, false) FROM ledger.transaction x WHERE x.id = transaction_id;
     paid_out := v_amount - fee;
     SELECT x.balance INTO balance FROM ledger.account x WHERE x.id = v_tag.account_id;
 END

@@ -6,7 +6,8 @@ CREATE OR REPLACE FUNCTION api.check_invariants()
 RETURNS TABLE (invariant text, event_id bigint, subject text, detail text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Checks every invariant of the ledger: balances sum to 0 per event, running balances match the lines, no customer
--- below zero without an overdraft flag, held amounts match open reserves, lines exist exactly for committed transactions.
+-- below zero without an overdraft flag, held amounts match open reserves, lines exist exactly for committed transactions
+-- and match their amounts, and every reference that has no foreign key (hot parents) exists within the event.
 -- Returns one row per broken invariant; no rows means healthy.
     WITH line_sums AS (
         SELECT account_id, sum(amount)::bigint AS balance
@@ -51,11 +52,26 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
      WHERE t.state = 'Committed'
        AND s.customer_side <> CASE WHEN t.type IN ('topup', 'chargeback', 'deposit_return') THEN t.amount - t.fee ELSE -t.amount END
     UNION ALL
-    SELECT 'lines-within-one-event', t.event_id, 'transaction ' || t.id, 'a line touches an account of another event'
+    SELECT 'lines-within-one-event', t.event_id, 'transaction ' || t.id, 'a line touches a missing account or one of another event'
       FROM ledger.transaction t
-     WHERE EXISTS (SELECT FROM ledger.booking b JOIN ledger.account d ON d.id = b.debit_account_id
-                     JOIN ledger.account c ON c.id = b.credit_account_id
-                    WHERE b.transaction_id = t.id AND (d.event_id <> t.event_id OR c.event_id <> t.event_id));
+     WHERE EXISTS (SELECT FROM ledger.booking b
+                     LEFT JOIN ledger.account d ON d.id = b.debit_account_id
+                     LEFT JOIN ledger.account c ON c.id = b.credit_account_id
+                    WHERE b.transaction_id = t.id
+                      AND (d.event_id IS DISTINCT FROM t.event_id OR c.event_id IS DISTINCT FROM t.event_id))
+    UNION ALL
+    SELECT 'references-exist', t.event_id, 'transaction ' || t.id,
+           'event, counterparty account or assignment missing, or of another event'
+      FROM ledger.transaction t
+      LEFT JOIN ledger.account o ON o.id = t.other_account_id
+      LEFT JOIN ledger.assignment a ON a.id = t.assignment_id
+     WHERE NOT EXISTS (SELECT FROM ledger.event e WHERE e.id = t.event_id)
+        OR o.event_id IS DISTINCT FROM t.event_id
+        OR (t.assignment_id IS NOT NULL AND a.event_id IS DISTINCT FROM t.event_id)
+    UNION ALL
+    SELECT 'references-exist', t.event_id, 'transaction ' || t.id, format('item %s sells product %s of no such event', i.line_no, i.product_id)
+      FROM ledger.item i JOIN ledger.transaction t ON t.id = i.transaction_id
+     WHERE NOT EXISTS (SELECT FROM ledger.product p WHERE p.id = i.product_id AND p.event_id = t.event_id);
 $$;
 COMMENT ON FUNCTION api.check_invariants IS 'One row per broken ledger invariant (SPEC 10); no rows means healthy.';
 

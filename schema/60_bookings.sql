@@ -5,8 +5,8 @@ SET ROLE festpay_owner;
 CREATE TABLE ledger.booking (
     transaction_id    bigint NOT NULL REFERENCES ledger.transaction,
     line_no           smallint NOT NULL CHECK (line_no > 0),
-    debit_account_id  bigint NOT NULL REFERENCES ledger.account,
-    credit_account_id bigint NOT NULL REFERENCES ledger.account,
+    debit_account_id  bigint NOT NULL,   -- no foreign key: see ledger.transaction; checked by api.check_invariants()
+    credit_account_id bigint NOT NULL,
     amount            bigint NOT NULL CHECK (amount > 0),
     booked_at         timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (transaction_id, line_no),
