@@ -72,6 +72,18 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION ledger.tag_number(p_value bigint)
+RETURNS integer LANGUAGE plpgsql IMMUTABLE AS $$
+-- Checks a tag transaction number (optional): a whole number from 0 to 2^31 - 1.
+-- Returns it as integer (NULL stays NULL); raises validation otherwise.
+BEGIN
+    IF p_value < 0 OR p_value > 2147483647 THEN
+        PERFORM ledger.fail('validation', 'tag_tx_number must be between 0 and 2147483647', '{"field": "tag_tx_number"}');
+    END IF;
+    RETURN p_value;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION ledger.normalize_uid(p_uid text)
 RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
 -- Normalises a tag UID to upper-case hex without separators.
@@ -290,8 +302,8 @@ $$;
 CREATE OR REPLACE FUNCTION ledger.apply_to_customer(p_tx_id bigint, p_account_id bigint, p_delta bigint,
                                                     p_allow_overdraft boolean)
 RETURNS void LANGUAGE plpgsql AS $$
--- Moves the running balance of one customer account by p_delta (its side of a transaction's lines).
--- Raises insufficient-balance when a debit would take it below what is available, unless p_allow_overdraft:
+-- Moves the running balance of one customer account by p_delta (its side of a transaction's lines); money
+-- arriving makes a new tag active. Raises insufficient-balance when a debit would take it below what is available, unless p_allow_overdraft:
 -- then it is booked anyway (the tag was already charged) and a negative balance is flagged in ledger.overdraft.
 DECLARE
     v_balance bigint;
@@ -300,6 +312,8 @@ BEGIN
     UPDATE ledger.account SET balance = balance + p_delta WHERE id = p_account_id
     RETURNING balance, held INTO v_balance, v_held;
     IF p_delta >= 0 THEN
+        -- Money arriving on a tag that was never topped up makes it active (cash, card, online, transfer).
+        UPDATE ledger.tag SET status = 'active' WHERE account_id = p_account_id AND status = 'new';
         RETURN;
     END IF;
     IF p_allow_overdraft THEN

@@ -3,12 +3,14 @@ SET LOCAL ROLE festpay_owner;
 -- What terminals do: tag sync, reserve, replication, top-up, refund, deposit return, open-loop purchase.
 -- Every function takes the assignment id the gateway authenticated; (assignment, terminal number) makes repeats safe.
 
-CREATE OR REPLACE FUNCTION ledger.same_request(t ledger.transaction, p_type ledger.tx_type, p_account_id bigint, p_amount bigint)
+CREATE OR REPLACE FUNCTION ledger.same_request(t ledger.transaction, p_type ledger.tx_type, p_account_id bigint,
+                                               p_amount bigint, p_payment text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql AS $$
 -- Checks that a repeated terminal transaction number carries the same request as the first time.
--- Raises idempotency-conflict when type, customer or amount differ.
+-- Raises idempotency-conflict when type, customer, amount or (when given) payment method differ.
 BEGIN
-    IF t.type <> p_type OR t.account_id <> p_account_id OR t.amount <> p_amount THEN
+    IF t.type <> p_type OR t.account_id <> p_account_id OR t.amount <> p_amount
+       OR (p_payment IS NOT NULL AND t.payment::text IS DISTINCT FROM p_payment) THEN
         PERFORM ledger.fail('idempotency-conflict',
             format('terminal transaction %s was first sent as %s of %s', t.terminal_tx_number, t.type, t.amount),
             jsonb_build_object('transaction_id', t.id, 'state', t.state));
@@ -65,7 +67,7 @@ BEGIN
     SELECT reserve_timeout INTO v_timeout FROM ledger.event WHERE id = ctx.event_id;
     transaction_id := ledger.new_transaction(
         ctx.event_id, 'purchase', 'ReservePending', v_tag.account_id, ctx.merchant_account_id, p_amount,
-        p_held => p_amount, p_tag_id => v_tag.id, p_tag_tx_number => p_tag_tx_number,
+        p_held => p_amount, p_tag_id => v_tag.id, p_tag_tx_number => ledger.tag_number(p_tag_tx_number),
         p_assignment_id => p_assignment_id, p_terminal_tx_number => p_terminal_tx_number,
         p_expires_at => now() + v_timeout);
     PERFORM ledger.add_items(transaction_id, ctx.event_id, p_items, p_amount);
@@ -118,7 +120,7 @@ BEGIN
         END IF;
         transaction_id := ledger.new_transaction(
             p_event_id, 'purchase', v_state::ledger.tx_state, v_tag.account_id, p_merchant_account_id, v_amount,
-            p_tag_id => v_tag.id, p_tag_tx_number => ledger.json_int(p_entry, 'tag_tx_number', false)::integer,
+            p_tag_id => v_tag.id, p_tag_tx_number => ledger.tag_number(ledger.json_int(p_entry, 'tag_tx_number', false)),
             p_assignment_id => p_assignment_id, p_terminal_tx_number => v_number, p_terminal_time => v_time);
         PERFORM ledger.add_items(transaction_id, p_event_id, p_entry -> 'items', v_amount);
         IF v_state = 'Committed' THEN
@@ -181,7 +183,9 @@ BEGIN
             state := r.state; outcome := r.outcome; problem := r.problem;
         EXCEPTION WHEN OTHERS THEN
             v_problem := ledger.problem_of(SQLSTATE);
-            IF v_problem IS NULL THEN
+            IF v_problem IS NULL AND left(SQLSTATE, 2) IN ('22', '23') THEN
+                v_problem := 'validation';            -- bad data in this entry (out of range, constraint)
+            ELSIF v_problem IS NULL THEN
                 RAISE;
             END IF;
             terminal_tx_number := CASE WHEN jsonb_typeof(v_entry -> 'terminal_tx_number') = 'number'
@@ -265,7 +269,7 @@ BEGIN
                 v_new_id := ledger.new_transaction(
                     ctx.event_id, 'purchase', 'Reserve', v_tag.account_id, v_merchant, v_entry_amount,
                     p_held => v_entry_amount, p_tag_id => v_tag.id,
-                    p_tag_tx_number => ledger.json_int(v_entry, 'tag_tx_number', false)::integer,
+                    p_tag_tx_number => ledger.tag_number(ledger.json_int(v_entry, 'tag_tx_number', false)),
                     p_assignment_id => v_entry_assignment, p_terminal_tx_number => v_entry_number,
                     p_terminal_time => ledger.json_time(v_entry, 'time'));
                 v_seen := v_seen || v_new_id;

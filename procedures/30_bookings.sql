@@ -3,15 +3,13 @@ SET LOCAL ROLE festpay_owner;
 -- Bookings made online: top-up, refund, deposit return, open-loop purchase, chargeback, transfer, payout,
 -- external (online) top-ups, admin resolution, reserve expiry, and the terminal transaction lookup.
 
-CREATE OR REPLACE FUNCTION ledger.activate(p_tag ledger.tag)
+CREATE OR REPLACE FUNCTION ledger.refuse_blocked(p_tag ledger.tag)
 RETURNS void LANGUAGE plpgsql AS $$
--- Checks a tag may receive money and makes a new tag active.
--- Raises tag-blocked for a blocked tag.
+-- Checks that a tag is not blocked (lost or stolen) before money moves to or from it.
+-- Raises tag-blocked.
 BEGIN
     IF p_tag.status = 'blocked' THEN
         PERFORM ledger.fail('tag-blocked', format('tag %s is blocked', p_tag.uid), jsonb_build_object('uid', p_tag.uid));
-    ELSIF p_tag.status = 'new' THEN
-        UPDATE ledger.tag SET status = 'active' WHERE id = p_tag.id;
     END IF;
 END
 $$;
@@ -71,7 +69,7 @@ DECLARE
     v_id bigint;
 BEGIN
     IF t.id IS NOT NULL THEN
-        PERFORM ledger.same_request(t, 'topup', v_tag.account_id, p_amount);
+        PERFORM ledger.same_request(t, 'topup', v_tag.account_id, p_amount, p_payment);
         SELECT * INTO transaction_id, state, balance FROM ledger.balance_answer(t.id);
         RETURN;
     END IF;
@@ -80,7 +78,7 @@ BEGIN
     END IF;
     v_method := p_payment::ledger.payment_method;
     PERFORM ledger.positive(p_amount, 'amount');
-    PERFORM ledger.activate(v_tag);
+    PERFORM ledger.refuse_blocked(v_tag);
     v_fee := ledger.topup_fee(ctx.event_id, v_method);
     PERFORM ledger.check_topup(ctx.event_id, v_account, p_amount, v_fee);
     v_id := ledger.new_transaction(
@@ -112,9 +110,7 @@ BEGIN
         SELECT * INTO transaction_id, state, balance FROM ledger.balance_answer(t.id);
         RETURN;
     END IF;
-    IF v_tag.status = 'blocked' THEN
-        PERFORM ledger.fail('tag-blocked', format('tag %s is blocked', v_tag.uid), jsonb_build_object('uid', v_tag.uid));
-    END IF;
+    PERFORM ledger.refuse_blocked(v_tag);
     v_id := ledger.new_transaction(
         ctx.event_id, 'refund', 'Committed', v_tag.account_id, ctx.cash_account_id, p_amount, p_tag_id => v_tag.id,
         p_assignment_id => p_assignment_id, p_terminal_tx_number => p_terminal_tx_number, p_payment => 'cash');
@@ -167,7 +163,8 @@ CREATE OR REPLACE FUNCTION api.open_loop_purchase(p_assignment_id bigint, p_term
                                                   OUT transaction_id bigint, OUT topup_transaction_id bigint,
                                                   OUT state text, OUT balance bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- A purchase paid partly by card at the till when credit is short: a card top-up and the purchase, linked,
+-- A purchase paid partly by card at the till when credit is short: a card top-up and the purchase (linked_id = the
+-- top-up),
 -- both booked in this one database transaction or neither. Returns both ids, state Committed and the balance after.
 -- Raises insufficient-balance when balance plus card amount less fee does not cover it, and the checks of both parts.
 DECLARE
@@ -178,24 +175,27 @@ DECLARE
     v_fee bigint;
 BEGIN
     IF t.id IS NOT NULL THEN
-        PERFORM ledger.same_request(t, 'purchase', v_tag.account_id, p_amount);
+        PERFORM ledger.same_request(t, 'purchase', v_tag.account_id, p_amount, 'card');
         SELECT b.transaction_id, b.state, b.balance INTO transaction_id, state, balance FROM ledger.balance_answer(t.id) b;
-        SELECT x.id INTO topup_transaction_id FROM ledger.transaction x WHERE x.linked_id = t.id AND x.type = 'topup';
+        topup_transaction_id := t.linked_id;
         RETURN;
     END IF;
     PERFORM ledger.positive(p_card_amount, 'card_amount');
-    PERFORM ledger.activate(v_tag);
+    PERFORM ledger.refuse_blocked(v_tag);
     v_fee := ledger.topup_fee(ctx.event_id, 'card');
-    -- The card part is exactly the shortfall a customer chose to pay: the min/max top-up bounds do not apply.
-    PERFORM ledger.check_topup(ctx.event_id, v_account, p_card_amount, v_fee, p_bounds => false);
-    transaction_id := ledger.new_transaction(
-        ctx.event_id, 'purchase', 'Committed', v_tag.account_id, ctx.merchant_account_id, p_amount,
-        p_tag_id => v_tag.id, p_tag_tx_number => p_tag_tx_number, p_assignment_id => p_assignment_id,
-        p_terminal_tx_number => p_terminal_tx_number, p_payment => 'card');
-    PERFORM ledger.add_items(transaction_id, ctx.event_id, p_items, p_amount);
+    -- The card part is the shortfall a customer chose to pay: the min/max top-up bounds do not apply, and the
+    -- maximum balance is checked on what is left after the purchase.
+    PERFORM ledger.check_topup(ctx.event_id, v_account, p_card_amount - ledger.positive(p_amount, 'amount'), v_fee,
+                               p_bounds => false);
+    -- linked_id always points to the earlier transaction: the purchase references the top-up that funds it.
     topup_transaction_id := ledger.new_transaction(
         ctx.event_id, 'topup', 'Committed', v_tag.account_id, ledger.system_account(ctx.event_id, 'topup', 'card'),
-        p_card_amount, p_fee => v_fee, p_tag_id => v_tag.id, p_payment => 'card', p_linked_id => transaction_id);
+        p_card_amount, p_fee => v_fee, p_tag_id => v_tag.id, p_payment => 'card');
+    transaction_id := ledger.new_transaction(
+        ctx.event_id, 'purchase', 'Committed', v_tag.account_id, ctx.merchant_account_id, p_amount,
+        p_tag_id => v_tag.id, p_tag_tx_number => ledger.tag_number(p_tag_tx_number), p_assignment_id => p_assignment_id,
+        p_terminal_tx_number => p_terminal_tx_number, p_payment => 'card', p_linked_id => topup_transaction_id);
+    PERFORM ledger.add_items(transaction_id, ctx.event_id, p_items, p_amount);
     PERFORM ledger.book(x, false) FROM ledger.transaction x WHERE x.id = topup_transaction_id;
     PERFORM ledger.book(x, false) FROM ledger.transaction x WHERE x.id = transaction_id;
     SELECT b.state, b.balance INTO state, balance FROM ledger.balance_answer(transaction_id) b;
@@ -262,7 +262,7 @@ BEGIN
     PERFORM ledger.lock_account(greatest(v_from.account_id, v_to.account_id));
     a := ledger.lock_account(v_from.account_id);
     v_amount := ledger.positive(coalesce(v_amount, a.balance - a.held), 'amount');
-    PERFORM ledger.activate(v_to);
+    PERFORM ledger.refuse_blocked(v_to);
     PERFORM ledger.check_topup(p_event_id, ledger.lock_account(v_to.account_id), v_amount, 0, p_bounds => false);
     transaction_id := ledger.new_transaction(p_event_id, 'transfer', 'Committed', v_from.account_id, v_to.account_id,
                                              v_amount, p_tag_id => v_from.id);
@@ -331,9 +331,7 @@ DECLARE
     v_fee bigint := ledger.topup_fee(p_event_id, 'online');
 BEGIN
     PERFORM ledger.positive(p_amount, 'amount');
-    IF v_tag.status = 'blocked' THEN
-        PERFORM ledger.fail('tag-blocked', format('tag %s is blocked', v_tag.uid), jsonb_build_object('uid', v_tag.uid));
-    END IF;
+    PERFORM ledger.refuse_blocked(v_tag);
     PERFORM ledger.check_topup(p_event_id, v_account, p_amount, v_fee);
     RETURN ledger.new_transaction(p_event_id, 'topup', 'Open', v_tag.account_id,
                                   ledger.system_account(p_event_id, 'topup', 'online'), p_amount,
@@ -355,7 +353,8 @@ CREATE OR REPLACE FUNCTION api.external_topup_result(p_tx_id bigint, p_result te
 RETURNS TABLE (transaction_id bigint, state text, outcome text, problem text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Records the payment provider's answer: success books the top-up (customer <- topup online, fee), failure aborts,
--- unknown (the background check gave up) moves it to ExternalUnknown. Returns state and outcome.
+-- unknown (the background check gave up) moves it to ExternalUnknown. Returns state and outcome. The limits were
+-- checked when it was created; the provider has taken the money by now, so it is booked even above the maximum.
 BEGIN
     IF p_result IS NULL OR p_result NOT IN ('success', 'failure', 'unknown') THEN
         PERFORM ledger.fail('validation', 'result must be success, failure or unknown', '{"field": "result"}');
@@ -372,7 +371,9 @@ CREATE OR REPLACE FUNCTION api.resolve_transaction(p_tx_id bigint, p_state text,
 RETURNS TABLE (transaction_id bigint, state text, outcome text, problem text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- An admin decides a transaction whose outcome is unknown (TerminalConfirmUnknown, ExternalUnknown):
--- Committed books it (an overdraft is flagged), Aborted releases it. Returns state and outcome.
+-- Committed books it (an overdraft is flagged), Aborted releases it. Returns state and outcome; raises not-found.
+DECLARE
+    t ledger.transaction;
 BEGIN
     IF p_state IS NULL OR p_state NOT IN ('Committed', 'Aborted') THEN
         PERFORM ledger.fail('validation', 'state must be Committed or Aborted', '{"field": "state"}');
@@ -380,13 +381,15 @@ BEGIN
     IF coalesce(btrim(p_reason), '') = '' THEN
         PERFORM ledger.fail('validation', 'say why', '{"field": "reason"}');
     END IF;
-    IF NOT EXISTS (SELECT FROM ledger.transaction t WHERE t.id = p_tx_id
-                      AND t.state IN ('TerminalConfirmUnknown', 'ExternalUnknown', 'Committed', 'Aborted')) THEN
+    SELECT * INTO t FROM ledger.transaction x WHERE x.id = p_tx_id;
+    IF NOT FOUND THEN
+        PERFORM ledger.fail('not-found', format('transaction %s does not exist', p_tx_id));
+    END IF;
+    IF t.state NOT IN ('TerminalConfirmUnknown', 'ExternalUnknown', 'Committed', 'Aborted') THEN
         -- Anything still in progress is decided by its terminal or provider, not by an admin.
-        PERFORM ledger.log_violation(session_user, NULL, p_tx_id, NULL, p_state::ledger.tx_state,
+        PERFORM ledger.log_violation(session_user, t.event_id, t.id, t.state, p_state::ledger.tx_state,
                                      'admin resolution of a transaction still in progress', jsonb_build_object('reason', p_reason));
-        RETURN QUERY SELECT p_tx_id, (SELECT t.state::text FROM ledger.transaction t WHERE t.id = p_tx_id),
-                            'rejected'::text, 'invalid-transition'::text;
+        RETURN QUERY SELECT t.id, t.state::text, 'rejected'::text, 'invalid-transition'::text;
         RETURN;
     END IF;
     RETURN QUERY SELECT * FROM ledger.conclude(p_tx_id, p_state::ledger.tx_state, session_user,

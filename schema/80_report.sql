@@ -4,7 +4,7 @@ SET ROLE festpay_owner;
 
 CREATE VIEW report.account_balance AS
 SELECT a.event_id, a.id AS account_id, a.kind, a.name,
-       coalesce(d.total, 0) - coalesce(c.total, 0) AS balance,
+       (coalesce(d.total, 0) - coalesce(c.total, 0))::bigint AS balance,
        a.held
   FROM ledger.account a
   LEFT JOIN (SELECT debit_account_id AS id, sum(amount) AS total FROM ledger.booking GROUP BY 1) d ON d.id = a.id
