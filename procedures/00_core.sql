@@ -44,19 +44,18 @@ $$;
 
 CREATE OR REPLACE FUNCTION ledger.json_time(p_obj jsonb, p_key text)
 RETURNS timestamptz LANGUAGE plpgsql STABLE AS $$
--- Reads the optional RFC 3339 time field p_key of a JSON object.
--- Returns it, or NULL when absent; raises validation when it is not a time.
+-- Reads the optional RFC 3339 time field p_key of a JSON object (no EXCEPTION block: it would open a
+-- subtransaction on every call). Returns it, or NULL when absent; raises validation when it is not an RFC 3339
+-- time, or datetime_field_overflow (22008, a data exception) for a well-formed but impossible date.
 BEGIN
     IF jsonb_typeof(p_obj -> p_key) IS NULL OR jsonb_typeof(p_obj -> p_key) = 'null' THEN
         RETURN NULL;
     END IF;
-    IF jsonb_typeof(p_obj -> p_key) <> 'string' OR (p_obj ->> p_key) !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d' THEN
+    IF jsonb_typeof(p_obj -> p_key) <> 'string'
+       OR (p_obj ->> p_key) !~ '^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt ]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)$' THEN
         PERFORM ledger.fail('validation', format('%s must be an RFC 3339 time', p_key), jsonb_build_object('field', p_key));
     END IF;
     RETURN (p_obj ->> p_key)::timestamptz;
-EXCEPTION
-    WHEN datetime_field_overflow OR invalid_datetime_format OR invalid_time_zone_displacement_value THEN
-        PERFORM ledger.fail('validation', format('%s must be an RFC 3339 time', p_key), jsonb_build_object('field', p_key));
 END
 $$;
 
@@ -146,16 +145,18 @@ $$;
 
 CREATE OR REPLACE FUNCTION ledger.terminal_context(
     p_assignment_id bigint, p_kind ledger.position_kind DEFAULT NULL,
-    OUT event_id bigint, OUT merchant_account_id bigint, OUT cash_account_id bigint)
+    OUT event_id bigint, OUT merchant_account_id bigint, OUT cash_account_id bigint, OUT reserve_timeout interval)
 LANGUAGE plpgsql STABLE AS $$
--- Looks up what a terminal assignment may do: its event, its merchant's account and its cash drawer.
+-- Looks up what a terminal assignment may do: its event, its merchant's account, its cash drawer and the
+-- event's reserve timeout.
 -- Raises not-found for an unknown assignment, wrong-position when its position is not of kind p_kind.
 DECLARE
     v_kind ledger.position_kind;
 BEGIN
-    SELECT a.event_id, m.account_id, a.cash_account_id, p.kind
-      INTO event_id, merchant_account_id, cash_account_id, v_kind
+    SELECT a.event_id, m.account_id, a.cash_account_id, e.reserve_timeout, p.kind
+      INTO event_id, merchant_account_id, cash_account_id, reserve_timeout, v_kind
       FROM ledger.assignment a
+      JOIN ledger.event e ON e.id = a.event_id
       JOIN ledger.position p ON p.id = a.position_id
       LEFT JOIN ledger.merchant m ON m.id = p.merchant_id
      WHERE a.id = p_assignment_id;
@@ -227,23 +228,31 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ledger.set_state(p_tx_id bigint, p_to ledger.tx_state, p_actor text, p_payload jsonb DEFAULT '{}')
+CREATE OR REPLACE FUNCTION ledger.set_state(p_tx_id bigint, p_to ledger.tx_state, p_actor text,
+                                            p_payload jsonb DEFAULT '{}', p_allow_overdraft boolean DEFAULT true)
 RETURNS text LANGUAGE plpgsql AS $$
--- The one place a transaction changes state: checks ledger.transition, releases the hold when it leaves a holding state.
--- Returns 'changed', 'duplicate' (already in p_to) or 'invalid' (violation logged, nothing changed).
+-- The one place an existing transaction changes state: checks ledger.transition, releases the hold when it leaves
+-- a holding state, and books it (ledger.book) when it becomes Committed. Returns 'changed', 'duplicate' (already in
+-- p_to) or 'invalid' (violation logged, nothing changed); booking may raise insufficient-balance unless
+-- p_allow_overdraft. Lock order: every caller holds the row lock of the transaction's customer account
+-- (ledger.lock_account), taken before any of that customer's transactions is read; that lock serialises all changes
+-- to them, so the transaction row itself is not locked again (a second row lock would cost a WAL record per change).
 DECLARE
-    t record;
+    v_from ledger.tx_state;
+    v_held bigint;
+    t ledger.transaction;
 BEGIN
-    SELECT id, event_id, state, held, account_id INTO t FROM ledger.transaction WHERE id = p_tx_id FOR UPDATE;
+    SELECT x.state, x.held INTO v_from, v_held FROM ledger.transaction x WHERE x.id = p_tx_id;
     IF NOT FOUND THEN
         PERFORM ledger.fail('not-found', format('transaction %s does not exist', p_tx_id));
     END IF;
-    IF t.state = p_to THEN
+    IF v_from = p_to THEN
         RETURN 'duplicate';
     END IF;
-    IF NOT EXISTS (SELECT FROM ledger.transition WHERE from_state = t.state AND to_state = p_to) THEN
-        PERFORM ledger.log_violation(p_actor, t.event_id, t.id, t.state, p_to,
-                                     format('%s -> %s is not an allowed transition', t.state, p_to), p_payload);
+    IF NOT EXISTS (SELECT FROM ledger.transition WHERE from_state = v_from AND to_state = p_to) THEN
+        PERFORM ledger.log_violation(p_actor, (SELECT x.event_id FROM ledger.transaction x WHERE x.id = p_tx_id),
+                                     p_tx_id, v_from, p_to, format('%s -> %s is not an allowed transition', v_from, p_to),
+                                     p_payload);
         RETURN 'invalid';
     END IF;
     UPDATE ledger.transaction
@@ -251,9 +260,17 @@ BEGIN
            held = CASE WHEN ledger.holds(p_to) THEN held ELSE 0 END,
            committed_at = CASE WHEN p_to = 'Committed' THEN now() END,
            updated_at = now()
-     WHERE id = p_tx_id;
-    IF t.held > 0 AND NOT ledger.holds(p_to) THEN
-        UPDATE ledger.account SET held = held - t.held WHERE id = t.account_id;
+     WHERE id = p_tx_id
+    RETURNING * INTO t;
+    IF ledger.holds(p_to) THEN
+        v_held := 0;                                   -- the hold stays with the transaction
+    END IF;
+    IF p_to = 'Committed' THEN
+        -- One UPDATE of the customer row books the lines and releases the hold together. (Updating the row twice in
+        -- one transaction would re-run its foreign-key check and KEY SHARE-lock the event row, a hot row.)
+        PERFORM ledger.book(t, p_allow_overdraft, v_held);
+    ELSIF v_held > 0 THEN
+        UPDATE ledger.account SET held = held - v_held WHERE id = t.account_id;
     END IF;
     RETURN 'changed';
 END
@@ -300,16 +317,16 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.apply_to_customer(p_tx_id bigint, p_account_id bigint, p_delta bigint,
-                                                    p_allow_overdraft boolean)
+                                                    p_allow_overdraft boolean, p_release bigint DEFAULT 0)
 RETURNS void LANGUAGE plpgsql AS $$
--- Moves the running balance of one customer account by p_delta (its side of a transaction's lines); money
--- arriving makes a new tag active. Raises insufficient-balance when a debit would take it below what is available, unless p_allow_overdraft:
+-- Moves the running balance of one customer account by p_delta (its side of a transaction's lines) and releases
+-- p_release of its held amount, in one UPDATE; money arriving makes a new tag active. Raises insufficient-balance when a debit would take it below what is available, unless p_allow_overdraft:
 -- then it is booked anyway (the tag was already charged) and a negative balance is flagged in ledger.overdraft.
 DECLARE
     v_balance bigint;
     v_held bigint;
 BEGIN
-    UPDATE ledger.account SET balance = balance + p_delta WHERE id = p_account_id
+    UPDATE ledger.account SET balance = balance + p_delta, held = held - p_release WHERE id = p_account_id
     RETURNING balance, held INTO v_balance, v_held;
     IF p_delta >= 0 THEN
         -- Money arriving on a tag that was never topped up makes it active (cash, card, online, transfer).
@@ -329,10 +346,11 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ledger.book(t ledger.transaction, p_allow_overdraft boolean)
+CREATE OR REPLACE FUNCTION ledger.book(t ledger.transaction, p_allow_overdraft boolean, p_release bigint DEFAULT 0)
 RETURNS void LANGUAGE plpgsql AS $$
 -- Books the lines of a committed transaction and moves the running balance of the customer account(s) it touches
--- (account_id, and other_account_id for a transfer); see ledger.apply_to_customer for the overdraft rule.
+-- (account_id, and other_account_id for a transfer), releasing p_release of account_id's hold in the same UPDATE;
+-- see ledger.apply_to_customer for the overdraft rule.
 -- System accounts are hot: their rows are never touched here, their balance is derived from the lines.
 DECLARE
     v_lines ledger.line[] := ledger.lines_for(t);
@@ -351,24 +369,7 @@ BEGIN
     IF t.type = 'transfer' THEN
         PERFORM ledger.apply_to_customer(t.id, t.other_account_id, v_other, p_allow_overdraft);
     END IF;
-    PERFORM ledger.apply_to_customer(t.id, t.account_id, v_own, p_allow_overdraft);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION ledger.move(p_tx_id bigint, p_to ledger.tx_state, p_actor text,
-                                       p_payload jsonb DEFAULT '{}', p_allow_overdraft boolean DEFAULT true)
-RETURNS text LANGUAGE plpgsql AS $$
--- Changes the state of a transaction through ledger.set_state and books it when it becomes Committed.
--- Returns what ledger.set_state returned ('changed', 'duplicate' or 'invalid').
-DECLARE
-    v_result text := ledger.set_state(p_tx_id, p_to, p_actor, p_payload);
-    t ledger.transaction;
-BEGIN
-    IF v_result = 'changed' AND p_to = 'Committed' THEN
-        SELECT * INTO t FROM ledger.transaction WHERE id = p_tx_id;
-        PERFORM ledger.book(t, p_allow_overdraft);
-    END IF;
-    RETURN v_result;
+    PERFORM ledger.apply_to_customer(t.id, t.account_id, v_own, p_allow_overdraft, p_release);
 END
 $$;
 

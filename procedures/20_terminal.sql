@@ -20,14 +20,14 @@ $$;
 
 CREATE OR REPLACE FUNCTION ledger.terminal_tx(p_assignment_id bigint, p_terminal_tx_number bigint)
 RETURNS ledger.transaction LANGUAGE plpgsql AS $$
--- Locks the transaction a terminal knows by its number (callers lock its customer account first).
+-- Finds the transaction a terminal knows by its number. Callers hold the lock of the customer account first,
+-- which serialises every change to that customer's transactions (see ledger.set_state).
 -- Returns the row, or NULL when the backend has not seen it.
 DECLARE
     t ledger.transaction;
 BEGIN
     SELECT * INTO t FROM ledger.transaction
-     WHERE assignment_id = p_assignment_id AND terminal_tx_number = p_terminal_tx_number
-       FOR UPDATE;
+     WHERE assignment_id = p_assignment_id AND terminal_tx_number = p_terminal_tx_number;
     RETURN t;
 END
 $$;
@@ -45,7 +45,6 @@ DECLARE
     v_tag ledger.tag := ledger.find_tag(ctx.event_id, p_uid);
     v_account ledger.account := ledger.lock_account(v_tag.account_id);
     t ledger.transaction := ledger.terminal_tx(p_assignment_id, ledger.positive(p_terminal_tx_number, 'terminal_tx_number'));
-    v_timeout interval;
 BEGIN
     IF t.id IS NOT NULL THEN
         PERFORM ledger.same_request(t, 'purchase', v_tag.account_id, p_amount);
@@ -64,16 +63,15 @@ BEGIN
             format('available %s, needed %s', v_account.balance - v_account.held, p_amount),
             jsonb_build_object('available', v_account.balance - v_account.held));
     END IF;
-    SELECT reserve_timeout INTO v_timeout FROM ledger.event WHERE id = ctx.event_id;
     transaction_id := ledger.new_transaction(
         ctx.event_id, 'purchase', 'ReservePending', v_tag.account_id, ctx.merchant_account_id, p_amount,
         p_held => p_amount, p_tag_id => v_tag.id, p_tag_tx_number => ledger.tag_number(p_tag_tx_number),
         p_assignment_id => p_assignment_id, p_terminal_tx_number => p_terminal_tx_number,
-        p_expires_at => now() + v_timeout);
+        p_expires_at => now() + ctx.reserve_timeout);
     PERFORM ledger.add_items(transaction_id, ctx.event_id, p_items, p_amount);
     state := 'ReservePending';
     available := v_account.balance - v_account.held - p_amount;
-    expires_at := now() + v_timeout;
+    expires_at := now() + ctx.reserve_timeout;
 END
 $$;
 COMMENT ON FUNCTION api.reserve IS
@@ -145,11 +143,13 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
-    IF v_target = 'Committed' AND NOT EXISTS (SELECT FROM ledger.item i WHERE i.transaction_id = t.id)
-       AND p_entry -> 'items' IS NOT NULL AND t.type = 'purchase' THEN
-        PERFORM ledger.add_items(t.id, p_event_id, p_entry -> 'items', v_amount);
+    IF v_target = 'Committed' AND p_entry ? 'items' AND t.type = 'purchase' THEN
+        -- A Reserve made from tag data has no items yet: the replication brings them.
+        IF NOT EXISTS (SELECT FROM ledger.item i WHERE i.transaction_id = t.id) THEN
+            PERFORM ledger.add_items(t.id, p_event_id, p_entry -> 'items', v_amount);
+        END IF;
     END IF;
-    v_result := ledger.move(t.id, v_target, v_actor, p_entry, true);
+    v_result := ledger.set_state(t.id, v_target, v_actor, p_entry, true);
     IF v_result = 'invalid' THEN
         state := t.state; outcome := 'rejected'; problem := 'invalid-transition';
     ELSE
@@ -288,13 +288,13 @@ BEGIN
             v_seen := v_seen || t.id;
             CASE t.state
             WHEN 'ReservePending' THEN
-                PERFORM ledger.move(t.id, 'Reserve', v_actor, v_entry);
+                PERFORM ledger.set_state(t.id, 'Reserve', v_actor, v_entry);
             WHEN 'TerminalConfirmUnknown', 'ReserveExpired' THEN
-                PERFORM ledger.move(t.id, 'Committed', v_actor, v_entry, true);
+                PERFORM ledger.set_state(t.id, 'Committed', v_actor, v_entry, true);
             WHEN 'Reserve', 'Committed' THEN
                 NULL;                                  -- known already
             ELSE
-                PERFORM ledger.move(t.id, 'Reserve', v_actor, v_entry);   -- refused and logged (e.g. Aborted)
+                PERFORM ledger.set_state(t.id, 'Reserve', v_actor, v_entry);   -- refused and logged (e.g. Aborted)
             END CASE;
         END IF;
         v_ack := v_ack || jsonb_build_object('assignment_id', v_entry_assignment, 'terminal_tx_number', v_entry_number);
@@ -307,7 +307,7 @@ BEGIN
            AND x.tag_tx_number < p_tag_tx_number AND x.id <> ALL (v_seen)
          ORDER BY x.id
     LOOP
-        PERFORM ledger.move(v_unknown, 'Aborted', v_actor,
+        PERFORM ledger.set_state(v_unknown, 'Aborted', v_actor,
                             jsonb_build_object('reason', 'tag log shows no charge', 'tag_tx_number', p_tag_tx_number));
     END LOOP;
 

@@ -313,7 +313,7 @@ BEGIN
         PERFORM ledger.fail('not-found', format('transaction %s does not exist', p_tx_id));
     END IF;
     PERFORM ledger.lock_account(v_account);
-    v_result := ledger.move(p_tx_id, p_to, p_actor, p_payload, true);
+    v_result := ledger.set_state(p_tx_id, p_to, p_actor, p_payload, true);
     transaction_id := p_tx_id;
     SELECT t.state::text INTO state FROM ledger.transaction t WHERE t.id = p_tx_id;
     outcome := CASE v_result WHEN 'changed' THEN 'booked' WHEN 'duplicate' THEN 'duplicate' ELSE 'rejected' END;
@@ -415,7 +415,7 @@ BEGIN
         PERFORM ledger.lock_account(r.account_id);
         -- Re-read under the lock: a commit may have won the race.
         IF EXISTS (SELECT FROM ledger.transaction t WHERE t.id = r.id AND t.state = 'ReservePending' AND t.expires_at <= now()) THEN
-            PERFORM ledger.move(r.id, 'ReserveExpired', session_user, '{"reason": "reserve timeout"}');
+            PERFORM ledger.set_state(r.id, 'ReserveExpired', session_user, '{"reason": "reserve timeout"}');
             n := n + 1;
         END IF;
     END LOOP;

@@ -39,7 +39,6 @@ COMMENT ON TABLE ledger.transaction IS
     '(merchant, top-up source, drawer, payout, deposit or receiving customer). held is what it reserves now.';
 CREATE INDEX transaction_reserve_expiry ON ledger.transaction (expires_at) WHERE state = 'ReservePending';
 CREATE INDEX transaction_unknown_by_tag ON ledger.transaction (tag_id) WHERE state = 'TerminalConfirmUnknown';
-CREATE INDEX transaction_account ON ledger.transaction (account_id);
 CREATE INDEX transaction_linked ON ledger.transaction (linked_id) WHERE linked_id IS NOT NULL;
 
 CREATE TABLE ledger.item (
