@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import logging
 import os
 import re
+import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,11 @@ CUSTOMERS = 10_000
 PRICE = 450                       # cents: one product, one unit per purchase
 FUNDING = 1_000_000               # cents per customer: ~2200 purchases each, far more than a run makes
 UID_BASE = 10 ** 15               # UID of customer c = 16 decimal digits (valid hex): str(UID_BASE + c)
-HOT_NUMBER_OFFSET = 10 ** 12      # terminal numbers of the hot run start here (the spread run starts at 0)
+ROUND_NUMBER_OFFSET = 10 ** 13    # terminal numbers of round r start at r * 10^13 (spread), + 10^12 (hot)
+HOT_NUMBER_OFFSET = 10 ** 12
+WARMUP_NUMBER_OFFSET = 2 * 10 ** 12
+DEFAULT_ROUNDS = 3                # tpcb, spread and hot interleaved this many times; medians reported
+WARMUP_SECONDS = 5                # the first purchase run on a fresh database is ~30% slower, whichever scenario
 
 SAMPLE_INTERVAL_S = 0.2           # pg_stat_activity samples: 5 per second
 GOAL_PURCHASE_VS_TPCB = 0.8
@@ -77,6 +82,7 @@ class Bench:
     seconds: int
     clients: int = CLIENTS
     threads: int = THREADS
+    rounds: int = DEFAULT_ROUNDS
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     results: dict[str, str] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
@@ -119,6 +125,7 @@ class PgbenchResult:
     statements: list[tuple[float, int, str]]   # (latency ms, failures, command)
     returncode: int
     output: str
+    cpu_ms: float = 0.0                          # machine CPU (all processes) per transaction
 
 
 def _tool_env() -> dict[str, str]:
@@ -226,16 +233,46 @@ def wal_snapshot(bench: Bench) -> dict[str, int]:
             "multixact_pages": mx}
 
 
-def run_pgbench(bench: Bench, label: str, dbname: str, args: list[str], *, user: str = "postgres") -> PgbenchResult:
+def cpu_snapshot() -> tuple[list[int], float]:
+    """Machine-wide jiffies (user, nice, system, idle, iowait, irq, softirq, steal) and CPU seconds of waited children."""
+    try:
+        with open("/proc/stat") as f:
+            jiffies = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        jiffies = []
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return jiffies, children.ru_utime + children.ru_stime
+
+
+def cpu_report(before: tuple[list[int], float], after: tuple[list[int], float], seconds: float) -> tuple[str, float]:
+    """('machine CPU busy 97% (user 70%, ...), pgbench itself 0.05 cores', busy cores) for the interval."""
+    (j0, c0), (j1, c1) = before, after
+    text = f"pgbench itself {(c1 - c0) / max(seconds, 0.001):.2f} cores"
+    busy_cores = 0.0
+    if j0 and j1:
+        d = [b - a for a, b in zip(j0, j1)]
+        total = sum(d) or 1
+        user, nice, system, idle, iowait, irq, softirq, steal = (100.0 * x / total for x in d)
+        busy_cores = (100 - idle - iowait) / 100 * (os.cpu_count() or 1)
+        text = (f"machine CPU busy {100 - idle - iowait:.0f}% = {busy_cores:.2f} cores (user {user + nice:.0f}%, "
+                f"system {system + irq + softirq:.0f}%, steal {steal:.0f}%), iowait {iowait:.0f}%; " + text)
+    return text, busy_cores
+
+
+def run_pgbench(bench: Bench, label: str, dbname: str, args: list[str], *, user: str = "postgres",
+                seconds: int | None = None) -> PgbenchResult:
     """One timed pgbench run with wait-event sampling; prints what it saw."""
+    seconds = seconds or bench.seconds
     with bench.connect(dbname, autocommit=True) as conn:
         conn.execute("CHECKPOINT")        # same starting point for every run: no checkpoint mid-run
-    cmd = [bench.pgbench, "-c", str(bench.clients), "-j", str(bench.threads), "-T", str(bench.seconds), "-r",
+    cmd = [bench.pgbench, "-c", str(bench.clients), "-j", str(bench.threads), "-T", str(seconds), "-r",
            *args, *bench.conn_args(dbname, user)]
-    print(f"\n== {label}: {bench.clients} clients, {bench.threads} threads, {bench.seconds}s", flush=True)
+    print(f"\n== {label}: {bench.clients} clients, {bench.threads} threads, {seconds}s", flush=True)
     before = wal_snapshot(bench)
+    cpu_before, t0 = cpu_snapshot(), time.monotonic()
     with WaitSampler(bench, dbname) as sampler:
-        proc = run_tool(cmd, timeout=bench.seconds + 300)
+        proc = run_tool(cmd, timeout=seconds + 300)
+    cpu_after, elapsed = cpu_snapshot(), time.monotonic() - t0
     after = wal_snapshot(bench)
     result = parse_pgbench(proc.stdout, proc.returncode)
     if result.returncode != 0 or result.tps <= 0:
@@ -246,7 +283,11 @@ def run_pgbench(bench: Bench, label: str, dbname: str, args: list[str], *, user:
     print(f"   per pgbench transaction: WAL {(after['wal_bytes'] - before['wal_bytes']) / n:.0f} bytes, "
           f"{(after['wal_records'] - before['wal_records']) / n:.1f} records, "
           f"{(after['wal_fpi'] - before['wal_fpi']) / n:.2f} full-page images; "
+          f"WAL fsyncs {(after['wal_sync'] - before['wal_sync']) / max(elapsed, 0.001):.0f}/s; "
           f"multixact SLRU pages zeroed {after['multixact_pages'] - before['multixact_pages']}")
+    cpu_text, busy_cores = cpu_report(cpu_before, cpu_after, elapsed)
+    result.cpu_ms = 1000.0 * busy_cores * elapsed / n
+    print(f"   {cpu_text}; {result.cpu_ms:.2f} ms of machine CPU per pgbench transaction")
     print("   statement latencies (ms, failures):")
     for latency, failures, command in result.statements:
         if not command.startswith("\\"):
@@ -277,18 +318,21 @@ def check_pgbench(bench: Bench, label: str, result: PgbenchResult) -> None:
 # --------------------------------------------------------------------------- section: tpcb
 
 
-def section_tpcb(bench: Bench) -> None:
-    """The yardstick: pgbench's own TPC-B-like transaction on this machine and cluster."""
+def setup_tpcb(bench: Bench) -> None:
+    """The yardstick's database: pgbench's own TPC-B-like tables at scale 10."""
     bench.cluster.create_database("pgbench")
     started = time.monotonic()
     init = run_tool([bench.pgbench, "-i", "-q", "-s", str(TPCB_SCALE), *bench.conn_args("pgbench")], timeout=600)
     if init.returncode != 0:
         raise BenchFailure(f"pgbench -i failed:\n{init.stdout.strip()[-2000:]}")
     print(f"pgbench -i -s {TPCB_SCALE}: {time.monotonic() - started:.1f}s")
-    result = run_pgbench(bench, "tpcb-like (yardstick)", "pgbench", ["-b", "tpcb-like"])
+
+
+def run_tpcb(bench: Bench, round_no: int) -> PgbenchResult:
+    """One timed run of the yardstick: pgbench's TPC-B-like transaction on this machine and cluster."""
+    result = run_pgbench(bench, f"round {round_no}: tpcb-like (yardstick)", "pgbench", ["-b", "tpcb-like"])
     check_pgbench(bench, "tpcb", result)
-    bench.record("tpcb_tps", result.tps)
-    bench.record("tpcb_latency_ms", result.latency_ms or 0.0)
+    return result
 
 
 # --------------------------------------------------------------------------- section: purchase
@@ -385,8 +429,9 @@ def purchase_counts(bench: Bench, event_id: int) -> tuple[int, int]:
         ).fetchone()
 
 
-def run_purchase_scenario(bench: Bench, setup: FestpaySetup, name: str, merchant: str, first_number: int) -> float:
-    script = bench.workdir / f"purchase_{name}.sql"
+def run_purchase_scenario(bench: Bench, setup: FestpaySetup, name: str, merchant: str, first_number: int,
+                          *, seconds: int | None = None) -> PgbenchResult:
+    script = bench.workdir / f"purchase_{re.sub(r'[^a-z0-9]+', '_', name.lower())}.sql"
     script.write_text(PURCHASE_SCRIPT.format(customers=CUSTOMERS, merchant=merchant, merchants=MERCHANTS,
                                              uid_base=UID_BASE, price=PRICE))
     script.chmod(0o644)
@@ -395,7 +440,7 @@ def run_purchase_scenario(bench: Bench, setup: FestpaySetup, name: str, merchant
         bench, f"purchase {name}", "festpay",
         ["-n", "-f", str(script), "-D", f"a0={setup.first_assignment}", "-D", f"n={first_number}",
          "-D", f"p={setup.product_id}"],
-        user="festpay_gateway",
+        user="festpay_gateway", seconds=seconds,
     )
     check_pgbench(bench, f"purchase_{name}", result)
     committed_after, other_after = purchase_counts(bench, setup.event_id)
@@ -408,19 +453,44 @@ def run_purchase_scenario(bench: Bench, setup: FestpaySetup, name: str, merchant
         bench.failures.append(
             f"purchase_{name}: ledger has {committed} committed purchases (+{other_after - other_before} not "
             f"committed), pgbench reported {result.processed}")
-    bench.record(f"purchase_{name}_per_s", result.tps)
-    bench.record(f"purchase_{name}_latency_ms", result.latency_ms or 0.0)
-    bench.record(f"purchase_{name}_committed", committed)
-    return result.tps
+    bench.record("purchases_committed", int(bench.results.get("purchases_committed", "0")) + committed)
+    return result
 
 
-def section_purchase(bench: Bench) -> None:
-    """The purchase flow through the api as the gateway role, spread over 20 merchants and at one hot merchant."""
+def section_ledger(bench: Bench) -> None:
+    """The purchase flow through the api as the gateway role, spread over 20 merchants and at one hot merchant,
+    against pgbench's tpcb-like run on the same cluster at the same concurrency.
+
+    The three runs are interleaved in rounds (tpcb, spread, hot; BENCH_ROUNDS times) and each ratio is taken within
+    a round, so that drift over the minutes of a run (autovacuum, WAL recycling, caches, a neighbour on the
+    machine) touches yardstick and subject alike; the reported figures are the medians over the rounds.
+    """
+    setup_tpcb(bench)
     setup = setup_festpay(bench)
-    # spread: each purchase at a random merchant (0-based offset of the client's terminal there)
-    spread = run_purchase_scenario(bench, setup, "spread", f"random(0, {MERCHANTS - 1})", 0)
-    # hot: every client sells at merchant 1 (16 terminals of one bar)
-    hot = run_purchase_scenario(bench, setup, "hot", "0", HOT_NUMBER_OFFSET)
+    # Warm-up (not reported): the first purchase run on the new database is markedly slower than the
+    # following ones, whichever scenario goes first; without it the order would decide hot_vs_spread.
+    run_purchase_scenario(bench, setup, "warmup", f"random(0, {MERCHANTS - 1})", WARMUP_NUMBER_OFFSET,
+                          seconds=WARMUP_SECONDS)
+    rounds: list[dict[str, PgbenchResult]] = []
+    for r in range(1, bench.rounds + 1):
+        offset = r * ROUND_NUMBER_OFFSET
+        rounds.append({
+            "tpcb": run_tpcb(bench, r),
+            # spread: each purchase at a random merchant (0-based offset of the client's terminal there)
+            "spread": run_purchase_scenario(bench, setup, f"round {r}: spread", f"random(0, {MERCHANTS - 1})", offset),
+            # hot: every client sells at merchant 1 (16 terminals of one bar)
+            "hot": run_purchase_scenario(bench, setup, f"round {r}: hot", "0", offset + HOT_NUMBER_OFFSET),
+        })
+
+    def median_of(values: list[float]) -> float:
+        return statistics.median(values) if values else 0.0
+
+    for key, name in (("tpcb", "tpcb"), ("spread", "purchase_spread"), ("hot", "purchase_hot")):
+        unit = "tps" if key == "tpcb" else "per_s"
+        bench.record(f"{name}_{unit}", median_of([rd[key].tps for rd in rounds]))
+        bench.record(f"{name}_{unit}_rounds", ",".join(f"{rd[key].tps:.0f}" for rd in rounds))
+        bench.record(f"{name}_latency_ms", median_of([rd[key].latency_ms or 0.0 for rd in rounds]))
+        bench.record(f"{name}_cpu_ms", median_of([rd[key].cpu_ms for rd in rounds]))
 
     with bench.connect("festpay", autocommit=True) as conn:
         broken = conn.execute("SELECT invariant, subject, detail FROM api.check_invariants()").fetchall()
@@ -435,19 +505,26 @@ def section_purchase(bench: Bench) -> None:
     if broken:
         bench.failures.append(f"{len(broken)} ledger invariants broken")
 
-    tpcb = float(bench.results.get("tpcb_tps", "0"))
-    if tpcb > 0:
-        bench.record("purchase_vs_tpcb", 2 * spread / tpcb)
-    if spread > 0:
-        bench.record("hot_vs_spread", hot / spread)
+    vs_tpcb = [2 * rd["spread"].tps / rd["tpcb"].tps for rd in rounds if rd["tpcb"].tps > 0]
+    hot_vs = [rd["hot"].tps / rd["spread"].tps for rd in rounds if rd["spread"].tps > 0]
+    bench.record("purchase_vs_tpcb_rounds", ",".join(f"{v:.3f}" for v in vs_tpcb))
+    bench.record("hot_vs_spread_rounds", ",".join(f"{v:.3f}" for v in hot_vs))
+    bench.record("purchase_vs_tpcb", median_of(vs_tpcb))
+    bench.record("hot_vs_spread", median_of(hot_vs))
 
 
 # --------------------------------------------------------------------------- main
 
 SECTIONS: dict[str, Section] = {
-    "tpcb": section_tpcb,
-    "purchase": section_purchase,
+    "ledger": section_ledger,
 }
+
+
+def bench_rounds() -> int:
+    value = os.environ.get("FESTPAY_BENCH_ROUNDS", "").strip() or str(DEFAULT_ROUNDS)
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"FESTPAY_BENCH_ROUNDS={value!r} must be a whole number of at least 1")
+    return int(value)
 
 
 def bench_seconds() -> int:
@@ -520,8 +597,9 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(tempfile.mkdtemp(prefix="festpay-bench-"))
     cluster = EmbeddedPostgres(root)
-    bench = Bench(cluster=cluster, seconds=seconds, workdir=root)
+    bench = Bench(cluster=cluster, seconds=seconds, rounds=bench_rounds(), workdir=root)
     bench.record("clients", bench.clients)
+    bench.record("rounds", bench.rounds)
     bench.record("threads", bench.threads)
     bench.record("duration_s", seconds)
     started = time.monotonic()
