@@ -1,6 +1,8 @@
 -- Helpers for the pgTAP suites (schema test), loaded once into the test database before the suites run:
 --   psql "$URL" -v ON_ERROR_STOP=1 -f tests/pgtap_setup.sql   (the pytest run does this itself)
--- They only call api functions and read ledger tables; suites stay one file per topic.
+-- They only call api functions and read ledger tables (plus the scratch tables test.ctx and test.res, whose rows
+-- each suite's ROLLBACK removes); suites stay one file per topic. The helpers from "scratch and lookups" on were
+-- the suites' own pg_temp helpers once, and stay VOLATILE like them (a fresh snapshot at every call).
 
 CREATE EXTENSION IF NOT EXISTS pgtap;
 DROP SCHEMA IF EXISTS test CASCADE;
@@ -99,4 +101,128 @@ CREATE FUNCTION test.violations(p_tx bigint)
 RETURNS integer LANGUAGE sql STABLE AS $$
 -- How many violations were logged for a transaction.
     SELECT count(*)::integer FROM ledger.violation WHERE transaction_id = p_tx;
+$$;
+
+-- ---------------------------------------------------------------- scratch and lookups shared by the suites
+-- Key-value scratch of a suite: ids it made (ctx) and api answers it kept (res). Every suite ends in ROLLBACK, so its
+-- rows never outlive it; a second suite run at the same time waits for the first one's keys (the primary keys).
+CREATE TABLE test.ctx (k text PRIMARY KEY, v bigint);
+CREATE TABLE test.res (k text PRIMARY KEY, j jsonb);
+
+CREATE FUNCTION test.v(p_k text)
+RETURNS bigint LANGUAGE sql AS $$
+-- Looks a key up in the suite's scratch table test.ctx.
+-- Returns its value (an id, a balance, a count), or NULL when the key is not there.
+    SELECT v FROM test.ctx WHERE k = p_k;
+$$;
+
+CREATE FUNCTION test.res(p_k text, p_field text)
+RETURNS text LANGUAGE sql AS $$
+-- Reads one field of an api answer the suite kept in test.res under a key.
+-- Returns the field as text (j ->> field), or NULL when the key or the field is not there.
+    SELECT j ->> p_field FROM test.res WHERE k = p_k;
+$$;
+
+CREATE FUNCTION test.e()
+RETURNS bigint LANGUAGE sql AS $$
+-- The suite's event: the shorthand of test.v('e').
+-- Returns the event id the suite stored under 'e' in test.ctx.
+    SELECT test.v('e');
+$$;
+
+CREATE FUNCTION test.bar()
+RETURNS bigint LANGUAGE sql AS $$
+-- The suite's Bar terminal: the shorthand of test.v('bar').
+-- Returns the assignment id the suite stored under 'bar' in test.ctx.
+    SELECT test.v('bar');
+$$;
+
+CREATE FUNCTION test.food()
+RETURNS bigint LANGUAGE sql AS $$
+-- The suite's Food terminal: the shorthand of test.v('food').
+-- Returns the assignment id the suite stored under 'food' in test.ctx.
+    SELECT test.v('food');
+$$;
+
+CREATE FUNCTION test.bartx(p_number bigint)
+RETURNS bigint LANGUAGE sql AS $$
+-- Finds the transaction the suite's Bar terminal (test.bar()) knows by its terminal transaction number.
+-- Returns the transaction id, or NULL when there is none.
+    SELECT id FROM ledger.transaction WHERE assignment_id = test.bar() AND terminal_tx_number = p_number;
+$$;
+
+-- ---------------------------------------------------------------- replication and tag log entries of the Bar terminal
+-- Both carry the suite's terminal time, kept in test.res under 'entry', e.g.
+--   INSERT INTO test.res VALUES ('entry', '{"time": "2025-07-04T21:30:00+02:00"}');
+
+CREATE FUNCTION test.entry(p_number integer, p_state text, p_uid text, p_tag_no integer, p_amount bigint,
+                           VARIADIC p_items text[])
+RETURNS jsonb LANGUAGE sql AS $$
+-- Builds one purchase replication entry of the Bar terminal, items as for test.items ('Name:quantity[:unit_price]').
+-- Returns the entry object api.replicate takes (time: test.res('entry', 'time')).
+    SELECT jsonb_build_object('terminal_tx_number', p_number, 'type', 'purchase', 'state', p_state, 'uid', p_uid,
+                              'tag_tx_number', p_tag_no, 'time', test.res('entry', 'time'), 'amount', p_amount,
+                              'items', test.items(test.e(), VARIADIC p_items));
+$$;
+
+CREATE FUNCTION test.replicate(p_entry jsonb)
+RETURNS TABLE (state text, outcome text, problem text) LANGUAGE sql AS $$
+-- Replicates one entry at the suite's Bar terminal.
+-- Returns api.replicate's answer for it: state, outcome, problem.
+    SELECT state, outcome, problem FROM api.replicate(test.bar(), jsonb_build_array(p_entry));
+$$;
+
+CREATE FUNCTION test.logentry(p_number integer, p_tag_no integer, p_amount bigint)
+RETURNS jsonb LANGUAGE sql AS $$
+-- Builds one tag log entry written by the suite's Bar terminal.
+-- Returns the entry object api.tag_sync takes (time: test.res('entry', 'time')).
+    SELECT jsonb_build_object('assignment_id', test.bar(), 'terminal_tx_number', p_number,
+                              'tag_tx_number', p_tag_no, 'amount', p_amount, 'time', test.res('entry', 'time'));
+$$;
+
+-- ---------------------------------------------------------------- what the ledger holds
+CREATE FUNCTION test.money(p_uid text)
+RETURNS text LANGUAGE sql AS $$
+-- Describes a tag's money in the suite's event (test.e()).
+-- Returns 'balance <balance> held <held>'.
+    SELECT format('balance %s held %s', test.balance(test.e(), p_uid), test.held(test.e(), p_uid));
+$$;
+
+CREATE FUNCTION test.booking_lines(p_tx bigint)
+RETURNS TABLE (debit text, credit text, amount bigint) LANGUAGE sql AS $$
+-- Lists the booking lines of a transaction in line order, accounts named kind:name (test.lines only counts them).
+-- Returns one row a line: debit (receives), credit (pays), amount.
+    SELECT d.kind || ':' || d.name, c.kind || ':' || c.name, b.amount
+      FROM ledger.booking b
+      JOIN ledger.account d ON d.id = b.debit_account_id
+      JOIN ledger.account c ON c.id = b.credit_account_id
+     WHERE b.transaction_id = p_tx ORDER BY b.line_no;
+$$;
+
+CREATE FUNCTION test.footprint(p_event bigint)
+RETURNS text LANGUAGE sql AS $$
+-- Counts the transactions and booking lines of an event, for "nothing changed" checks.
+-- Returns '<n> transactions, <m> lines'.
+    SELECT (SELECT count(*) FROM ledger.transaction WHERE event_id = p_event) || ' transactions, '
+        || (SELECT count(*) FROM ledger.booking b JOIN ledger.transaction t ON t.id = b.transaction_id
+             WHERE t.event_id = p_event) || ' lines';
+$$;
+
+CREATE FUNCTION test.error_detail(p_sql text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+-- Runs a statement and catches the error it raises; its effects are undone either way.
+-- Returns the error's DETAIL as JSON, or NULL when it raises none.
+DECLARE
+    v_detail text;
+BEGIN
+    BEGIN
+        EXECUTE p_sql;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL;
+        RETURN v_detail::jsonb;
+    END;
+    RAISE EXCEPTION 'no error' USING ERRCODE = 'P0001';
+EXCEPTION WHEN raise_exception THEN
+    RETURN NULL;
+END
 $$;

@@ -4,49 +4,46 @@ BEGIN;
 SELECT plan(29);
 
 -- ---------------------------------------------------------------- fixtures: one purchase with lines and items, one violation
-CREATE TEMP TABLE ctx AS SELECT test.event('pgTAP append-only') AS e;
-CREATE TEMP TABLE ids (k text PRIMARY KEY, id bigint);
-INSERT INTO ids SELECT 'bar', test.terminal(e, 'Bar') FROM ctx;
-CREATE FUNCTION pg_temp.e() RETURNS bigint LANGUAGE sql AS $$ SELECT e FROM ctx $$;
-CREATE FUNCTION pg_temp.id(p_k text) RETURNS bigint LANGUAGE sql AS $$ SELECT id FROM ids WHERE k = p_k $$;
+INSERT INTO test.ctx SELECT 'e', test.event('pgTAP append-only');
+INSERT INTO test.ctx SELECT 'bar', test.terminal(test.e(), 'Bar');
 CREATE FUNCTION pg_temp.entry(p_state text) RETURNS jsonb LANGUAGE sql AS $$
     SELECT jsonb_build_object('terminal_tx_number', 1, 'state', p_state, 'uid', 'BEEF0001', 'tag_tx_number', 1,
-                              'amount', 650, 'items', test.items(pg_temp.e(), 'Beer:1', 'Cup:1')) $$;
+                              'amount', 650, 'items', test.items(test.e(), 'Beer:1', 'Cup:1')) $$;
 -- What the three append-only tables hold for the purchase, as text.
 CREATE FUNCTION pg_temp.records() RETURNS text LANGUAGE sql AS $$
     SELECT format('bookings %s; items %s; violations %s',
         (SELECT string_agg(format('%s:%s<-%s=%s', line_no, debit_account_id, credit_account_id, amount), ' ' ORDER BY line_no)
-           FROM ledger.booking WHERE transaction_id = pg_temp.id('purchase')),
+           FROM ledger.booking WHERE transaction_id = test.v('purchase')),
         (SELECT string_agg(format('%s:%s x%s @%s', line_no, name, quantity, unit_price), ' ' ORDER BY line_no)
-           FROM ledger.item WHERE transaction_id = pg_temp.id('purchase')),
+           FROM ledger.item WHERE transaction_id = test.v('purchase')),
         (SELECT string_agg(format('%s->%s by %s', from_state, to_state, actor), ' ' ORDER BY id)
-           FROM ledger.violation WHERE transaction_id = pg_temp.id('purchase'))) $$;
+           FROM ledger.violation WHERE transaction_id = test.v('purchase'))) $$;
 
-SELECT is(test.funded_tag(pg_temp.e(), 'BEEF0001', 5000), 5000::bigint, 'tag funded with 5000');
-INSERT INTO ids SELECT 'purchase', transaction_id FROM api.replicate(pg_temp.id('bar'), jsonb_build_array(pg_temp.entry('Committed')));
-SELECT results_eq($$SELECT state, outcome, problem FROM api.replicate(pg_temp.id('bar'), jsonb_build_array(pg_temp.entry('Aborted')))$$,
+SELECT is(test.funded_tag(test.e(), 'BEEF0001', 5000), 5000::bigint, 'tag funded with 5000');
+INSERT INTO test.ctx SELECT 'purchase', transaction_id FROM api.replicate(test.v('bar'), jsonb_build_array(pg_temp.entry('Committed')));
+SELECT results_eq($$SELECT state, outcome, problem FROM api.replicate(test.v('bar'), jsonb_build_array(pg_temp.entry('Aborted')))$$,
                   $$VALUES ('Committed'::text, 'rejected'::text, 'invalid-transition'::text)$$,
                   'setup: a refused Committed -> Aborted writes a violation');
-SELECT is(test.balance(pg_temp.e(), 'BEEF0001'), 4350::bigint, 'setup: the purchase of 650 (beer 450 + cup deposit 200) is booked');
+SELECT is(test.balance(test.e(), 'BEEF0001'), 4350::bigint, 'setup: the purchase of 650 (beer 450 + cup deposit 200) is booked');
 CREATE TEMP TABLE before AS SELECT pg_temp.records() AS r;
-GRANT SELECT ON ids TO festpay_owner;
+GRANT SELECT ON test.ctx TO festpay_owner;
 SELECT is((SELECT r FROM before) ~ '^bookings 1:\d+<-\d+=450 2:\d+<-\d+=200; items 1:Beer x1 @450 2:Cup x1 @200; violations Committed->Aborted by assignment:\d+$',
           true, 'setup: two booking lines, two items and one violation exist');
 
 -- ---------------------------------------------------------------- as the superuser
-SELECT throws_ok($$UPDATE ledger.booking SET amount = amount + 1 WHERE transaction_id = pg_temp.id('purchase')$$,
+SELECT throws_ok($$UPDATE ledger.booking SET amount = amount + 1 WHERE transaction_id = test.v('purchase')$$,
                  'FP050', NULL, 'superuser: UPDATE of ledger.booking refused');
-SELECT throws_ok($$DELETE FROM ledger.booking WHERE transaction_id = pg_temp.id('purchase')$$,
+SELECT throws_ok($$DELETE FROM ledger.booking WHERE transaction_id = test.v('purchase')$$,
                  'FP050', NULL, 'superuser: DELETE from ledger.booking refused');
 SELECT throws_ok($$TRUNCATE ledger.booking$$, 'FP050', NULL, 'superuser: TRUNCATE of ledger.booking refused');
-SELECT throws_ok($$UPDATE ledger.item SET unit_price = 0 WHERE transaction_id = pg_temp.id('purchase')$$,
+SELECT throws_ok($$UPDATE ledger.item SET unit_price = 0 WHERE transaction_id = test.v('purchase')$$,
                  'FP050', NULL, 'superuser: UPDATE of ledger.item refused');
-SELECT throws_ok($$DELETE FROM ledger.item WHERE transaction_id = pg_temp.id('purchase')$$,
+SELECT throws_ok($$DELETE FROM ledger.item WHERE transaction_id = test.v('purchase')$$,
                  'FP050', NULL, 'superuser: DELETE from ledger.item refused');
 SELECT throws_ok($$TRUNCATE ledger.item$$, 'FP050', NULL, 'superuser: TRUNCATE of ledger.item refused');
-SELECT throws_ok($$UPDATE ledger.violation SET reason = 'nothing to see' WHERE transaction_id = pg_temp.id('purchase')$$,
+SELECT throws_ok($$UPDATE ledger.violation SET reason = 'nothing to see' WHERE transaction_id = test.v('purchase')$$,
                  'FP050', NULL, 'superuser: UPDATE of ledger.violation refused');
-SELECT throws_ok($$DELETE FROM ledger.violation WHERE transaction_id = pg_temp.id('purchase')$$,
+SELECT throws_ok($$DELETE FROM ledger.violation WHERE transaction_id = test.v('purchase')$$,
                  'FP050', NULL, 'superuser: DELETE from ledger.violation refused');
 SELECT throws_ok($$TRUNCATE ledger.violation$$, 'FP050', NULL, 'superuser: TRUNCATE of ledger.violation refused');
 SELECT throws_ok($$TRUNCATE ledger.booking, ledger.item, ledger.violation$$, 'FP050', NULL,
@@ -54,32 +51,32 @@ SELECT throws_ok($$TRUNCATE ledger.booking, ledger.item, ledger.violation$$, 'FP
 
 -- ---------------------------------------------------------------- as the owner of the tables
 SET ROLE festpay_owner;
-SELECT throws_ok($$UPDATE ledger.booking SET amount = amount + 1 WHERE transaction_id = (SELECT id FROM ids WHERE k = 'purchase')$$,
+SELECT throws_ok($$UPDATE ledger.booking SET amount = amount + 1 WHERE transaction_id = (SELECT v FROM test.ctx WHERE k = 'purchase')$$,
                  'FP050', NULL, 'festpay_owner: UPDATE of ledger.booking refused');
-SELECT throws_ok($$DELETE FROM ledger.booking WHERE transaction_id = (SELECT id FROM ids WHERE k = 'purchase')$$,
+SELECT throws_ok($$DELETE FROM ledger.booking WHERE transaction_id = (SELECT v FROM test.ctx WHERE k = 'purchase')$$,
                  'FP050', NULL, 'festpay_owner: DELETE from ledger.booking refused');
 SELECT throws_ok($$TRUNCATE ledger.booking$$, 'FP050', NULL, 'festpay_owner: TRUNCATE of ledger.booking refused');
-SELECT throws_ok($$UPDATE ledger.item SET quantity = 2 WHERE transaction_id = (SELECT id FROM ids WHERE k = 'purchase')$$,
+SELECT throws_ok($$UPDATE ledger.item SET quantity = 2 WHERE transaction_id = (SELECT v FROM test.ctx WHERE k = 'purchase')$$,
                  'FP050', NULL, 'festpay_owner: UPDATE of ledger.item refused');
-SELECT throws_ok($$DELETE FROM ledger.item WHERE transaction_id = (SELECT id FROM ids WHERE k = 'purchase')$$,
+SELECT throws_ok($$DELETE FROM ledger.item WHERE transaction_id = (SELECT v FROM test.ctx WHERE k = 'purchase')$$,
                  'FP050', NULL, 'festpay_owner: DELETE from ledger.item refused');
 SELECT throws_ok($$TRUNCATE ledger.item$$, 'FP050', NULL, 'festpay_owner: TRUNCATE of ledger.item refused');
-SELECT throws_ok($$UPDATE ledger.violation SET payload = '{}' WHERE transaction_id = (SELECT id FROM ids WHERE k = 'purchase')$$,
+SELECT throws_ok($$UPDATE ledger.violation SET payload = '{}' WHERE transaction_id = (SELECT v FROM test.ctx WHERE k = 'purchase')$$,
                  'FP050', NULL, 'festpay_owner: UPDATE of ledger.violation refused');
-SELECT throws_ok($$DELETE FROM ledger.violation WHERE transaction_id = (SELECT id FROM ids WHERE k = 'purchase')$$,
+SELECT throws_ok($$DELETE FROM ledger.violation WHERE transaction_id = (SELECT v FROM test.ctx WHERE k = 'purchase')$$,
                  'FP050', NULL, 'festpay_owner: DELETE from ledger.violation refused');
 SELECT throws_ok($$TRUNCATE ledger.violation$$, 'FP050', NULL, 'festpay_owner: TRUNCATE of ledger.violation refused');
 RESET ROLE;
 
 -- ---------------------------------------------------------------- nothing changed; the error names the problem
 SELECT is(pg_temp.records(), (SELECT r FROM before), 'the booking lines, items and violation are unchanged');
-SELECT throws_ok($$DELETE FROM ledger.booking WHERE transaction_id = pg_temp.id('purchase')$$,
+SELECT throws_ok($$DELETE FROM ledger.booking WHERE transaction_id = test.v('purchase')$$,
                  'FP050', 'booking is append-only: DELETE refused', 'the error message names the table and the operation');
 SELECT results_eq($$SELECT slug, http_status FROM api.problem_types() WHERE sqlstate = 'FP050'$$,
                   $$VALUES ('append-only'::text, 409)$$, 'FP050 is the append-only problem (HTTP 409)');
 SELECT lives_ok($$INSERT INTO ledger.violation (actor, reason) VALUES ('pgTAP', 'appending is allowed')$$,
                 'appending to the violation log still works');
-SELECT is(test.balance(pg_temp.e(), 'BEEF0001'), 4350::bigint, 'the customer balance is unchanged');
+SELECT is(test.balance(test.e(), 'BEEF0001'), 4350::bigint, 'the customer balance is unchanged');
 SELECT is_empty($$SELECT * FROM api.check_invariants()$$, 'invariants hold');
 
 SELECT * FROM finish();

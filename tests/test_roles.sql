@@ -5,14 +5,10 @@ BEGIN;
 SELECT plan(64);
 
 -- ---------------------------------------------------------------- fixtures (as the superuser)
-CREATE TEMP TABLE ctx AS SELECT test.event('pgTAP roles') AS e;
-CREATE TEMP TABLE ids (k text PRIMARY KEY, id bigint);
-INSERT INTO ids SELECT 'funded', test.funded_tag(e, 'CAFE0001', 10000) FROM ctx;
-INSERT INTO ids SELECT 'bar', test.terminal(e, 'Bar') FROM ctx;
-CREATE FUNCTION pg_temp.e() RETURNS bigint LANGUAGE sql AS $$ SELECT e FROM ctx $$;
-CREATE FUNCTION pg_temp.id(p_k text) RETURNS bigint LANGUAGE sql AS $$ SELECT id FROM ids WHERE k = p_k $$;
-GRANT SELECT ON ctx TO festpay_gateway, festpay_report;
-GRANT SELECT, INSERT ON ids TO festpay_gateway, festpay_report;
+INSERT INTO test.ctx SELECT 'e', test.event('pgTAP roles');
+INSERT INTO test.ctx SELECT 'funded', test.funded_tag(test.e(), 'CAFE0001', 10000);
+INSERT INTO test.ctx SELECT 'bar', test.terminal(test.e(), 'Bar');
+GRANT SELECT, INSERT ON test.ctx TO festpay_gateway, festpay_report;
 
 -- ---------------------------------------------------------------- festpay_gateway: no table access at all
 SET ROLE festpay_gateway;
@@ -33,41 +29,41 @@ SELECT throws_ok($$SELECT ledger.set_state(1, 'Committed', 'me')$$, '42501', NUL
 
 -- ---------------------------------------------------------------- festpay_gateway: the api works
 SELECT is((SELECT count(*)::integer FROM api.problem_types()), 16, 'gateway: api.problem_types() lists the 16 problems');
-INSERT INTO ids SELECT 'gw_event', api.create_event('pgTAP roles, made by the gateway', 'EUR', 50000, 500, 25000, p_topup_fee_card => 50);
-SELECT isnt(pg_temp.id('gw_event'), NULL, 'gateway: api.create_event works');
-INSERT INTO ids SELECT 'gw_merchant', api.create_merchant(pg_temp.id('gw_event'), 'Stage bar');
-INSERT INTO ids SELECT 'gw_sale', api.create_position(pg_temp.id('gw_event'), 'Stage bar', 'sale', pg_temp.id('gw_merchant'));
-INSERT INTO ids SELECT 'gw_topup', api.create_position(pg_temp.id('gw_event'), 'Cashier', 'topup');
-INSERT INTO ids SELECT 'gw_beer', api.create_product(pg_temp.id('gw_event'), 'Beer', 500, 19);
-INSERT INTO ids SELECT 'gw_bar', assignment_id
-  FROM api.register_terminal(api.create_registration_code(pg_temp.id('gw_event'), 'Stage bar'), 'pgTAP bar');
-INSERT INTO ids SELECT 'gw_cashier', assignment_id
-  FROM api.register_terminal(api.create_registration_code(pg_temp.id('gw_event'), 'Cashier'), 'pgTAP cashier');
-SELECT is((SELECT count(*)::integer FROM ids WHERE k LIKE 'gw\_%' AND id IS NOT NULL), 7,
+INSERT INTO test.ctx SELECT 'gw_event', api.create_event('pgTAP roles, made by the gateway', 'EUR', 50000, 500, 25000, p_topup_fee_card => 50);
+SELECT isnt(test.v('gw_event'), NULL, 'gateway: api.create_event works');
+INSERT INTO test.ctx SELECT 'gw_merchant', api.create_merchant(test.v('gw_event'), 'Stage bar');
+INSERT INTO test.ctx SELECT 'gw_sale', api.create_position(test.v('gw_event'), 'Stage bar', 'sale', test.v('gw_merchant'));
+INSERT INTO test.ctx SELECT 'gw_topup', api.create_position(test.v('gw_event'), 'Cashier', 'topup');
+INSERT INTO test.ctx SELECT 'gw_beer', api.create_product(test.v('gw_event'), 'Beer', 500, 19);
+INSERT INTO test.ctx SELECT 'gw_bar', assignment_id
+  FROM api.register_terminal(api.create_registration_code(test.v('gw_event'), 'Stage bar'), 'pgTAP bar');
+INSERT INTO test.ctx SELECT 'gw_cashier', assignment_id
+  FROM api.register_terminal(api.create_registration_code(test.v('gw_event'), 'Cashier'), 'pgTAP cashier');
+SELECT is((SELECT count(*)::integer FROM test.ctx WHERE k LIKE 'gw\_%' AND v IS NOT NULL), 7,
           'gateway: merchant, positions, product and two terminal registrations made through the api');
-SELECT results_eq($$SELECT state, balance FROM api.topup(pg_temp.id('gw_cashier'), 1, 'CAFE0002', 2000, 'card')$$,
+SELECT results_eq($$SELECT state, balance FROM api.topup(test.v('gw_cashier'), 1, 'CAFE0002', 2000, 'card')$$,
                   $$VALUES ('Committed'::text, 1950::bigint)$$, 'gateway: a card top-up of 2000 less the fee of 50');
-SELECT results_eq($$SELECT state, available FROM api.reserve(pg_temp.id('gw_bar'), 1, 'CAFE0002', 1, 500,
-                        jsonb_build_array(jsonb_build_object('product_id', pg_temp.id('gw_beer'), 'quantity', 1)))$$,
+SELECT results_eq($$SELECT state, available FROM api.reserve(test.v('gw_bar'), 1, 'CAFE0002', 1, 500,
+                        jsonb_build_array(jsonb_build_object('product_id', test.v('gw_beer'), 'quantity', 1)))$$,
                   $$VALUES ('ReservePending'::text, 1450::bigint)$$, 'gateway: a reserve');
-SELECT results_eq($$SELECT state, outcome FROM api.replicate(pg_temp.id('gw_bar'), jsonb_build_array(jsonb_build_object(
+SELECT results_eq($$SELECT state, outcome FROM api.replicate(test.v('gw_bar'), jsonb_build_array(jsonb_build_object(
                         'terminal_tx_number', 1, 'state', 'Committed', 'uid', 'CAFE0002', 'tag_tx_number', 1, 'amount', 500,
-                        'items', jsonb_build_array(jsonb_build_object('product_id', pg_temp.id('gw_beer'), 'quantity', 1)))))$$,
+                        'items', jsonb_build_array(jsonb_build_object('product_id', test.v('gw_beer'), 'quantity', 1)))))$$,
                   $$VALUES ('Committed'::text, 'booked'::text)$$, 'gateway: the replication books it');
-SELECT results_eq($$SELECT amount, balance_after FROM api.customer_statement(pg_temp.id('gw_event'), 'CAFE0002')$$,
+SELECT results_eq($$SELECT amount, balance_after FROM api.customer_statement(test.v('gw_event'), 'CAFE0002')$$,
                   $$VALUES (2000::bigint, 2000::bigint), (-50, 1950), (-500, 1450)$$,
                   'gateway: the customer statement shows top-up, fee and purchase');
-SELECT is(api.block_tag(pg_temp.id('gw_event'), 'CAFE0002'), 'blocked', 'gateway: api.block_tag works');
+SELECT is(api.block_tag(test.v('gw_event'), 'CAFE0002'), 'blocked', 'gateway: api.block_tag works');
 SELECT is_empty($$SELECT * FROM api.check_invariants()$$, 'gateway: invariants hold after its bookings');
 RESET ROLE;
 
 -- ---------------------------------------------------------------- festpay_report: report views only
 SET ROLE festpay_report;
-SELECT results_eq($$SELECT balance::bigint, held FROM report.account_balance WHERE event_id = pg_temp.e() AND kind = 'customer' AND name = 'CAFE0001'$$,
+SELECT results_eq($$SELECT balance::bigint, held FROM report.account_balance WHERE event_id = test.e() AND kind = 'customer' AND name = 'CAFE0001'$$,
                   $$VALUES (10000::bigint, 0::bigint)$$, 'report: report.account_balance readable');
-SELECT results_eq($$SELECT accounts, balance FROM report.balance_by_kind WHERE event_id = pg_temp.e() AND kind = 'customer'$$,
+SELECT results_eq($$SELECT accounts, balance FROM report.balance_by_kind WHERE event_id = test.e() AND kind = 'customer'$$,
                   $$VALUES (1::bigint, 10000::bigint)$$, 'report: report.balance_by_kind readable');
-SELECT results_eq($$SELECT debit_balances, credit_balances, total FROM report.trial_balance WHERE event_id = pg_temp.e()$$,
+SELECT results_eq($$SELECT debit_balances, credit_balances, total FROM report.trial_balance WHERE event_id = test.e()$$,
                   $$VALUES (10000::bigint, -10000::bigint, 0::bigint)$$, 'report: report.trial_balance readable');
 SELECT lives_ok($$SELECT * FROM report.open_reservation$$, 'report: report.open_reservation readable');
 SELECT lives_ok($$SELECT * FROM report.violation$$, 'report: report.violation readable');
@@ -77,12 +73,12 @@ SELECT throws_ok($$SELECT * FROM ledger.account$$, '42501', NULL, 'report: ledge
 SELECT throws_ok($$SELECT * FROM ledger.transaction$$, '42501', NULL, 'report: ledger.transaction refused');
 SELECT throws_ok($$UPDATE ledger.account SET held = 0$$, '42501', NULL, 'report: UPDATE of ledger.account refused');
 SELECT throws_ok($$DELETE FROM report.violation$$, '42501', NULL, 'report: DELETE through report.violation refused');
-SELECT throws_ok($$SELECT * FROM api.reserve(pg_temp.id('bar'), 1, 'CAFE0001', 1, 450, '[]')$$, '42501', NULL, 'report: api.reserve refused');
-SELECT throws_ok($$SELECT * FROM api.replicate(pg_temp.id('bar'), '[]')$$, '42501', NULL, 'report: api.replicate refused');
+SELECT throws_ok($$SELECT * FROM api.reserve(test.v('bar'), 1, 'CAFE0001', 1, 450, '[]')$$, '42501', NULL, 'report: api.reserve refused');
+SELECT throws_ok($$SELECT * FROM api.replicate(test.v('bar'), '[]')$$, '42501', NULL, 'report: api.replicate refused');
 SELECT throws_ok($$SELECT * FROM api.resolve_transaction(1, 'Aborted', 'x')$$, '42501', NULL, 'report: api.resolve_transaction refused');
 SELECT throws_ok($$SELECT api.create_event('x', 'EUR', 50000, 500, 25000)$$, '42501', NULL, 'report: api.create_event refused');
 SELECT is_empty($$SELECT * FROM api.check_invariants()$$, 'report: api.check_invariants allowed (and healthy)');
-SELECT results_eq($$SELECT type, amount, balance_after FROM api.customer_statement(pg_temp.e(), 'CAFE0001')$$,
+SELECT results_eq($$SELECT type, amount, balance_after FROM api.customer_statement(test.e(), 'CAFE0001')$$,
                   $$VALUES ('topup'::text, 10000::bigint, 10000::bigint)$$, 'report: api.customer_statement allowed');
 SELECT is((SELECT count(*)::integer FROM api.problem_types()), 16, 'report: api.problem_types allowed');
 RESET ROLE;
