@@ -1,6 +1,8 @@
 """The ``festpay`` command line.
 
-    festpay run                  database (embedded or DATABASE_URL) + migrate + demo data, until Ctrl-C
+    festpay run                  database (embedded or DATABASE_URL) + migrate + demo data + gateway, until Ctrl-C
+    festpay serve                the HTTP gateway only, against a running database, until Ctrl-C
+    festpay registration-code --position NAME [--event ID|NAME]   a one-time terminal registration code
     festpay migrate              apply pending migrations and all procedures
     festpay db start|stop|status|url|psql|env|destroy
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -25,6 +28,7 @@ import psycopg
 
 from .config import SQL_DIR, ConfigError, Settings, load_settings
 from .embedded import ClusterLocked, EmbeddedPostgres, EmbeddedPostgresError
+from .gateway import GatewayError, gateway_service
 from .migrate import MigrationError, libpq_url, load_sql_file, migrate
 
 log = logging.getLogger("festpay")
@@ -62,15 +66,35 @@ def _mask_password(url: str) -> str:
 
 # --------------------------------------------------------------------------- run
 
+GATEWAY_ROLE = "festpay_gateway"
+
+
+def gateway_database_url(settings: Settings) -> str:
+    """Where the gateway logs in: as festpay_gateway over the embedded cluster's socket, or with DATABASE_URL
+    set, FESTPAY_GATEWAY_DATABASE_URL (falling back to DATABASE_URL itself)."""
+    if settings.database_url:
+        return libpq_url(settings.gateway_database_url or settings.database_url)
+    return _cluster(settings).url("festpay", user=GATEWAY_ROLE)
+
+
+def gateway_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.http_port}"
+
+
+def _gateway(url: str, settings: Settings) -> AbstractAsyncContextManager:
+    return gateway_service(gateway_database_url(settings), settings.http_port)
+
+
 # What `festpay run` serves while the database is up.  Each entry is called with
 # (database url, settings) and returns an async context manager that is entered
-# after migration and left at shutdown.  The HTTP gateway goes here.
+# after migration and left at shutdown.
 Service = Callable[[str, Settings], AbstractAsyncContextManager]
-SERVICES: list[Service] = []
+SERVICES: list[Service] = [_gateway]
 
 
-async def serve(url: str, settings: Settings, services: list[Service] | None = None) -> None:
-    """Run the services until SIGINT or SIGTERM."""
+async def serve(url: str, settings: Settings, services: list[Service] | None = None,
+                ready: Callable[[], None] | None = None) -> None:
+    """Run the services until SIGINT or SIGTERM; ``ready`` is called once they all started."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -79,6 +103,8 @@ async def serve(url: str, settings: Settings, services: list[Service] | None = N
         async with contextlib.AsyncExitStack() as stack:
             for service in SERVICES if services is None else services:
                 await stack.enter_async_context(service(url, settings))
+            if ready is not None:
+                ready()
             await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -139,9 +165,10 @@ def cmd_run(args, settings: Settings) -> int:
                 ]
             else:
                 lines += [("psql", f'psql "{_mask_password(url)}"'), ("", "or: festpay db psql")]
-            print(_banner(lines), flush=True)
+            lines += [("gateway", gateway_url(settings)),
+                      ("", "festpay registration-code --position Bar   (a terminal's one-time code)")]
 
-            asyncio.run(serve(url, settings))
+            asyncio.run(serve(url, settings, ready=lambda: print(_banner(lines), flush=True)))
             # Shutting down: a second Ctrl-C must not cut the clean stop short.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -159,6 +186,69 @@ def cmd_run(args, settings: Settings) -> int:
 def _stop_cluster(pg: EmbeddedPostgres) -> None:
     if pg.stop():
         print(f"PostgreSQL in {pg.data_dir} stopped.", flush=True)
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    """The gateway alone, against the running embedded cluster or DATABASE_URL, until Ctrl-C."""
+    if args.port is not None:
+        settings = dataclasses.replace(settings, http_port=args.port)
+    if not settings.database_url:
+        pg = _cluster(settings)
+        if not pg.is_running():
+            raise CliError("the embedded cluster is not running; start it with `festpay run` or `festpay db start`",
+                           EXIT_NOT_RUNNING)
+    url = gateway_database_url(settings)
+    print(f"Database: {_mask_password(url)}", flush=True)
+
+    def ready() -> None:
+        print(f"Gateway listening on {gateway_url(settings)}  (Ctrl-C stops)", flush=True)
+
+    try:
+        asyncio.run(serve(url, settings, services=[_gateway], ready=ready))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    print("Stopped.", flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- registration-code
+
+
+def _admin_url(settings: Settings) -> str:
+    if settings.database_url:
+        return libpq_url(settings.database_url)
+    pg = _cluster(settings)
+    if not pg.is_running():
+        raise CliError("the embedded cluster is not running; start it with `festpay run` or `festpay db start`",
+                       EXIT_NOT_RUNNING)
+    return pg.url()
+
+
+def cmd_registration_code(args, settings: Settings) -> int:
+    """Print a one-time registration code for a position of an event; the code is the LAST line."""
+    with psycopg.connect(_admin_url(settings), autocommit=True) as conn:
+        # The event list is a DBA's read (no api function lists events).
+        events = conn.execute("SELECT id, name FROM ledger.event ORDER BY id").fetchall()
+        if not events:
+            raise CliError("there is no event yet; `festpay run` loads the demo event")
+        if args.event is None:
+            event = events[0]
+        else:
+            wanted = args.event.strip()
+            matches = [e for e in events if (wanted.isdigit() and e[0] == int(wanted)) or e[1] == wanted]
+            if not matches:
+                raise CliError(f"no event {wanted!r}; events: " + ", ".join(f"{i} {n!r}" for i, n in events))
+            event = matches[0]
+        try:
+            code = conn.execute("SELECT api.create_registration_code(%s, %s)", (event[0], args.position)).fetchone()[0]
+        except psycopg.Error as err:
+            raise CliError(f"{(err.diag.message_primary or str(err)).strip()}") from None
+    print(f"Registration code for position {args.position!r} of event {event[0]} {event[1]!r} (works once):")
+    print(code)
+    return 0
 
 
 # --------------------------------------------------------------------------- migrate
@@ -312,6 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="start the database, migrate, load demo data, serve until Ctrl-C")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("serve", help="the HTTP gateway only (127.0.0.1:FESTPAY_HTTP_PORT), until Ctrl-C")
+    p.add_argument("--port", type=int, help="port (default FESTPAY_HTTP_PORT or 8080)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("registration-code", help="make a one-time terminal registration code (printed last)")
+    p.add_argument("--position", required=True, help='position name, e.g. "Bar" or "Top-up"')
+    p.add_argument("--event", help="event id or name (default: the first event)")
+    p.set_defaults(func=cmd_registration_code)
+
     p = sub.add_parser("migrate", help="apply pending migrations and (re)apply all procedures")
     p.set_defaults(func=cmd_migrate)
 
@@ -342,6 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = dbsub.add_parser("destroy", help="stop and delete the cluster with all its data")
     p.add_argument("--yes", action="store_true", help="really delete")
     p.set_defaults(func=cmd_db_destroy)
+
+    # `festpay terminal ...`: the reference terminal; all of it lives in python_gateway/terminal/cli.py.
+    from .terminal.cli import add_parser as add_terminal_parser
+
+    add_terminal_parser(sub)
     return parser
 
 
@@ -359,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, ClusterLocked) as err:
         print(f"festpay: {err}", file=sys.stderr)
         return getattr(err, "exit_code", EXIT_ERROR)
-    except (EmbeddedPostgresError, MigrationError, ConfigError) as err:
+    except (EmbeddedPostgresError, MigrationError, ConfigError, GatewayError) as err:
         print(f"festpay: error: {err}", file=sys.stderr)
         return EXIT_ERROR
     except psycopg.OperationalError as err:

@@ -62,6 +62,9 @@ class Settings:
     """FESTPAY_PG_PORT: port of the embedded cluster (default: a free port, chosen once)."""
     http_port: int
     """FESTPAY_HTTP_PORT: port of the HTTP gateway (default 8080)."""
+    gateway_database_url: str | None = None
+    """FESTPAY_GATEWAY_DATABASE_URL: the gateway's own login (role festpay_gateway) when DATABASE_URL is set;
+    falls back to DATABASE_URL.  The embedded cluster needs none (socket login as festpay_gateway)."""
 
 
 def load_settings() -> Settings:
@@ -74,4 +77,5 @@ def load_settings() -> Settings:
         pg_bin=_env("PG_BIN"),
         pg_port=_env_port("FESTPAY_PG_PORT"),
         http_port=_env_port("FESTPAY_HTTP_PORT") or 8080,
+        gateway_database_url=_env("FESTPAY_GATEWAY_DATABASE_URL"),
     )

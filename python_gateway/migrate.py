@@ -95,6 +95,18 @@ def _apply_migrations(conninfo: str, migrations_dir: Path) -> int:
         backend.connection.close()
 
 
+def _grant_migration_history(conninfo: str) -> None:
+    """Let festpay_owner read yoyo's bookkeeping: api.schema_version() (SECURITY DEFINER, run by the gateway's
+    /health/ready) reads the newest applied migration from it.  yoyo creates the table as the migrating role."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        ready = conn.execute(
+            "SELECT to_regclass('public._yoyo_migration') IS NOT NULL"
+            " AND EXISTS (SELECT FROM pg_roles WHERE rolname = 'festpay_owner')"
+        ).fetchone()[0]
+        if ready:
+            conn.execute("GRANT SELECT ON public._yoyo_migration TO festpay_owner")
+
+
 def _apply_procedures(conninfo: str, procedures_dir: Path) -> int:
     files = sorted(procedures_dir.glob("*.sql")) if procedures_dir.is_dir() else []
     if not files:
@@ -128,6 +140,7 @@ def migrate(
                 applied = _apply_migrations(conninfo, Path(migrations_dir))
                 log.info("%d migration(s) applied", applied)
                 _apply_procedures(conninfo, Path(procedures_dir))
+                _grant_migration_history(conninfo)
             finally:
                 if not lock_conn.closed:
                     lock_conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))

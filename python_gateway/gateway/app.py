@@ -1,0 +1,140 @@
+"""The aiohttp application of the gateway, and running it on 127.0.0.1.
+
+:func:`create_app` builds the app around a psycopg async pool logged in as ``festpay_gateway``; at start-up it
+opens the pool, loads the problem types (``api.problem_types()``), builds the OpenAPI document and starts the
+reservation expiry task (``api.expire_reservations()`` every 5 s); at shutdown it stops the task and closes the
+pool.  :func:`gateway_service` runs it on a TCP port for as long as its ``async with`` block lasts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from ..config import MIGRATIONS_DIR
+from . import health, openapi, problems, terminal_api
+from .auth import MAX_BODY, SECRETS_KEY, SecretCache, auth_middleware
+from .database import POOL_KEY, make_pool
+
+log = logging.getLogger("festpay.gateway")
+
+DEFAULT_HOST = "127.0.0.1"
+EXPIRE_INTERVAL_S = 5.0
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    pool_min_size: int = 2
+    pool_max_size: int = 16
+    pool_timeout_s: float = 10.0
+    """How long a request waits for a database connection (then 503 not-ready)."""
+    expire_interval_s: float | None = EXPIRE_INTERVAL_S
+    """Seconds between api.expire_reservations() calls; None: no expiry task."""
+    migrations_dir: Path = MIGRATIONS_DIR
+    """Where the newest migration id for /health/ready comes from."""
+
+
+EXPIRY_TASK_KEY = web.AppKey("expiry_task", asyncio.Task)
+
+
+async def expire_reservations_forever(app: web.Application, interval_s: float) -> None:
+    """Calls api.expire_reservations() every ``interval_s`` seconds until cancelled; errors are logged."""
+    pool = app[POOL_KEY]
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            async with pool.connection() as conn:
+                cur = await conn.execute("SELECT api.expire_reservations() AS expired")
+                row = await cur.fetchone()
+            if row and row["expired"]:
+                log.info("expired %d reservation(s)", row["expired"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.warning("api.expire_reservations() failed: %s", str(err).strip() or type(err).__name__)
+
+
+def create_app(database_url: str, options: GatewayOptions | None = None) -> web.Application:
+    """The gateway app; ``database_url`` logs in as ``festpay_gateway`` (any role with EXECUTE on api works)."""
+    options = options or GatewayOptions()
+    app = web.Application(
+        middlewares=[problems.problem_middleware, auth_middleware],
+        client_max_size=MAX_BODY,
+    )
+    app[problems.REGISTRY_KEY] = problems.ProblemRegistry()
+    app[SECRETS_KEY] = SecretCache()
+    app[health.EXPECTED_VERSION_KEY] = health.newest_migration(Path(options.migrations_dir)) or ""
+    app[POOL_KEY] = make_pool(database_url, min_size=options.pool_min_size, max_size=options.pool_max_size,
+                              timeout=options.pool_timeout_s)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        pool = app[POOL_KEY]
+        await pool.open(wait=True, timeout=30)
+        try:
+            async with pool.connection() as conn:
+                await app[problems.REGISTRY_KEY].load(conn)
+            app[openapi.DOCUMENT_KEY] = openapi.build_document(app[problems.REGISTRY_KEY].all())
+            task = None
+            if options.expire_interval_s:
+                task = asyncio.create_task(expire_reservations_forever(app, options.expire_interval_s),
+                                           name="festpay-expire-reservations")
+                app[EXPIRY_TASK_KEY] = task
+            try:
+                yield
+            finally:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        finally:
+            await pool.close()
+
+    app.cleanup_ctx.append(lifecycle)
+
+    terminal_api.add_routes(app)
+    app.router.add_get("/terminal/v1/openapi.json", openapi.openapi_document, allow_head=False)
+    app.router.add_get("/health", health.health, allow_head=False)
+    app.router.add_get("/health/ready", health.ready, allow_head=False)
+    app.router.add_get("/problems", problems.problem_index, allow_head=False)
+    app.router.add_get("/problems/{slug}", problems.problem_type, allow_head=False)
+    return app
+
+
+class GatewayError(RuntimeError):
+    """The gateway could not start (port taken, database unreachable); the message says why."""
+
+
+@contextlib.asynccontextmanager
+async def gateway_service(
+    database_url: str,
+    port: int,
+    host: str = DEFAULT_HOST,
+    options: GatewayOptions | None = None,
+) -> AsyncIterator[str]:
+    """Serve the gateway on ``host:port`` while the block runs; yields its base URL (port 0: a free one)."""
+    app = create_app(database_url, options)
+    access_log = logging.getLogger("aiohttp.access") if log.isEnabledFor(logging.DEBUG) else None
+    runner = web.AppRunner(app, access_log=access_log, handle_signals=False)
+    try:
+        await runner.setup()
+    except Exception as err:
+        await runner.cleanup()
+        raise GatewayError(f"the gateway could not start: {str(err).strip() or type(err).__name__}") from err
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as err:
+            raise GatewayError(f"the gateway cannot listen on {host}:{port}: {err.strerror or err}") from None
+        bound_port = runner.addresses[0][1] if runner.addresses else port  # the real one when port was 0
+        url = f"http://{host}:{bound_port}"
+        log.debug("gateway listening on %s", url)
+        yield url
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,117 @@
+"""HMAC authentication of terminal requests (SPEC §7), as middleware.
+
+Every ``/terminal/v1/*`` request except ``register`` and ``openapi.json`` must carry
+``X-Festpay-Assignment``, ``X-Festpay-Timestamp`` (within 300 s of our clock) and
+``X-Festpay-Signature`` (see :mod:`python_gateway.signing`).  Anything missing, stale, unknown or
+wrong is a 401 problem ``unauthorized``; the signature is compared in constant time.  Assignment
+secrets come from ``api.terminal_secret`` and are cached (an assignment's secret never changes).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from collections import OrderedDict
+from datetime import datetime, timezone
+
+from aiohttp import web
+
+from .. import signing
+from .database import POOL_KEY
+from .problems import Handler, Problem
+
+TERMINAL_PREFIX = "/terminal/v1/"
+UNSIGNED_PATHS = frozenset({"/terminal/v1/register", "/terminal/v1/openapi.json"})
+
+#: request[ASSIGNMENT] holds the authenticated assignment id.
+ASSIGNMENT = web.RequestKey("assignment_id", int)
+
+MAX_BODY = 64 * 1024
+_INT = re.compile(r"^-?[0-9]{1,19}$")
+_BIGINT_MAX = 2**63 - 1
+
+
+class SecretCache:
+    """Assignment id -> base64 secret, bounded, least recently used first out."""
+
+    def __init__(self, size: int = 10_000):
+        self.size = size
+        self._secrets: OrderedDict[int, str] = OrderedDict()
+
+    async def get(self, request: web.Request, assignment_id: int) -> str | None:
+        secret = self._secrets.get(assignment_id)
+        if secret is not None:
+            self._secrets.move_to_end(assignment_id)
+            return secret
+        async with request.app[POOL_KEY].connection() as conn:
+            cur = await conn.execute("SELECT api.terminal_secret(%s::bigint) AS secret", (assignment_id,))
+            row = await cur.fetchone()
+        raw = row["secret"] if row else None
+        if raw is None:
+            return None  # unknown: not cached, a registration may follow
+        secret = base64.b64encode(bytes(raw)).decode("ascii")
+        self._secrets[assignment_id] = secret
+        if len(self._secrets) > self.size:
+            self._secrets.popitem(last=False)
+        return secret
+
+
+SECRETS_KEY = web.AppKey("secret_cache", SecretCache)
+
+
+def needs_signature(path: str) -> bool:
+    return path.startswith(TERMINAL_PREFIX) and path not in UNSIGNED_PATHS
+
+
+def _unauthorized(detail: str, **extensions: object) -> Problem:
+    return Problem("unauthorized", detail, dict(extensions),
+                   headers={"WWW-Authenticate": 'FestpayHMAC realm="terminal"'})
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The raw body, at most 64 KiB (413 problem ``payload-too-large`` beyond)."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise Problem("payload-too-large", f"the body must be at most {MAX_BODY} bytes")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise Problem("payload-too-large", f"the body must be at most {MAX_BODY} bytes") from None
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not needs_signature(request.path):
+        return await handler(request)
+    headers = request.headers
+    assignment_h = headers.get(signing.HEADER_ASSIGNMENT)
+    timestamp_h = headers.get(signing.HEADER_TIMESTAMP)
+    signature_h = headers.get(signing.HEADER_SIGNATURE)
+    missing = [name for name, value in ((signing.HEADER_ASSIGNMENT, assignment_h),
+                                        (signing.HEADER_TIMESTAMP, timestamp_h),
+                                        (signing.HEADER_SIGNATURE, signature_h)) if not value]
+    if missing:
+        raise _unauthorized("missing header(s): " + ", ".join(missing))
+    assert assignment_h and timestamp_h and signature_h
+    if not _INT.match(assignment_h) or not 0 < int(assignment_h) <= _BIGINT_MAX:
+        raise _unauthorized(f"{signing.HEADER_ASSIGNMENT} must be an assignment id")
+    if not _INT.match(timestamp_h):
+        raise _unauthorized(f"{signing.HEADER_TIMESTAMP} must be Unix seconds")
+    now = time.time()
+    if not signing.timestamp_fresh(int(timestamp_h), now):
+        raise _unauthorized(
+            f"{signing.HEADER_TIMESTAMP} is more than {signing.MAX_SKEW_S} s away from the server's clock",
+            server_time=datetime.fromtimestamp(int(now), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+    body = await read_body(request)
+    assignment_id = int(assignment_h)
+    secret = await request.app[SECRETS_KEY].get(request, assignment_id)
+    # An unknown assignment is checked against a dummy key, so both failures take the same path and answer.
+    ok = signing.verify(secret or _DUMMY_SECRET, request.method, request.raw_path, timestamp_h, body, signature_h)
+    if not ok or secret is None:
+        raise _unauthorized("the signature does not match")
+    request[ASSIGNMENT] = assignment_id
+    return await handler(request)
+
+
+_DUMMY_SECRET = base64.b64encode(b"\0" * 32).decode("ascii")
