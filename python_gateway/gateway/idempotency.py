@@ -48,9 +48,8 @@ async def run_idempotent(request: web.Request, scope: str, body: bytes, work: Wo
     pool = request.app[POOL_KEY]
     key = request.headers.get(HEADER)
     if key is None:
-        async with pool.connection() as conn:
-            async with conn.transaction():
-                status, answer = await work(conn)
+        async with pool.connection() as conn:       # one api call: it commits on its own (autocommit pool)
+            status, answer = await work(conn)
         return web.json_response(answer, status=status)
 
     digest = request_hash(request.method, request.raw_path, body)
