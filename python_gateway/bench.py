@@ -8,20 +8,29 @@ folder, destroyed at the end, also on errors and Ctrl-C) and runs named sections
               one pgbench transaction = one purchase = two database transactions
               (``api.reserve`` then ``api.replicate`` with state Committed), in two
               scenarios: ``spread`` (20 merchants) and ``hot`` (all sales at one merchant).
+``gateway``   the terminal HTTP API end to end, in its own fresh database of the cluster: the real gateway
+              (2 processes side by side on one 127.0.0.1 port, SO_REUSEPORT) and one asyncio load generator
+              process (:mod:`python_gateway.loadgen`) acting as 32 terminals, every request signed.  A purchase
+              = tag sync + reserve + replication (Committed).  Reports purchases/s at full load (closed loop),
+              reserve p50/p99 at a fixed offered load of 100 purchases/s (open loop), errors, and GET /health/s
+              from the same client at the same concurrency as the yardstick; ledger invariants checked after.
 
 Durability settings are never touched (synchronous_commit and fsync stay on): the
 numbers are what a festival would get from this machine.  Each section returns
 ``name=value`` results; the run ends with all of them, one per line, and exits non-zero
 when a section failed (pgbench errors, wrong purchase counts, broken ledger invariants).
 
-Environment: FESTPAY_BENCH_SECONDS (duration of every pgbench run, default 20),
-PG_BIN (server binaries, as for ``festpay run``).
+Environment: FESTPAY_BENCH_SECONDS (duration of every pgbench run, and of the gateway's full-load and 100/s
+runs; its health run takes half; default 20), FESTPAY_BENCH_TERMINALS (gateway section, default 32),
+FESTPAY_BENCH_GATEWAYS (gateway processes, default 2), PG_BIN (server binaries, as for ``festpay run``).
+``python -m python_gateway.bench gateway`` runs only the named section(s).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import logging
 import os
 import re
@@ -513,10 +522,256 @@ def section_ledger(bench: Bench) -> None:
     bench.record("hot_vs_spread", median_of(hot_vs))
 
 
+# --------------------------------------------------------------------------- section: gateway
+
+GATEWAY_DBNAME = "festpay_gateway_bench"
+GATEWAY_TERMINALS = 32            # concurrent terminals (closed loop) and health clients
+GATEWAY_TAGS_PER_TERMINAL = 16    # each terminal has its own tags: a tag is never at two tills at once
+GATEWAY_PROCESSES = 2             # gateway processes side by side on one port (SO_REUSEPORT)
+GATEWAY_RATE = 100.0              # purchases/s offered in the open-loop run
+GATEWAY_WARMUP_S = 3
+GOAL_GATEWAY_PURCHASES = 300.0
+GOAL_GATEWAY_RESERVE_P99_MS = 50.0
+
+
+def _env_int(name: str, default: int, minimum: int = 1) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < minimum:
+        raise BenchFailure(f"{name}={value!r} must be a whole number of at least {minimum}")
+    return int(value)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop_process(proc: subprocess.Popen, name: str, timeout: float = 15) -> None:
+    """SIGTERM to this one pid, then SIGKILL if it does not end in time."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"   {name} (pid {proc.pid}) did not stop on SIGTERM; killing it")
+        proc.kill()
+        proc.wait()
+
+
+def _db_counters(bench: Bench) -> dict[str, int]:
+    with bench.connect("postgres", autocommit=True) as conn:
+        commits, rollbacks = conn.execute(
+            "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = %s", (GATEWAY_DBNAME,)
+        ).fetchone()
+        wal_syncs = conn.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()[0]
+    return {"commits": commits, "rollbacks": rollbacks, "wal_syncs": wal_syncs}
+
+
+def setup_gateway_db(bench: Bench, terminals: int, tags_per_terminal: int) -> dict:
+    """A fresh database: event, one sale position, N one-time registration codes, funded tags (via the api)."""
+    started = time.monotonic()
+    bench.cluster.drop_database(GATEWAY_DBNAME)
+    bench.cluster.create_database(GATEWAY_DBNAME)
+    migrate(bench.cluster.url(GATEWAY_DBNAME))
+    customers = terminals * tags_per_terminal
+    with bench.connect(GATEWAY_DBNAME) as conn:
+        event_id = conn.execute(
+            "SELECT api.create_event('Gateway Bench', 'EUR', %s, 500, %s)", (FUNDING * 10, FUNDING)
+        ).fetchone()[0]
+        product_id = conn.execute("SELECT api.create_product(%s, 'Beer', %s, 19)", (event_id, PRICE)).fetchone()[0]
+        conn.execute("SELECT api.create_position(%s, 'Bar', 'sale', api.create_merchant(%s, 'Bar'))",
+                     (event_id, event_id))
+        conn.execute("SELECT api.create_position(%s, 'Top-up', 'topup')", (event_id,))
+        codes = [row[0] for row in conn.execute(
+            "SELECT api.create_registration_code(%s, 'Bar') FROM generate_series(1, %s)", (event_id, terminals)
+        ).fetchall()]
+        topup_terminal = conn.execute(
+            "SELECT assignment_id FROM api.register_terminal(api.create_registration_code(%s, 'Top-up'), 'bench top-up')",
+            (event_id,),
+        ).fetchone()[0]
+        conn.commit()
+        funded = conn.execute(
+            """SELECT count(*) FROM generate_series(1, %s) c,
+                      LATERAL api.topup(%s, c, (%s + c)::text, %s, 'cash') t
+                WHERE t.state = 'Committed' AND t.balance = %s""",
+            (customers, topup_terminal, UID_BASE, FUNDING, FUNDING),
+        ).fetchone()[0]
+        conn.commit()
+        if funded != customers:
+            raise BenchFailure(f"only {funded} of {customers} customers were funded")
+    with bench.connect(GATEWAY_DBNAME, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+        conn.execute("CHECKPOINT")
+    print(f"gateway setup: event {event_id}, {terminals} registration codes for 'Bar', {customers} tags funded "
+          f"with {FUNDING} cents, in {time.monotonic() - started:.1f}s")
+    return {
+        "event_id": event_id, "product_id": product_id, "price": PRICE, "funding": FUNDING,
+        "terminals": [
+            {"code": code, "uids": [str(UID_BASE + 1 + t * tags_per_terminal + k) for k in range(tags_per_terminal)]}
+            for t, code in enumerate(codes)
+        ],
+    }
+
+
+def start_gateways(bench: Bench, count: int, port: int, extra_args: list[str] | None = None,
+                   ) -> list[tuple[subprocess.Popen, Path]]:
+    """``count`` gateway processes on 127.0.0.1:port (SO_REUSEPORT when more than one), ready when they return."""
+    database_url = bench.cluster.url(GATEWAY_DBNAME, user="festpay_gateway")
+    procs: list[tuple[subprocess.Popen, Path]] = []
+    try:
+        for i in range(count):
+            logfile = bench.workdir / f"gateway-{i}.log"
+            cmd = [sys.executable, "-m", "python_gateway.loadgen", "serve", "--database-url", database_url,
+                   "--port", str(port), *(["--reuse-port"] if count > 1 else []), *(extra_args or [])]
+            with open(logfile, "w") as out:
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=_tool_env(), cwd=Path(__file__).resolve().parent.parent)
+            procs.append((proc, logfile))
+        deadline = time.monotonic() + 60
+        for proc, logfile in procs:
+            while "READY" not in logfile.read_text(errors="replace"):
+                if proc.poll() is not None:
+                    raise BenchFailure(f"gateway pid {proc.pid} exited with {proc.returncode}:\n"
+                                       f"{logfile.read_text(errors='replace')[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise BenchFailure(f"gateway pid {proc.pid} did not get ready within 60 s")
+                time.sleep(0.1)
+    except BaseException:
+        for proc, _ in procs:
+            _stop_process(proc, "gateway")
+        raise
+    return procs
+
+
+def section_gateway(bench: Bench) -> None:
+    """Terminals through the real gateway over HTTP: purchases/s at full load (closed loop, N terminals), reserve
+    latency at a fixed offered load of 100 purchases/s (open loop), and GET /health at the same concurrency from
+    the same client as the yardstick.
+
+    Gateway: ``python -m python_gateway.loadgen serve`` = the real app (create_app, default options), in
+    FESTPAY_BENCH_GATEWAYS processes side by side on one 127.0.0.1 port (SO_REUSEPORT).  Load: one asyncio process
+    (``python -m python_gateway.loadgen run``), aiohttp, every request signed like a terminal signs it.
+    """
+    terminals = _env_int("FESTPAY_BENCH_TERMINALS", GATEWAY_TERMINALS)
+    processes = _env_int("FESTPAY_BENCH_GATEWAYS", GATEWAY_PROCESSES)
+    setup = setup_gateway_db(bench, terminals, GATEWAY_TAGS_PER_TERMINAL)
+    setup_file = bench.workdir / "gateway-setup.json"
+    setup_file.write_text(json.dumps(setup))
+    report_file = bench.workdir / "gateway-report.json"
+    full_s, rate_s, health_s = bench.seconds, bench.seconds, max(1, bench.seconds // 2)
+    port = _free_port()
+    gateways = []
+    try:
+        gateways = start_gateways(bench, processes, port)
+        pids = [proc.pid for proc, _ in gateways]
+        print(f"\n== gateway: {processes} gateway process(es) (pids {', '.join(map(str, pids))}) on "
+              f"http://127.0.0.1:{port}{' with SO_REUSEPORT' if processes > 1 else ''}; {terminals} terminals, "
+              f"warm-up {GATEWAY_WARMUP_S}s, full load {full_s}s, {GATEWAY_RATE:.0f}/s for {rate_s}s, "
+              f"health {health_s}s", flush=True)
+        cmd = [sys.executable, "-m", "python_gateway.loadgen", "run", "--url", f"http://127.0.0.1:{port}",
+               "--setup", str(setup_file), "--out", str(report_file), "--warmup-s", str(GATEWAY_WARMUP_S),
+               "--full-s", str(full_s), "--rate", str(GATEWAY_RATE), "--rate-s", str(rate_s),
+               "--health-s", str(health_s)]
+        for pid in pids:
+            cmd += ["--gateway-pid", str(pid)]
+        postmaster = bench.cluster.running_pid()
+        if postmaster:
+            cmd += ["--postgres-pid", str(postmaster)]
+        db_before = _db_counters(bench)
+        timeout = GATEWAY_WARMUP_S + full_s + rate_s + health_s + 180
+        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=_tool_env(),
+                              cwd=Path(__file__).resolve().parent.parent) as loadgen:
+            try:
+                returncode = loadgen.wait(timeout=timeout)
+            except BaseException:
+                _stop_process(loadgen, "load generator", timeout=5)
+                raise
+        for proc, logfile in gateways:
+            if proc.poll() is not None:
+                bench.failures.append(f"gateway: gateway pid {proc.pid} died during the run")
+        if returncode != 0 or not report_file.exists():
+            raise BenchFailure(f"the load generator failed (exit status {returncode})")
+        db_after = _db_counters(bench)
+    finally:
+        for proc, logfile in gateways:
+            _stop_process(proc, "gateway")
+            tail = [line for line in logfile.read_text(errors="replace").splitlines()
+                    if line.strip() and not line.startswith("READY")]
+            if tail:
+                print(f"   gateway pid {proc.pid} log (last lines):")
+                print(textwrap.indent("\n".join(tail[-15:]), "   | "))
+
+    report = json.loads(report_file.read_text())
+    phases = report["phases"]
+    full, rate, health = phases["full"], phases["rate"], phases["health"]
+    errors = sum(p["errors"] for p in phases.values())
+    for p in phases.values():
+        for sample in p["error_samples"]:
+            print(f"   ERROR [{p['name']}] {sample}")
+
+    with bench.connect(GATEWAY_DBNAME, autocommit=True) as conn:
+        broken = conn.execute("SELECT invariant, subject, detail FROM api.check_invariants()").fetchall()
+        committed, other = conn.execute(
+            """SELECT count(*) FILTER (WHERE state = 'Committed'), count(*) FILTER (WHERE state <> 'Committed')
+                 FROM ledger.transaction WHERE event_id = %s AND type = 'purchase'""", (setup["event_id"],)
+        ).fetchone()
+    completed = sum(p["completed"] for name, p in phases.items() if name != "health")
+    for invariant, subject, detail in broken[:20]:
+        print(f"   BROKEN {invariant}: {subject}: {detail}")
+    print(f"   committed purchases in the ledger: {committed} (load generator: {completed}); "
+          f"in another state: {other}")
+    if committed != completed or other:
+        bench.failures.append(f"gateway: ledger has {committed} committed purchases (+{other} not committed), "
+                              f"the load generator completed {completed}")
+
+    per_purchase = {k: (db_after[k] - db_before[k]) / max(completed, 1) for k in db_before}
+    print(f"   per purchase (all phases, from pg_stat_database/pg_stat_wal): {per_purchase['commits']:.2f} commits, "
+          f"{per_purchase['rollbacks']:.2f} rollbacks, {per_purchase['wal_syncs']:.2f} WAL syncs")
+
+    purchases_per_s = full["per_s"]
+    health_rps = health["per_s"]
+    bench.record("gateway_processes", processes)
+    bench.record("gateway_terminals", terminals)
+    bench.record("purchases_per_s", float(purchases_per_s))
+    bench.record("reserve_p50_ms", float(rate["reserve_p50_ms"]))
+    bench.record("reserve_p99_ms", float(rate["reserve_p99_ms"]))
+    bench.record("errors", errors)
+    bench.record("health_rps", float(health_rps))
+    bench.record("purchase_calls_vs_health", 3 * purchases_per_s / health_rps if health_rps else 0.0)
+    bench.record("full_load_reserve_p50_ms", float(full["reserve_p50_ms"]))
+    bench.record("full_load_reserve_p99_ms", float(full["reserve_p99_ms"]))
+    bench.record("full_load_purchase_p99_ms", float(full["purchase_p99_ms"]))
+    bench.record("rate_achieved_per_s", float(rate["per_s"]))
+    bench.record("rate_purchase_p99_ms", float(rate["purchase_p99_ms"]))
+    bench.record("rate_late_starts", rate["started_late"])
+    for name in ("full", "rate", "health"):
+        cpu = phases[name]["cpu_cores"]
+        bench.record(f"{name}_cpu_cores", ",".join(f"{k}:{v}" for k, v in cpu.items()))
+    if full["per_s"]:
+        bench.record("full_cpu_ms_per_purchase", ",".join(
+            f"{k}:{1000 * v / full['per_s']:.2f}" for k, v in full["cpu_cores"].items()))
+    if health_rps:
+        bench.record("health_cpu_us_per_request", ",".join(
+            f"{k}:{1e6 * v / health_rps:.0f}" for k, v in health["cpu_cores"].items()))
+    bench.record("db_commits_per_purchase", per_purchase["commits"])
+    bench.record("gateway_invariants_broken", len(broken))
+    if broken:
+        bench.failures.append(f"gateway: {len(broken)} ledger invariants broken")
+    if errors:
+        bench.failures.append(f"gateway: {errors} errors")
+
+
 # --------------------------------------------------------------------------- main
 
 SECTIONS: dict[str, Section] = {
     "ledger": section_ledger,
+    "gateway": section_gateway,
 }
 
 
@@ -574,6 +829,18 @@ def print_summary(bench: Bench) -> None:
         ok = float(r["hot_vs_spread"]) >= GOAL_HOT_VS_SPREAD
         print(f"hot_vs_spread {float(r['hot_vs_spread']):.2f} (goal >= {GOAL_HOT_VS_SPREAD}: "
               f"{'met' if ok else 'NOT met'})")
+    if "purchases_per_s" in r:
+        goals = (
+            ("purchases_per_s", float(r["purchases_per_s"]) >= GOAL_GATEWAY_PURCHASES,
+             f">= {GOAL_GATEWAY_PURCHASES:.0f} at full load"),
+            ("reserve_p99_ms", float(r["reserve_p99_ms"]) < GOAL_GATEWAY_RESERVE_P99_MS,
+             f"< {GOAL_GATEWAY_RESERVE_P99_MS:.0f} at {GATEWAY_RATE:.0f} purchases/s"),
+            ("errors", r["errors"] == "0", "= 0"),
+        )
+        for name, ok, goal in goals:
+            print(f"gateway {name} {r[name]} (goal {goal}: {'met' if ok else 'NOT met'})")
+        print(f"gateway health_rps {float(r['health_rps']):.0f} (yardstick), purchase_calls_vs_health "
+              f"{float(r['purchase_calls_vs_health']):.3f}")
     for failure in bench.failures:
         print(f"FAILED: {failure}")
     print()
