@@ -351,7 +351,8 @@ RETURNS void LANGUAGE plpgsql AS $$
 -- Books the lines of a committed transaction and moves the running balance of the customer account(s) it touches
 -- (account_id, and other_account_id for a transfer), releasing p_release of account_id's hold in the same UPDATE;
 -- see ledger.apply_to_customer for the overdraft rule.
--- System accounts are hot: their rows are never touched here, their balance is derived from the lines.
+-- System accounts are hot: their rows are never touched here, their balance is derived from the lines. A receipt
+-- (every type but transfer) is enqueued for fiscal signing in the same database transaction.
 DECLARE
     v_lines ledger.line[] := ledger.lines_for(t);
     v_own bigint := 0;
@@ -368,6 +369,9 @@ BEGIN
     END LOOP;
     IF t.type = 'transfer' THEN
         PERFORM ledger.apply_to_customer(t.id, t.other_account_id, v_other, p_allow_overdraft);
+    ELSE
+        -- Every committed transaction is booked exactly once, here: a receipt (all but transfers) is to be signed.
+        PERFORM ledger.enqueue('tse', ledger.tse_client_id(t.assignment_id), t.id);
     END IF;
     PERFORM ledger.apply_to_customer(t.id, t.account_id, v_own, p_allow_overdraft, p_release);
 END

@@ -52,6 +52,12 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
      WHERE t.state = 'Committed'
        AND s.customer_side <> CASE WHEN t.type IN ('topup', 'chargeback', 'deposit_return') THEN t.amount - t.fee ELSE -t.amount END
     UNION ALL
+    SELECT 'receipt-signed-or-queued', t.event_id, 'transaction ' || t.id, 'a committed receipt is neither signed nor in the outbox'
+      FROM ledger.transaction t
+     WHERE t.state = 'Committed' AND t.type <> 'transfer'
+       AND NOT EXISTS (SELECT FROM ledger.outbox o WHERE o.topic = 'tse' AND o.transaction_id = t.id)
+       AND NOT EXISTS (SELECT FROM ledger.tse_signature s WHERE s.transaction_id = t.id)
+    UNION ALL
     SELECT 'lines-within-one-event', t.event_id, 'transaction ' || t.id, 'a line touches a missing account or one of another event'
       FROM ledger.transaction t
      WHERE EXISTS (SELECT FROM ledger.booking b

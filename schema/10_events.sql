@@ -19,11 +19,13 @@ CREATE TABLE ledger.event (
     offline_log_size integer NOT NULL DEFAULT 16 CHECK (offline_log_size BETWEEN 1 AND 255),
     tag_key          bytea NOT NULL CHECK (length(tag_key) = 32),
     created_at       timestamptz NOT NULL DEFAULT now(),
+    seller_name      text NOT NULL DEFAULT '',
+    seller_address   text NOT NULL DEFAULT '',
     CONSTRAINT topup_bounds CHECK (max_topup >= min_topup AND max_topup <= max_balance),
     CONSTRAINT fees_below_min_topup CHECK (
         topup_fee_cash < min_topup AND topup_fee_card < min_topup AND topup_fee_online < min_topup)
 );
-COMMENT ON TABLE ledger.event IS 'One festival edition: currency, limits (cents), fees per top-up method, reserve timeout, offline limits, tag key.';
+COMMENT ON TABLE ledger.event IS 'One festival edition: currency, limits (cents), fees per top-up method, reserve timeout, offline limits, tag key, and the seller printed on receipts.';
 
 -- Balance rule: an account's balance is what it received (debit) minus what it paid (credit).
 -- Only customer accounts keep a running balance and a held amount in their row (they are locked per
