@@ -3,7 +3,11 @@
     festpay run                  database (embedded or DATABASE_URL) + migrate + demo data + gateway, until Ctrl-C
     festpay serve                the HTTP gateway only, against a running database, until Ctrl-C
     festpay registration-code --position NAME [--event ID|NAME]   a one-time terminal registration code
+    festpay receipt TRANSACTION_ID [--html FILE]                  a receipt, as text or printable HTML
     festpay migrate              apply pending migrations and all procedures
+    festpay relay                sign committed receipts (the outbox relay), until Ctrl-C
+    festpay tse serve --dir DIR [--port P]   the software TSE as an HTTP service on 127.0.0.1, until Ctrl-C
+    festpay tse verify [--event ID|NAME]     re-check every stored TSE signature against the ledger
     festpay db start|stop|status|url|psql|env|destroy
 """
 
@@ -20,8 +24,9 @@ import shlex
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import NoReturn
 
 import psycopg
@@ -85,11 +90,60 @@ def _gateway(url: str, settings: Settings) -> AbstractAsyncContextManager:
     return gateway_service(gateway_database_url(settings), settings.http_port)
 
 
+TSE_READY_TIMEOUT_S = 30.0
+
+
+@contextlib.asynccontextmanager
+async def local_tse_process(directory: Path, port: int) -> AsyncIterator[str]:
+    """``festpay tse serve`` as a child process while the block runs; yields its URL once it answers.
+
+    Its own session (process group), so a Ctrl-C at the terminal does not stop it before the relay has finished
+    the request in hand; it is stopped (SIGTERM) at the end, and stops by itself if this process dies (stdin EOF).
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "python_gateway.cli", "tse", "serve", "--dir", str(directory), "--port", str(port),
+        "--stop-on-stdin-eof", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        start_new_session=True)
+    try:
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), TSE_READY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            line = b""
+        text = line.decode(errors="replace").strip()
+        if not text.startswith("READY "):
+            raise CliError(f"the local TSE (festpay tse serve --dir {directory} --port {port}) did not start"
+                           + (f": {text}" if text else ""))
+        yield text.split()[1]
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+
+
+def _tse(url: str, settings: Settings) -> AbstractAsyncContextManager:
+    """The local software TSE (a child process) unless FESTPAY_TSE_URL names one."""
+    if settings.tse_url:
+        return contextlib.nullcontext(settings.tse_url)
+    return local_tse_process(settings.tse_directory, settings.tse_port)
+
+
+def _relay(url: str, settings: Settings) -> AbstractAsyncContextManager:
+    from .relay import TseHandler, make_tse, relay_service
+
+    return relay_service(gateway_database_url(settings), [TseHandler(make_tse(settings.relay_tse_url))])
+
+
 # What `festpay run` serves while the database is up.  Each entry is called with
 # (database url, settings) and returns an async context manager that is entered
-# after migration and left at shutdown.
+# after migration and left at shutdown (in reverse order: the relay stops before the TSE).
 Service = Callable[[str, Settings], AbstractAsyncContextManager]
-SERVICES: list[Service] = [_gateway]
+SERVICES: list[Service] = [_tse, _gateway, _relay]
 
 
 async def serve(url: str, settings: Settings, services: list[Service] | None = None,
@@ -165,7 +219,10 @@ def cmd_run(args, settings: Settings) -> int:
                 ]
             else:
                 lines += [("psql", f'psql "{_mask_password(url)}"'), ("", "or: festpay db psql")]
-            lines += [("gateway", gateway_url(settings)),
+            lines += [("TSE", settings.tse_url or f"{settings.relay_tse_url}  (software TSE in "
+                                                   f"{settings.tse_directory})"),
+                      ("relay", "signing committed receipts"),
+                      ("gateway", gateway_url(settings)),
                       ("", "festpay registration-code --position Bar   (a terminal's one-time code)")]
 
             asyncio.run(serve(url, settings, ready=lambda: print(_banner(lines), flush=True)))
@@ -212,6 +269,122 @@ def cmd_serve(args, settings: Settings) -> int:
         return EXIT_INTERRUPTED
     print("Stopped.", flush=True)
     return 0
+
+
+# --------------------------------------------------------------------------- relay
+
+
+def cmd_relay(args, settings: Settings) -> int:
+    """The outbox relay alone (topic tse), against the running embedded cluster or DATABASE_URL, until Ctrl-C."""
+    from .relay import TseHandler, make_tse, relay_service
+
+    if not settings.database_url and not _cluster(settings).is_running():
+        raise CliError("the embedded cluster is not running; start it with `festpay run` or `festpay db start`",
+                       EXIT_NOT_RUNNING)
+    url = gateway_database_url(settings)
+    if args.tse_dir:
+        tse = make_tse(directory=args.tse_dir)
+        where = f"software TSE in {args.tse_dir}"
+    else:
+        tse = make_tse(url=args.tse_url or settings.relay_tse_url)
+        where = args.tse_url or settings.relay_tse_url
+    print(f"Database: {_mask_password(url)}", flush=True)
+
+    def ready() -> None:
+        print(f"Relay signing receipts with the TSE at {where}  (Ctrl-C stops)", flush=True)
+
+    def relay(db_url: str, _settings: Settings) -> AbstractAsyncContextManager:
+        return relay_service(db_url, [TseHandler(tse)], poll_s=args.poll)
+
+    try:
+        asyncio.run(serve(url, settings, services=[relay], ready=ready))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        close = getattr(tse, "close", None)
+        if close is not None:
+            close()
+    print("Stopped.", flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- tse
+
+
+def cmd_tse_serve(args, settings: Settings) -> int:
+    """The software TSE in DIR as an HTTP service on 127.0.0.1; prints ``READY <url>`` once it listens."""
+    from .tse.interface import TseError
+    from .tse.service import tse_service
+
+    directory = Path(args.dir) if args.dir else settings.tse_directory
+    port = settings.tse_port if args.port is None else args.port
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if args.stop_on_stdin_eof:  # the parent holds our stdin pipe: EOF means it is gone
+            def stdin_readable() -> None:
+                try:
+                    data = os.read(0, 4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    loop.remove_reader(0)
+                    stop.set()
+
+            loop.add_reader(0, stdin_readable)
+        try:
+            service = tse_service(directory, port)
+            url = await service.__aenter__()
+        except OSError as err:
+            raise CliError(f"the TSE service cannot listen on 127.0.0.1:{port}: {err.strerror or err}") from None
+        try:
+            print(f"READY {url} pid {os.getpid()}", flush=True)
+            print(f"Software TSE in {directory} at {url}  (Ctrl-C stops)", file=sys.stderr, flush=True)
+            await stop.wait()
+        finally:
+            await service.__aexit__(None, None, None)
+
+    try:
+        asyncio.run(main())
+    except TseError as err:
+        raise CliError(f"the TSE in {directory} cannot be opened: {err}") from None
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _event_id(conn: psycopg.Connection, wanted: str | None) -> int | None:
+    if wanted is None:
+        return None
+    events = conn.execute("SELECT id, name FROM ledger.event ORDER BY id").fetchall()
+    wanted = wanted.strip()
+    matches = [e for e in events if (wanted.isdigit() and e[0] == int(wanted)) or e[1] == wanted]
+    if not matches:
+        raise CliError(f"no event {wanted!r}; events: " + ", ".join(f"{i} {n!r}" for i, n in events))
+    return matches[0][0]
+
+
+def cmd_tse_verify(args, settings: Settings) -> int:
+    """Re-check every stored signature from the public key and the log message rebuilt from the ledger."""
+    from .tse.audit import verify_ledger
+
+    url = args.database_url or _admin_url(settings)
+    with psycopg.connect(url, autocommit=True) as conn:
+        event_id = _event_id(conn, args.event)
+        report = verify_ledger(conn, event_id)
+    scope = f"event {event_id}" if event_id is not None else "all events"
+    for failure in report.failures[: args.show]:
+        print(f"FAIL transaction {failure.transaction_id}: {failure.reason}")
+    if len(report.failures) > args.show:
+        print(f"... and {len(report.failures) - args.show} more failures")
+    tses = ", ".join(f"{serial[:16]}…: {n}" for serial, n in sorted(report.per_tse.items())) or "none"
+    print(f"TSE signatures of {scope}: {report.checked} checked, {report.checked - len(report.failures)} valid, "
+          f"{len(report.failures)} failed; {report.late} signed late; {report.unsigned} receipts still waiting "
+          f"to be signed; per TSE: {tses}")
+    return 0 if report.ok else EXIT_ERROR
 
 
 # --------------------------------------------------------------------------- registration-code
@@ -442,10 +615,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="really delete")
     p.set_defaults(func=cmd_db_destroy)
 
+    p = sub.add_parser("relay", help="the outbox relay: sign committed receipts with the TSE, until Ctrl-C")
+    p.add_argument("--tse-url", help="TSE service URL (default FESTPAY_TSE_URL or the local 127.0.0.1:FESTPAY_TSE_PORT)")
+    p.add_argument("--tse-dir", help="sign with a software TSE opened in this directory instead of a service")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between polls when no NOTIFY comes (default 2)")
+    p.set_defaults(func=cmd_relay)
+
+    tse = sub.add_parser("tse", help="the TSE: serve the software TSE, verify stored signatures")
+    tsesub = tse.add_subparsers(dest="tse_command", required=True, metavar="ACTION")
+    p = tsesub.add_parser("serve", help="the software TSE as an HTTP service on 127.0.0.1 (prints READY <url>)")
+    p.add_argument("--dir", help="the TSE's directory (default FESTPAY_TSE_DIR or data/tse)")
+    p.add_argument("--port", type=int, help="port (default FESTPAY_TSE_PORT or 8081; 0: a free one)")
+    p.add_argument("--stop-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_tse_serve)
+    p = tsesub.add_parser("verify", help="re-check every stored signature against the ledger (exit 1 on failure)")
+    p.add_argument("--event", help="only this event (id or name)")
+    p.add_argument("--database-url", help="read from this database (owner or superuser; default: festpay's)")
+    p.add_argument("--show", type=int, default=20, help="print at most this many failures (default 20)")
+    p.set_defaults(func=cmd_tse_verify)
+
     # `festpay terminal ...`: the reference terminal; all of it lives in python_gateway/terminal/cli.py.
     from .terminal.cli import add_parser as add_terminal_parser
 
     add_terminal_parser(sub)
+
+    # `festpay receipt ...`: lives in python_gateway/receipts.py.
+    from .receipts import add_parser as add_receipt_parser
+
+    add_receipt_parser(sub, admin_url=_admin_url)
     return parser
 
 

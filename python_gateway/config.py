@@ -65,11 +65,32 @@ class Settings:
     gateway_database_url: str | None = None
     """FESTPAY_GATEWAY_DATABASE_URL: the gateway's own login (role festpay_gateway) when DATABASE_URL is set;
     falls back to DATABASE_URL.  The embedded cluster needs none (socket login as festpay_gateway)."""
+    tse_url: str | None = None
+    """FESTPAY_TSE_URL: the TSE service the relay signs with (``festpay tse serve`` or anything speaking its HTTP
+    interface).  Unset: ``festpay run`` starts a local software TSE on FESTPAY_TSE_PORT and the relay uses that."""
+    tse_dir: Path | None = None
+    """FESTPAY_TSE_DIR: the local software TSE's directory (key, counters, signed logs); default DATA_DIR/tse."""
+    tse_port: int = 8081
+    """FESTPAY_TSE_PORT: port of the local software TSE that ``festpay run`` starts (127.0.0.1 only)."""
+
+    @property
+    def tse_directory(self) -> Path:
+        """The local software TSE's directory (FESTPAY_TSE_DIR, default DATA_DIR/tse)."""
+        return self.tse_dir if self.tse_dir is not None else self.data_dir / "tse"
+
+    @property
+    def relay_tse_url(self) -> str:
+        """The TSE the relay uses: FESTPAY_TSE_URL, or the local one ``festpay run`` starts."""
+        return self.tse_url or f"http://127.0.0.1:{self.tse_port}"
 
 
 def load_settings() -> Settings:
     """Read the settings from the environment (and .env)."""
     data_dir = _env("FESTPAY_DATA_DIR")
+    tse_dir = _env("FESTPAY_TSE_DIR")
+    tse_url = _env("FESTPAY_TSE_URL")
+    if tse_url is not None and not tse_url.startswith(("http://", "https://")):
+        raise ConfigError(f"FESTPAY_TSE_URL={tse_url!r} is not an http(s) URL")
     return Settings(
         database_url=_env("DATABASE_URL"),
         # A relative FESTPAY_DATA_DIR is relative to the project root, like .env itself.
@@ -78,4 +99,7 @@ def load_settings() -> Settings:
         pg_port=_env_port("FESTPAY_PG_PORT"),
         http_port=_env_port("FESTPAY_HTTP_PORT") or 8080,
         gateway_database_url=_env("FESTPAY_GATEWAY_DATABASE_URL"),
+        tse_url=tse_url.rstrip("/") if tse_url else None,
+        tse_dir=(PROJECT_ROOT / Path(tse_dir).expanduser()) if tse_dir else None,
+        tse_port=_env_port("FESTPAY_TSE_PORT") or 8081,
     )

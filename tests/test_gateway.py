@@ -482,6 +482,8 @@ def example_requests(event: dict[str, Any], uid: str, known_number: int) -> dict
                                                               "amount": 100}),
         (f"{PREFIX}/transactions", "post"): (f"{PREFIX}/transactions", {"transactions": []}),
         (f"{PREFIX}/transactions/{{terminal_tx_number}}", "get"): (f"{PREFIX}/transactions/{known_number}", None),
+        (f"{PREFIX}/transactions/{{terminal_tx_number}}/receipt", "get"): (
+            f"{PREFIX}/transactions/{known_number}/receipt", None),
         (f"{PREFIX}/openapi.json", "get"): (f"{PREFIX}/openapi.json", None),
         ("/health", "get"): ("/health", None),
         ("/health/ready", "get"): ("/health/ready", None),

@@ -181,6 +181,7 @@ REQUEST_BODIES = {
 PATH_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
     "syncTag": {"uid": UID},
     "getTransaction": {"terminal_tx_number": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}},
+    "getReceipt": {"terminal_tx_number": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}},
     "getProblemType": {"slug": {"type": "string", "pattern": "^[a-z][a-z-]*$"}},
 }
 
@@ -291,6 +292,17 @@ def _paths() -> dict[str, Any]:
             "operationId": "getTransaction", "summary": "A terminal transaction's id and state (after a lost answer)",
             "parameters": _path_params("getTransaction"),
             "responses": {**_json(200, "the transaction", "TransactionState"), **_problem_responses(*SIGNED_GET)},
+        }},
+        "/terminal/v1/transactions/{terminal_tx_number}/receipt": {"get": {
+            "operationId": "getReceipt",
+            "summary": "The printable receipt of a committed transaction of this till (KassenSichV, DSFinV-K QR code)",
+            "description": "HTML with seller, times, items, net, tax and gross per VAT rate, total and payment, and "
+                           "the TSE signature with its QR code; while unsigned it says \"Signatur ausstehend\", "
+                           "or that the TSE failed. 404 for an unknown number or one that is not a committed "
+                           "receipt.",
+            "parameters": _path_params("getReceipt"),
+            "responses": {"200": {"description": "the receipt", "content": {"text/html": {
+                "schema": {"type": "string"}}}}, **_problem_responses(*SIGNED_GET)},
         }},
         "/terminal/v1/openapi.json": {"get": {
             "operationId": "getOpenAPI", "summary": "This document (not signed)", "security": unsigned,

@@ -6,6 +6,7 @@ named errors become problem responses (:mod:`.problems`).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,6 +14,7 @@ import psycopg
 from aiohttp import web
 from psycopg.types.json import Jsonb
 
+from .. import receipts
 from .auth import ASSIGNMENT
 from .database import POOL_KEY, call_all, call_one
 from .idempotency import run_idempotent
@@ -159,6 +161,25 @@ async def get_transaction(request: web.Request) -> web.Response:
     return web.json_response(dict(row))
 
 
+async def get_receipt(request: web.Request) -> web.Response:
+    """GET /terminal/v1/transactions/{terminal_tx_number}/receipt -> text/html (api.terminal_transaction, api.receipt).
+
+    A till prints its own receipts only; 404 not-found for an unknown number or one that is no committed receipt.
+    """
+    params = path_params(request, "getReceipt")
+    async with request.app[POOL_KEY].connection() as conn:
+        row = await call_one(
+            conn,
+            "SELECT transaction_id FROM api.terminal_transaction(%s::bigint, %s::bigint)",
+            (request[ASSIGNMENT], params["terminal_tx_number"]),
+        )
+        receipt = (await call_one(conn, "SELECT api.receipt(%s::bigint) AS receipt",
+                                  (row["transaction_id"],)))["receipt"]
+    # Rendering (the QR code above all) is CPU work: off the event loop.
+    html = await asyncio.get_running_loop().run_in_executor(None, receipts.render_html, receipt)
+    return web.Response(text=html, content_type="text/html", charset="utf-8")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post(f"{PREFIX}/register", register)
     app.router.add_get(f"{PREFIX}/config", config, allow_head=False)
@@ -168,3 +189,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(f"{PREFIX}/refunds", refund)
     app.router.add_post(f"{PREFIX}/transactions", replicate)
     app.router.add_get(f"{PREFIX}/transactions/{{terminal_tx_number}}", get_transaction, allow_head=False)
+    app.router.add_get(f"{PREFIX}/transactions/{{terminal_tx_number}}/receipt", get_receipt, allow_head=False)

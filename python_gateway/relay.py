@@ -1,0 +1,367 @@
+"""The relay: the one mechanism by which "something outside must hear about a commit" (SPEC §8).
+
+A booking writes a row into ``ledger.outbox`` (a topic, an ordering key, the transaction) and sends
+``NOTIFY festpay_outbox, '<topic>'`` in its own database transaction.  A relay:
+
+- logs in as ``festpay_gateway`` (it may only execute ``api`` functions) and LISTENs on ``festpay_outbox``;
+- at start, on every notification and after every poll interval (so a lost notification only delays) drains its
+  topics: ``api.outbox_claim(topic, limit)`` hands it the due requests of ONE ordering key (a till) under a session
+  advisory lock, which the relay handles strictly in order, stopping that key's batch at the first failure (later
+  requests of the till must not overtake it), then ``api.outbox_release``;
+- leaves what a request means to a :class:`Handler` registered for its topic.  Topic ``tse`` is
+  :class:`TseHandler` (sign the receipt); payment-status checks and webhooks become handlers of their own topics.
+
+Two relays side by side never handle one request at the same time (the advisory lock per key); for the TSE, the
+started record (``api.tse_started``, committed before finishing) and the TSE's idempotent repeated finish make a
+retry after a crash finish the same TSE transaction, so nothing is signed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from .migrate import libpq_url
+from .tse.interface import TSE, TseError, TseRequestError, TseUnavailable
+
+log = logging.getLogger("festpay.relay")
+
+CHANNEL = "festpay_outbox"
+APPLICATION_NAME = "festpay-relay"
+DEFAULT_POLL_S = 2.0
+DEFAULT_BATCH = 100
+RECONNECT_MAX_S = 10.0
+
+
+@dataclass(frozen=True)
+class OutboxRequest:
+    """One claimed outbox row: what ``api.outbox_claim`` returns."""
+
+    outbox_id: int
+    ordering_key: str
+    transaction_id: int
+    attempts: int
+    started: dict[str, Any] | None
+
+
+class Handler(Protocol):
+    """What a topic means: handle one request (and record its success through an api function), or record why not.
+
+    ``handle`` raises on failure; the relay then calls ``failed`` and stops the key's batch.
+    """
+
+    topic: str
+
+    async def handle(self, conn: psycopg.AsyncConnection, request: OutboxRequest) -> None:
+        """Do the work for one request and mark it done in the database (e.g. api.tse_store)."""
+        ...
+
+    async def failed(self, conn: psycopg.AsyncConnection, request: OutboxRequest,
+                     error: BaseException) -> datetime | None:
+        """Record a failed attempt (backoff); returns when the request is due again, if known."""
+        ...
+
+
+# --------------------------------------------------------------------------- the relay
+
+
+class Relay:
+    """Drains the outbox for the registered handlers (one per topic) until :meth:`stop`.
+
+    ``database_url`` should log in as festpay_gateway.  ``poll_s`` bounds how long a lost notification or a backoff
+    can delay work; ``batch`` is the claim limit.
+    """
+
+    def __init__(self, database_url: str, handlers: Iterable[Handler], *, poll_s: float = DEFAULT_POLL_S,
+                 batch: int = DEFAULT_BATCH, name: str = APPLICATION_NAME) -> None:
+        self.database_url = libpq_url(database_url)
+        self.handlers: dict[str, Handler] = {}
+        for handler in handlers:
+            if handler.topic in self.handlers:
+                raise ValueError(f"two handlers for topic {handler.topic!r}")
+            self.handlers[handler.topic] = handler
+        if not self.handlers:
+            raise ValueError("a relay needs at least one handler")
+        self.poll_s = poll_s
+        self.batch = batch
+        self.name = name
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._next_due: float | None = None  # monotonic time a backed-off request is due again
+        self.handled = 0                      # requests handled successfully (for tests and the bench)
+        self.failures = 0                     # failed attempts recorded
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the relay to stop: it finishes the request in hand, gives back its key and returns from run()."""
+        self._stopping = True
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Drain now (what a notification does)."""
+        self._wake.set()
+
+    async def _connect(self) -> psycopg.AsyncConnection:
+        return await psycopg.AsyncConnection.connect(self.database_url, autocommit=True, row_factory=dict_row,
+                                                     application_name=self.name)
+
+    async def run(self) -> None:
+        """Listen and drain until :meth:`stop`; reconnects (with backoff) when the database goes away."""
+        listener = asyncio.create_task(self._listen(), name=f"{self.name}-listen")
+        delay = 0.5
+        try:
+            while not self._stopping:
+                try:
+                    async with await self._connect() as conn:
+                        delay = 0.5
+                        await self._loop(conn)
+                except (psycopg.OperationalError, psycopg.InterfaceError) as err:
+                    if self._stopping:
+                        break
+                    log.warning("relay: database connection lost (%s); retrying in %.1f s",
+                                str(err).strip() or type(err).__name__, delay)
+                    await self._sleep(delay)
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+                except Exception:  # noqa: BLE001 - e.g. recording a failure failed: log, start over later
+                    if self._stopping:
+                        break
+                    log.exception("relay: unexpected error; starting over in %.1f s", delay)
+                    await self._sleep(delay)
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    async def _loop(self, conn: psycopg.AsyncConnection) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            handled = await self.drain(conn)
+            if self._stopping:
+                return
+            if await self._going_to_sleep(conn):
+                # Work became due after all: drain again at once; when it is another relay's till, nap briefly.
+                if handled:
+                    continue
+                await self._sleep(0.05)
+                continue
+            timeout = self.poll_s
+            if self._next_due is not None:
+                timeout = max(0.05, min(timeout, self._next_due - time.monotonic()))
+            await self._sleep(timeout)
+
+    async def _going_to_sleep(self, conn: psycopg.AsyncConnection) -> bool:
+        """Tells the database this relay will wait for NOTIFY (bookings notify only then: NOTIFY serialises
+        commits), for every topic; returns True when requests are due after all, so it should not wait."""
+        due = False
+        for topic in self.handlers:
+            cur = await conn.execute("SELECT api.relay_sleep(%s) AS due", (topic,))
+            row = await cur.fetchone()
+            due = due or bool(row["due"])
+        return due
+
+    async def _listen(self) -> None:
+        """LISTEN on its own connection; every notification of a topic we handle wakes the drain loop."""
+        delay = 0.5
+        while not self._stopping:
+            try:
+                async with await self._connect() as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    delay = 0.5
+                    self._wake.set()  # anything committed while we were not listening
+                    while not self._stopping:
+                        async for note in conn.notifies(timeout=5.0):
+                            if not note.payload or note.payload in self.handlers:
+                                self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - polling still works; listen again later
+                log.warning("relay: LISTEN connection lost (%s); polling until it is back",
+                            str(err).strip() or type(err).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+
+    # ---- the work --------------------------------------------------------------------------
+
+    async def drain(self, conn: psycopg.AsyncConnection) -> int:
+        """Handle everything due now, key by key, for every topic; returns how many requests were handled."""
+        self._next_due = None
+        total = 0
+        for topic, handler in self.handlers.items():
+            while not self._stopping:
+                done, claimed = await self._claim_and_handle(conn, topic, handler)
+                total += done
+                if not claimed:
+                    break
+        return total
+
+    async def _claim_and_handle(self, conn: psycopg.AsyncConnection, topic: str,
+                                handler: Handler) -> tuple[int, bool]:
+        cur = await conn.execute(
+            "SELECT outbox_id, ordering_key, transaction_id, attempts, started FROM api.outbox_claim(%s, %s)",
+            (topic, self.batch))
+        rows = await cur.fetchall()
+        if not rows:
+            return 0, False
+        key = rows[0]["ordering_key"]
+        done = 0
+        try:
+            for row in rows:
+                if self._stopping:
+                    break
+                request = OutboxRequest(row["outbox_id"], row["ordering_key"], row["transaction_id"],
+                                        row["attempts"], row["started"])
+                try:
+                    await handler.handle(conn, request)
+                except (asyncio.CancelledError, psycopg.OperationalError, psycopg.InterfaceError):
+                    raise  # the connection (and with it the key's lock) is gone: whoever claims next retries
+                except Exception as err:  # noqa: BLE001 - recorded; the key's batch stops here (order!)
+                    self.failures += 1
+                    log.warning("relay: %s request %s (transaction %s, %s) failed: %s", topic, request.outbox_id,
+                                request.transaction_id, key, str(err).strip() or type(err).__name__)
+                    retry_at = await handler.failed(conn, request, err)
+                    self._note_due(retry_at)
+                    break
+                done += 1
+                self.handled += 1
+        finally:
+            if not conn.closed and not conn.broken:
+                await conn.execute("SELECT api.outbox_release(%s, %s)", (topic, key))
+        return done, True
+
+    def _note_due(self, retry_at: datetime | None) -> None:
+        if retry_at is None:
+            return
+        due = time.monotonic() + max(0.0, (retry_at - datetime.now(timezone.utc)).total_seconds())
+        self._next_due = due if self._next_due is None else min(self._next_due, due)
+
+
+# --------------------------------------------------------------------------- topic tse
+
+
+class TseHandler:
+    """Topic ``tse``: sign a committed receipt with the TSE, exactly once, in order per till.
+
+    ``api.tse_request`` says what to sign; a request not started yet is started at the TSE and the started TSE
+    transaction recorded (``api.tse_started``, committed) BEFORE it is finished, so a retry after any crash finishes
+    that same TSE transaction (the TSE answers a repeated identical finish with the stored signature).  The result
+    goes to ``api.tse_store``; a failure to ``api.tse_failed`` (backoff; opens the outage record).
+    """
+
+    topic = "tse"
+
+    def __init__(self, tse: TSE) -> None:
+        self.tse = tse
+        self._registered: set[str] = set()
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    async def handle(self, conn: psycopg.AsyncConnection, request: OutboxRequest) -> None:
+        cur = await conn.execute(
+            "SELECT client_id, process_type, process_data, started FROM api.tse_request(%s)", (request.outbox_id,))
+        row = await cur.fetchone()
+        if row is None:
+            raise RuntimeError(f"signing request {request.outbox_id} is unknown")
+        client_id, process_type, process_data = row["client_id"], row["process_type"], row["process_data"]
+        started = row["started"]
+        if client_id not in self._registered:
+            await self._call(self.tse.register_client, client_id)  # idempotent at the TSE
+            self._registered.add(client_id)
+        if not started:
+            try:
+                number = await self._call(self.tse.start_transaction, client_id, process_type, process_data)
+            except TseRequestError:
+                self._registered.discard(client_id)  # e.g. a TSE that forgot the client: register again next time
+                raise
+            started = {"transaction_number": number, "start_time": int(time.time())}
+            # Committed (autocommit) before the finish: from here on only this TSE transaction can sign the receipt.
+            await conn.execute("SELECT api.tse_started(%s, %s)", (request.outbox_id, Jsonb(started)))
+        signed = await self._call(self.tse.finish_transaction, client_id, int(started["transaction_number"]),
+                                  process_type, process_data)
+        await conn.execute("SELECT api.tse_store(%s, %s)", (request.outbox_id, Jsonb({
+            "serial_number": signed.serial_number.hex(),
+            "client_id": signed.client_id,
+            "process_type": signed.process_type,
+            "process_data": signed.process_data,
+            "transaction_number": signed.transaction_number,
+            "signature_counter": signed.signature_counter,
+            "start_time": signed.start_time,
+            "log_time": signed.log_time,
+            "algorithm": signed.algorithm,
+            "signature": _b64(signed.signature),
+            "public_key": _b64(signed.public_key),
+        })))
+
+    async def failed(self, conn: psycopg.AsyncConnection, request: OutboxRequest,
+                     error: BaseException) -> datetime | None:
+        if isinstance(error, TseUnavailable):
+            kind = "TSE unavailable"
+        elif isinstance(error, TseRequestError):
+            kind = "TSE refused the request"  # retrying will not help: an admin has to look
+        elif isinstance(error, TseError):
+            kind = "TSE error"
+        else:
+            kind = "relay error"
+        cause = f"{kind}: {str(error).strip() or type(error).__name__}"
+        cur = await conn.execute("SELECT api.tse_failed(%s, %s) AS retry_at", (request.outbox_id, cause))
+        row = await cur.fetchone()
+        return row["retry_at"] if row else None
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+# --------------------------------------------------------------------------- running it
+
+
+def make_tse(url: str | None = None, directory: str | None = None) -> TSE:
+    """The TSE the relay signs with: a remote TSE service at ``url``, or a software TSE opened in ``directory``."""
+    if url:
+        from .tse.remote import RemoteTSE
+
+        return RemoteTSE(url)
+    if directory:
+        from .tse.software import SoftwareTSE
+
+        return SoftwareTSE(directory)
+    raise ValueError("no TSE: give a TSE service URL or a software TSE directory")
+
+
+@contextlib.asynccontextmanager
+async def relay_service(database_url: str, handlers: Iterable[Handler], *, poll_s: float = DEFAULT_POLL_S,
+                        stop_timeout_s: float = 15.0) -> AsyncIterator[Relay]:
+    """Run a relay in a task while the block runs; at the end it finishes the request in hand and stops."""
+    relay = Relay(database_url, handlers, poll_s=poll_s)
+    task = asyncio.create_task(relay.run(), name="festpay-relay")
+    try:
+        yield relay
+    finally:
+        relay.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), stop_timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("relay: did not stop within %.0f s; cancelling", stop_timeout_s)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        except Exception as err:  # noqa: BLE001
+            log.warning("relay: stopped with an error: %s", err)

@@ -1,0 +1,70 @@
+"""The software TSE as a process and relays in threads, for tests (shared by test_fiscal_outage and test_tse_remote).
+
+- :class:`TseProcess`: ``festpay tse serve`` in its own process on a fixed loopback port; stop() and start() it
+  again to make an outage.
+- :class:`RunningRelay`: a relay (topic tse, a RemoteTSE) on its own event loop in a background thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+
+from python_gateway.config import PROJECT_ROOT
+from python_gateway.relay import Relay, TseHandler
+from python_gateway.tse.remote import RemoteTSE
+
+
+class TseProcess:
+    """``festpay tse serve`` in its own process on a fixed loopback port; stop() and start() again for outages."""
+
+    def __init__(self, directory: str, port: int):
+        self.directory, self.port = directory, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        assert self.proc is None
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "python_gateway.cli", "tse", "serve", "--dir", self.directory,
+             "--port", str(self.port)],
+            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()  # READY <url> pid <pid>
+        if not line.startswith("READY "):
+            self.stop()
+            raise RuntimeError(f"the TSE service did not start: {line!r}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+class RunningRelay:
+    """A relay (topic tse, a RemoteTSE) on its own event loop in a background thread."""
+
+    def __init__(self, database_url: str, tse_url: str, name: str = "test-relay"):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+        self.relay = Relay(database_url, [TseHandler(RemoteTSE(tse_url, timeout=5))], poll_s=0.3, name=name)
+        self.future = asyncio.run_coroutine_threadsafe(self.relay.run(), self.loop)
+
+    def stop(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.relay.stop)
+            self.future.result(20)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
