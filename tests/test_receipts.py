@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 
 from python_gateway import receipts
 from python_gateway.config import PROJECT_ROOT
+from python_gateway.relay import signature_record
 from python_gateway.tse.interface import SignedLog
 from python_gateway.tse.software import SoftwareTSE
 from python_gateway.tse.verify import verify_qr
@@ -144,19 +145,7 @@ def sign_like_the_relay(admin: psycopg.Connection, tse: SoftwareTSE, request_id:
     admin.execute("SELECT api.tse_started(%s, %s)",
                   (request_id, Jsonb({"transaction_number": number, "start_time": int(time.time())})))
     signed = tse.finish_transaction(client_id, number, process_type, process_data)
-    admin.execute("SELECT api.tse_store(%s, %s)", (request_id, Jsonb({
-        "serial_number": signed.serial_number.hex(),
-        "client_id": signed.client_id,
-        "process_type": signed.process_type,
-        "process_data": signed.process_data,
-        "transaction_number": signed.transaction_number,
-        "signature_counter": signed.signature_counter,
-        "start_time": signed.start_time,
-        "log_time": signed.log_time,
-        "algorithm": signed.algorithm,
-        "signature": base64_text(signed.signature),
-        "public_key": base64_text(signed.public_key),
-    })))
+    admin.execute("SELECT api.tse_store(%s, %s)", (request_id, Jsonb(signature_record(signed))))
     return signed
 
 
