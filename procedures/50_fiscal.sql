@@ -75,7 +75,7 @@ BEGIN
             v_gross[v_slot] := v_gross[v_slot] + v_sign * r.gross;
         END LOOP;
     ELSIF t.type = 'deposit_return' THEN
-        SELECT v_sign * sum(i.quantity * i.unit_price)::bigint INTO v_gross[5] FROM ledger.item i WHERE i.transaction_id = t.id;
+        v_gross[5] := v_sign * (SELECT sum(i.quantity * i.unit_price) FROM ledger.item i WHERE i.transaction_id = t.id)::bigint;
     ELSE
         v_gross[5] := v_sign * t.amount;
     END IF;

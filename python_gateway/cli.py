@@ -8,6 +8,7 @@
     festpay relay                sign committed receipts (the outbox relay), until Ctrl-C
     festpay tse serve --dir DIR [--port P]   the software TSE as an HTTP service on 127.0.0.1, until Ctrl-C
     festpay tse verify [--event ID|NAME]     re-check every stored TSE signature against the ledger
+    festpay export dsfinvk --event ID|NAME [--from DATE --to DATE] [--close] --out FILE.zip   DSFinV-K export
     festpay db start|stop|status|url|psql|env|destroy
 """
 
@@ -643,6 +644,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .receipts import add_parser as add_receipt_parser
 
     add_receipt_parser(sub, admin_url=_admin_url)
+
+    # `festpay export dsfinvk ...`: lives in python_gateway/dsfinvk.py.
+    from .dsfinvk import add_parser as add_export_parser
+
+    add_export_parser(sub, admin_url=_admin_url, event_id=_event_id)
     return parser
 
 

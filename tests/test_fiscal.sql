@@ -2,7 +2,7 @@
 -- process data of DSFinV-K; a relay takes a till's requests in order, records failures (backoff, outage) and stores a
 -- signature exactly once.
 BEGIN;
-SELECT plan(28);
+SELECT plan(30);
 
 INSERT INTO test.ctx VALUES ('e', test.event('pgTAP fiscal'));
 INSERT INTO test.ctx VALUES ('bar', test.terminal(test.e(), 'Bar'));
@@ -28,6 +28,11 @@ SELECT row_eq($$SELECT client_id, process_type, process_data FROM api.tse_reques
 INSERT INTO test.ctx SELECT 'refund', transaction_id FROM api.refund(test.v('top'), 2, 'FA000001', 500);  -- same desk
 SELECT is((SELECT process_data FROM api.tse_request((SELECT id FROM ledger.outbox WHERE transaction_id = test.v('refund')))),
           'Beleg^0.00_0.00_0.00_0.00_-5.00^-5.00:Bar', 'a cash refund pays out: negative, cash');
+INSERT INTO test.ctx SELECT 'cupback', transaction_id
+  FROM api.deposit_return(test.v('bar'), 2, 'FA000001', test.items(test.e(), 'Cup:1'));
+SELECT isnt(test.v('cupback'), NULL, 'a returned cup');
+SELECT is((SELECT process_data FROM api.tse_request((SELECT id FROM ledger.outbox WHERE transaction_id = test.v('cupback')))),
+          'Beleg^0.00_0.00_0.00_0.00_-2.00^-2.00:Unbar', 'a deposit return pays the deposit back: negative, 0 %');
 SELECT lives_ok($$SELECT api.transfer(test.e(), 'FA000001', 'FA000002', 100)$$, 'a transfer between tags');
 SELECT is((SELECT count(*) FROM ledger.outbox o JOIN ledger.transaction t ON t.id = o.transaction_id
             WHERE t.event_id = test.e() AND t.type = 'transfer'), 0::bigint, 'a transfer is no receipt');
@@ -39,8 +44,9 @@ UPDATE ledger.outbox o SET done_at = now()
  WHERE o.done_at IS NULL AND NOT EXISTS (SELECT FROM ledger.transaction t WHERE t.id = o.transaction_id AND t.event_id = test.e());
 SELECT is((SELECT array_agg(transaction_id ORDER BY outbox_id) FROM api.outbox_claim('tse')),
           ARRAY[test.v('topup'), test.v('refund')], 'the first due till (the top-up desk): its requests in order');
-SELECT is((SELECT array_agg(transaction_id) FROM api.outbox_claim('tse')), ARRAY[test.v('sale')],
-          'the next claim skips the till this session holds and takes the bar');
+SELECT is((SELECT array_agg(transaction_id ORDER BY outbox_id) FROM api.outbox_claim('tse')),
+          ARRAY[test.v('sale'), test.v('cupback')],
+          'the next claim skips the till this session holds and takes the bar, its two requests in order');
 SELECT ok(api.outbox_release('tse', 'festpay-' || test.v('top')), 'the top-up desk is given back');
 SELECT ok(api.outbox_release('tse', 'festpay-' || test.v('bar')), 'the bar is given back');
 SELECT is((SELECT pending FROM api.outbox_lag('tse') ), (SELECT count(*) FROM ledger.outbox WHERE done_at IS NULL),
