@@ -14,6 +14,16 @@ folder, destroyed at the end, also on errors and Ctrl-C) and runs named sections
               = tag sync + reserve + replication (Committed).  Reports purchases/s at full load (closed loop),
               reserve p50/p99 at a fixed offered load of 100 purchases/s (open loop), errors, and GET /health/s
               from the same client at the same concurrency as the yardstick; ledger invariants checked after.
+``signing``   fiscal signing (issue 4), in a fresh gateway database: the software TSE as its own process
+              (``festpay tse serve``, its directory in the bench's temp dir) and ONE relay process (``festpay relay``,
+              the production relay), both on 127.0.0.1.  ``signatures_per_s``: 2000 committed top-ups pre-booked
+              through ``api.topup`` over 8 tills (+ the 512 funding top-ups of a 9th), then the relay drains the
+              outbox to empty: (signatures - 1) / (last - first ``signed_at``).  ``sign_lag_p50/p99_ms``: the
+              gateway section's open-loop run (100 purchases/s, FESTPAY_BENCH_SECONDS, no warm-up) with the relay
+              signing along; per purchase ``tse_signature.signed_at - transaction.committed_at`` in SQL, both now()
+              = start of their database transaction (the committing ``api.replicate``, the relay's
+              ``api.tse_store``).  Also the outbox lag when the run ends (``api.outbox_lag``) and that every receipt
+              is signed exactly once (outbox, signatures and the TSE's transaction counter agree).
 
 Durability settings are never touched (synchronous_commit and fsync stay on): the
 numbers are what a festival would get from this machine.  Each section returns
@@ -22,14 +32,15 @@ when a section failed (pgbench errors, wrong purchase counts, broken ledger inva
 
 Environment: FESTPAY_BENCH_SECONDS (duration of every pgbench run, and of the gateway's full-load and 100/s
 runs; its health run takes half; default 20), FESTPAY_BENCH_TERMINALS (gateway section, default 32),
-FESTPAY_BENCH_GATEWAYS (gateway processes, default 2), PG_BIN (server binaries, as for ``festpay run``).
-``python -m python_gateway.bench gateway`` runs only the named section(s).
+FESTPAY_BENCH_GATEWAYS (gateway processes, default 2; also for signing), PG_BIN (server binaries, as for ``festpay run``).
+``python -m python_gateway.bench gateway`` (or ``signing``) runs only the named section(s).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -767,11 +778,371 @@ def section_gateway(bench: Bench) -> None:
         bench.failures.append(f"gateway: {errors} errors")
 
 
+# --------------------------------------------------------------------------- section: signing
+
+SIGNING_RECEIPTS = 2000           # receipts pre-booked before the relay starts (top-ups of fresh tags)
+SIGNING_TILLS = 8                 # spread over this many top-up terminals = TSE clients = outbox ordering keys
+SIGNING_TOPUP = 1000              # cents per pre-booked top-up
+SIGNING_UID_BASE = UID_BASE + 10 ** 9   # the pre-booked tags: far from the load generator's tags
+SIGNING_DRAIN_TIMEOUT_S = 120     # the backlog must be signed within this (else the section fails)
+SIGNING_SETTLE_TIMEOUT_S = 60     # after the 100/s run: time for the relay to sign what is left
+
+
+def _wait_for_line(proc: subprocess.Popen, logfile: Path, marker: str, what: str, timeout: float = 60) -> str:
+    """Waits until ``marker`` appears in the process's log file; returns that line."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in logfile.read_text(errors="replace").splitlines():
+            if marker in line:
+                return line
+        if proc.poll() is not None:
+            raise BenchFailure(f"{what} (pid {proc.pid}) exited with {proc.returncode}:\n"
+                               f"{logfile.read_text(errors='replace')[-2000:]}")
+        if time.monotonic() > deadline:
+            raise BenchFailure(f"{what} (pid {proc.pid}) did not get ready within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def start_tse_service(bench: Bench, directory: Path) -> tuple[subprocess.Popen, Path, str]:
+    """``festpay tse serve --dir DIR --port 0`` (the software TSE in the bench's temp dir) on 127.0.0.1; its URL.
+
+    Its stdin is a pipe we hold (--stop-on-stdin-eof): it stops by itself should the bench die."""
+    logfile = bench.workdir / "tse.log"
+    cmd = [sys.executable, "-m", "python_gateway.cli", "tse", "serve", "--dir", str(directory), "--port", "0",
+           "--stop-on-stdin-eof"]
+    with open(logfile, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
+                                env=_tool_env(), cwd=Path(__file__).resolve().parent.parent)
+    try:
+        line = _wait_for_line(proc, logfile, "READY ", "the TSE service")
+    except BaseException:
+        _stop_process(proc, "TSE service")
+        raise
+    url = line.split()[1]
+    if not url.startswith("http://127.0.0.1:"):
+        _stop_process(proc, "TSE service")
+        raise BenchFailure(f"the TSE service is not on the loopback interface: {url}")
+    return proc, logfile, url
+
+
+def start_relay(bench: Bench, tse_url: str) -> tuple[subprocess.Popen, Path]:
+    """``festpay relay --tse-url URL`` (the production relay: one process, topic tse, default poll interval) against
+    the bench database as festpay_gateway; returns once it says it is signing."""
+    logfile = bench.workdir / "relay.log"
+    database_url = bench.cluster.url(GATEWAY_DBNAME, user="festpay_gateway")
+    env = _tool_env() | {"DATABASE_URL": database_url, "FESTPAY_GATEWAY_DATABASE_URL": database_url}
+    cmd = [sys.executable, "-m", "python_gateway.cli", "relay", "--tse-url", tse_url]
+    with open(logfile, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        _wait_for_line(proc, logfile, "Relay signing receipts", "the relay")
+    except BaseException:
+        _stop_process(proc, "relay")
+        raise
+    return proc, logfile
+
+
+def _stop_with_log(proc: subprocess.Popen | None, logfile: Path | None, name: str) -> None:
+    if proc is None:
+        return
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    _stop_process(proc, name)
+    if logfile is not None and logfile.exists():
+        tail = [line for line in logfile.read_text(errors="replace").splitlines()
+                if line.strip() and not line.startswith("READY")]
+        problems = [line for line in tail if re.search(r"WARNING|ERROR|Traceback|failed", line)]
+        if problems:
+            print(f"   {name} pid {proc.pid} log (warnings, last lines):")
+            print(textwrap.indent("\n".join(problems[-15:]), "   | "))
+
+
+def _wait_outbox_empty(bench: Bench, timeout: float) -> tuple[int, float | None]:
+    """Polls api.outbox_lag('tse') every 50 ms until nothing is pending; (pending, seconds waited or None)."""
+    started = time.monotonic()
+    with bench.connect(GATEWAY_DBNAME, autocommit=True) as conn:
+        while True:
+            pending = conn.execute("SELECT pending FROM api.outbox_lag('tse')").fetchone()[0]
+            if pending == 0:
+                return 0, time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                return pending, None
+            time.sleep(0.05)
+
+
+def _cpu_of(pids: dict[str, int], postmaster: int | None) -> tuple[float, ...]:
+    """(monotonic, machine busy s, CPU s of each named pid..., PostgreSQL's postmaster and backends) now."""
+    from .loadgen import _machine_busy_s, _proc_cpu_s, _tree_cpu_s
+
+    return (time.monotonic(), _machine_busy_s(), *(_proc_cpu_s(pid) for pid in pids.values()),
+            _tree_cpu_s(postmaster) if postmaster else 0.0)
+
+
+def _cores(names: list[str], before: tuple[float, ...], after: tuple[float, ...]) -> str:
+    """'machine:1.9,relay:0.6,...': cores used between two :func:`_cpu_of` snapshots."""
+    wall = max(after[0] - before[0], 1e-6)
+    labels = ["machine", *names, "postgres"]
+    return ",".join(f"{label}:{(after[i + 1] - before[i + 1]) / wall:.2f}" for i, label in enumerate(labels))
+
+
+def _signing_check(bench: Bench, label: str) -> dict[str, int]:
+    """Every receipt signed exactly once: outbox done, one signature per outbox row, no committed receipt without
+    a request, no signature without a request."""
+    with bench.connect(GATEWAY_DBNAME, autocommit=True) as conn:
+        row = conn.execute(
+            """SELECT (SELECT count(*) FROM ledger.tse_signature) AS signatures,
+                      (SELECT count(DISTINCT transaction_id) FROM ledger.tse_signature) AS signed_transactions,
+                      (SELECT count(*) FROM ledger.outbox WHERE topic = 'tse') AS requests,
+                      (SELECT count(*) FROM ledger.outbox WHERE topic = 'tse' AND done_at IS NULL) AS pending,
+                      (SELECT count(*) FROM ledger.outbox o WHERE o.topic = 'tse' AND NOT EXISTS
+                              (SELECT FROM ledger.tse_signature s WHERE s.transaction_id = o.transaction_id))
+                          AS requests_unsigned,
+                      (SELECT count(*) FROM ledger.tse_signature s WHERE NOT EXISTS
+                              (SELECT FROM ledger.outbox o WHERE o.topic = 'tse' AND o.transaction_id = s.transaction_id))
+                          AS signatures_without_request,
+                      (SELECT count(*) FROM ledger.transaction t WHERE t.state = 'Committed' AND t.type <> 'transfer'
+                          AND NOT EXISTS (SELECT FROM ledger.outbox o WHERE o.topic = 'tse' AND o.transaction_id = t.id))
+                          AS receipts_without_request,
+                      (SELECT count(*) FROM ledger.tse_signature WHERE late) AS late,
+                      (SELECT count(*) FROM ledger.tse_outage) AS outages""",
+        ).fetchone()
+    names = ("signatures", "signed_transactions", "requests", "pending", "requests_unsigned",
+             "signatures_without_request", "receipts_without_request", "late", "outages")
+    result = dict(zip(names, row))
+    problems = [f"{k}={result[k]}" for k in ("pending", "requests_unsigned", "signatures_without_request",
+                                             "receipts_without_request", "outages") if result[k]]
+    if result["signatures"] != result["signed_transactions"] or result["signatures"] != result["requests"]:
+        problems.append(f"{result['signatures']} signatures for {result['signed_transactions']} transactions "
+                        f"and {result['requests']} requests")
+    print(f"   [{label}] {result['signatures']} signatures, {result['requests']} signing requests, "
+          f"{result['pending']} pending, {result['requests_unsigned']} unsigned, "
+          f"{result['receipts_without_request']} committed receipts without a request, "
+          f"{result['late']} late, {result['outages']} outages")
+    if problems:
+        bench.failures.append(f"signing ({label}): " + ", ".join(problems))
+    return result
+
+
+def section_signing(bench: Bench) -> None:
+    """Fiscal signing (issue 4): the production relay (``festpay relay``, ONE process) with the software TSE as its own
+    process (``festpay tse serve``, its directory in the bench's temp dir), both on 127.0.0.1, against a fresh
+    gateway database of the bench cluster.
+
+    1. ``signatures_per_s``: SIGNING_RECEIPTS committed top-ups pre-booked through ``api.topup`` (one SQL statement,
+       spread round-robin over SIGNING_TILLS top-up terminals, i.e. as many TSE clients and outbox ordering keys),
+       plus the funding top-ups of the load generator's tags (one more till); then the relay starts and drains the
+       outbox to empty.  Rate = (signatures - 1) / (last signed_at - first signed_at), from the stored signatures
+       (the relay's start-up is not counted; signed_at = now() of the api.tse_store call).
+    2. ``sign_lag_*``: with the TSE and the relay still running, the gateway section's open-loop run (2 gateway
+       processes, the loadgen at 100 purchases/s for FESTPAY_BENCH_SECONDS; no warm-up, no full-load or health
+       phase, so every purchase of the event is from this run).  Lag per purchase = tse_signature.signed_at -
+       transaction.committed_at, p50/p99/max in SQL.  Both are now() = the START of their database transaction:
+       committed_at of the api.replicate transaction that committed the purchase, signed_at of the relay's
+       api.tse_store call, so the lag spans the commit, NOTIFY, claim, TSE start, api.tse_started and TSE finish.
+       The outbox lag (api.outbox_lag) is taken the moment the run ends; then the relay may finish, and every
+       receipt must be signed exactly once (one signature per outbox request, none without one, the TSE's
+       transaction counter grown by the number of signatures).
+    """
+    from .tse.remote import RemoteTSE
+
+    terminals = _env_int("FESTPAY_BENCH_TERMINALS", GATEWAY_TERMINALS)
+    processes = _env_int("FESTPAY_BENCH_GATEWAYS", GATEWAY_PROCESSES)
+    setup = setup_gateway_db(bench, terminals, GATEWAY_TAGS_PER_TERMINAL)
+    setup_file = bench.workdir / "signing-setup.json"
+    setup_file.write_text(json.dumps(setup))
+    report_file = bench.workdir / "signing-report.json"
+
+    started = time.monotonic()
+    with bench.connect(GATEWAY_DBNAME) as conn:
+        tills = [row[0] for row in conn.execute(
+            """SELECT (api.register_terminal(api.create_registration_code(%s, 'Top-up'), format('signing till %%s', i)))
+                      .assignment_id FROM generate_series(1, %s) i ORDER BY 1""",
+            (setup["event_id"], SIGNING_TILLS)).fetchall()]
+        conn.commit()
+        booked = conn.execute(
+            """SELECT count(*) FROM generate_series(0, %(n)s - 1) i,
+                      LATERAL api.topup((%(tills)s::bigint[])[1 + i %% %(k)s], 1 + i / %(k)s, (%(uid)s + i)::text,
+                                        %(amount)s, 'cash') t
+                WHERE t.state = 'Committed'""",
+            {"n": SIGNING_RECEIPTS, "tills": tills, "k": len(tills), "uid": SIGNING_UID_BASE,
+             "amount": SIGNING_TOPUP}).fetchone()[0]
+        conn.commit()
+    if booked != SIGNING_RECEIPTS:
+        raise BenchFailure(f"only {booked} of {SIGNING_RECEIPTS} receipts were pre-booked")
+    with bench.connect(GATEWAY_DBNAME, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+        conn.execute("CHECKPOINT")
+        pending, _ = conn.execute("SELECT * FROM api.outbox_lag('tse')").fetchone()
+        keys = conn.execute("SELECT count(DISTINCT ordering_key) FROM ledger.outbox WHERE topic = 'tse' "
+                            "AND done_at IS NULL").fetchone()[0]
+        signatures_before = conn.execute("SELECT count(*) FROM ledger.tse_signature").fetchone()[0]
+    print(f"signing setup: {booked} top-ups pre-booked over {len(tills)} tills in {time.monotonic() - started:.1f}s; "
+          f"outbox: {pending} requests of {keys} tills waiting (incl. the {len(setup['terminals']) * GATEWAY_TAGS_PER_TERMINAL}"
+          f" funding top-ups), {signatures_before} signatures")
+
+    tse = relay = None
+    tse_log = relay_log = None
+    gateways: list[tuple[subprocess.Popen, Path]] = []
+    try:
+        tse, tse_log, tse_url = start_tse_service(bench, bench.workdir / "tse")
+        client = RemoteTSE(tse_url, timeout=10)
+        tse_before = client.health()
+        print(f"\n== signing: TSE service pid {tse.pid} at {tse_url}; relay (festpay relay, one process) draining "
+              f"{pending} requests", flush=True)
+        postmaster = bench.cluster.running_pid()
+        t0 = time.monotonic()
+        relay, relay_log = start_relay(bench, tse_url)
+        cpu_pids = {"relay": relay.pid, "tse": tse.pid}
+        cpu0 = _cpu_of(cpu_pids, postmaster)
+        left, _ = _wait_outbox_empty(bench, SIGNING_DRAIN_TIMEOUT_S)
+        drain_cores = _cores(list(cpu_pids), cpu0, _cpu_of(cpu_pids, postmaster))
+        wall_s = time.monotonic() - t0
+        if left:
+            raise BenchFailure(f"the relay left {left} of {pending} requests after {SIGNING_DRAIN_TIMEOUT_S} s")
+        tse_after_drain = client.health()
+        with bench.connect(GATEWAY_DBNAME, autocommit=True) as conn:
+            count, first, last = conn.execute(
+                "SELECT count(*), min(signed_at), max(signed_at) FROM ledger.tse_signature").fetchone()
+        span_s = (last - first).total_seconds() if count else 0.0
+        per_s = (count - 1) / span_s if span_s > 0 else 0.0
+        tse_txs = tse_after_drain["transaction_number"] - tse_before["transaction_number"]
+        print(f"   {count - signatures_before} signatures stored; first to last signature {span_s:.2f}s = {per_s:.1f}/s; "
+              f"relay process start to outbox empty {wall_s:.2f}s; TSE transactions +{tse_txs}, signature counter "
+              f"+{tse_after_drain['signature_counter'] - tse_before['signature_counter']}; CPU cores from relay READY "
+              f"to empty: {drain_cores}")
+        _signing_check(bench, "after the drain")
+        if count - signatures_before != pending:
+            bench.failures.append(f"signing: {count - signatures_before} signatures stored for {pending} requests")
+        if tse_txs != count - signatures_before:
+            bench.failures.append(f"signing: the TSE made {tse_txs} transactions for {count - signatures_before} "
+                                  "signatures")
+        bench.record("signing_receipts", pending)
+        bench.record("signing_tills", keys)
+        bench.record("signatures_per_s", per_s)
+        bench.record("signing_drain_wall_s", wall_s)
+        bench.record("signing_drain_cpu_cores", drain_cores)
+
+        # ---- the issue-3 load at 100 purchases/s (open loop) with the relay signing along
+        port = _free_port()
+        gateways = start_gateways(bench, processes, port)
+        pids = [proc.pid for proc, _ in gateways]
+        rate_s = bench.seconds
+        print(f"\n== signing under load: {processes} gateway process(es) (pids {', '.join(map(str, pids))}), "
+              f"{terminals} terminals at {GATEWAY_RATE:.0f} purchases/s for {rate_s}s (open loop, no warm-up), "
+              f"relay pid {relay.pid}, TSE pid {tse.pid}", flush=True)
+        cmd = [sys.executable, "-m", "python_gateway.loadgen", "run", "--url", f"http://127.0.0.1:{port}",
+               "--setup", str(setup_file), "--out", str(report_file), "--warmup-s", "0", "--full-s", "0",
+               "--rate", str(GATEWAY_RATE), "--rate-s", str(rate_s), "--health-s", "0"]
+        for pid in pids:
+            cmd += ["--gateway-pid", str(pid)]
+        if postmaster:
+            cmd += ["--postgres-pid", str(postmaster)]
+        cpu0 = _cpu_of(cpu_pids, postmaster)
+        run_started = time.time()
+        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=_tool_env(),
+                              cwd=Path(__file__).resolve().parent.parent) as loadgen:
+            try:
+                returncode = loadgen.wait(timeout=rate_s + 180)
+            except BaseException:
+                _stop_process(loadgen, "load generator", timeout=5)
+                raise
+        load_cores = _cores(list(cpu_pids), cpu0, _cpu_of(cpu_pids, postmaster))
+        run_ended = time.time()
+        with bench.connect(GATEWAY_DBNAME, autocommit=True) as conn:
+            end_pending, end_oldest_ms = conn.execute("SELECT * FROM api.outbox_lag('tse')").fetchone()
+        if returncode != 0 or not report_file.exists():
+            raise BenchFailure(f"the load generator failed (exit status {returncode})")
+        for proc, _ in gateways:
+            if proc.poll() is not None:
+                bench.failures.append(f"signing: gateway pid {proc.pid} died during the run")
+        if relay.poll() is not None:
+            bench.failures.append(f"signing: the relay (pid {relay.pid}) died during the run")
+        left, settle_s = _wait_outbox_empty(bench, SIGNING_SETTLE_TIMEOUT_S)
+        tse_after = client.health()
+    finally:
+        for proc, logfile in gateways:
+            _stop_with_log(proc, logfile, "gateway")
+        _stop_with_log(relay, relay_log, "relay")          # the relay before the TSE, like festpay run
+        _stop_with_log(tse, tse_log, "TSE service")
+
+    report = json.loads(report_file.read_text())
+    rate = report["phases"]["rate"]
+    errors = sum(p["errors"] for p in report["phases"].values())
+    for p in report["phases"].values():
+        for sample in p["error_samples"]:
+            print(f"   ERROR [{p['name']}] {sample}")
+    print(f"   outbox when the run ended: {end_pending} pending, oldest {end_oldest_ms} ms; "
+          + (f"empty {settle_s:.2f}s later" if not left else f"{left} STILL pending after {SIGNING_SETTLE_TIMEOUT_S}s"))
+    with bench.connect(GATEWAY_DBNAME, autocommit=True) as conn:
+        purchases, signed, p50, p99, worst = conn.execute(
+            """SELECT count(*), count(s.transaction_id),
+                      percentile_disc(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM s.signed_at - t.committed_at)),
+                      percentile_disc(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM s.signed_at - t.committed_at)),
+                      max(extract(epoch FROM s.signed_at - t.committed_at))
+                 FROM ledger.transaction t LEFT JOIN ledger.tse_signature s ON s.transaction_id = t.id
+                WHERE t.event_id = %s AND t.type = 'purchase' AND t.state = 'Committed'""",
+            (setup["event_id"],)).fetchone()
+        slices = conn.execute(
+            """WITH lag AS (SELECT t.committed_at, extract(epoch FROM s.signed_at - t.committed_at) AS lag_s
+                              FROM ledger.transaction t JOIN ledger.tse_signature s ON s.transaction_id = t.id
+                             WHERE t.event_id = %s AND t.type = 'purchase' AND t.state = 'Committed')
+               SELECT floor(extract(epoch FROM committed_at - (SELECT min(committed_at) FROM lag)) / 5)::int AS slice,
+                      count(*), percentile_disc(0.5) WITHIN GROUP (ORDER BY lag_s),
+                      percentile_disc(0.99) WITHIN GROUP (ORDER BY lag_s)
+                 FROM lag GROUP BY 1 ORDER BY 1""",
+            (setup["event_id"],)).fetchall()
+        signed_per_slice = conn.execute(
+            """SELECT floor(extract(epoch FROM signed_at - to_timestamp(%s)) / 5)::int, count(*)
+                 FROM ledger.tse_signature WHERE signed_at BETWEEN to_timestamp(%s) AND to_timestamp(%s)
+                GROUP BY 1 ORDER BY 1""", (run_started, run_started, run_ended)).fetchall()
+    signed_during = sum(n for _, n in signed_per_slice)
+    relay_per_s = signed_during / max(run_ended - run_started, 1e-6)
+    print(f"   the relay signed {signed_during} receipts during the run = {relay_per_s:.1f}/s; per 5 s: "
+          + ", ".join(f"{n / 5:.0f}/s" for _, n in signed_per_slice))
+    print("   commit-to-signature lag by 5 s of the run (committed in; purchases, p50/p99 ms): " + "; ".join(
+        f"{5 * k}-{5 * k + 5}s: {n}, {1000 * float(a):.0f}/{1000 * float(b):.0f}" for k, n, a, b in slices))
+    print(f"   CPU cores during the run: {load_cores}")
+    check = _signing_check(bench, "after the 100/s run")
+    signatures = check["signatures"]
+    tse_txs = tse_after["transaction_number"] - tse_before["transaction_number"]
+    if tse_txs != signatures - signatures_before:
+        bench.failures.append(f"signing: the TSE made {tse_txs} transactions for {signatures - signatures_before} "
+                              "signatures")
+    if purchases != rate["completed"] or signed != purchases:
+        bench.failures.append(f"signing: {purchases} committed purchases in the ledger, {signed} signed, the load "
+                              f"generator completed {rate['completed']}")
+    if errors:
+        bench.failures.append(f"signing: {errors} load generator errors")
+    ms = (lambda v: 1000.0 * float(v) if v is not None else 0.0)
+    print(f"   {purchases} purchases ({rate['per_s']}/s achieved), {signed} signed; commit to signature "
+          f"p50 {ms(p50):.1f} ms, p99 {ms(p99):.1f} ms, max {ms(worst):.1f} ms; reserve p99 {rate['reserve_p99_ms']} ms; "
+          f"TSE transactions in all +{tse_txs}")
+    bench.record("sign_lag_purchases", purchases)
+    bench.record("sign_lag_signed", signed)
+    bench.record("sign_lag_p50_ms", ms(p50))
+    bench.record("sign_lag_p99_ms", ms(p99))
+    bench.record("sign_lag_max_ms", ms(worst))
+    bench.record("sign_outbox_pending_at_end", end_pending)
+    bench.record("sign_outbox_oldest_ms_at_end", end_oldest_ms if end_oldest_ms is not None else 0)
+    bench.record("sign_relay_per_s_under_load", relay_per_s)
+    bench.record("sign_lag_p99_ms_by_5s", ",".join(f"{1000 * float(b):.0f}" for _, _, _, b in slices))
+    bench.record("sign_load_cpu_cores", load_cores)
+    bench.record("sign_rate_achieved_per_s", float(rate["per_s"]))
+    bench.record("sign_rate_reserve_p99_ms", float(rate["reserve_p99_ms"]))
+    bench.record("sign_errors", errors)
+    bench.record("sign_signed_once", "yes" if check["signatures"] == check["requests"] == check["signed_transactions"]
+                 and not check["pending"] and not check["receipts_without_request"] and tse_txs == signatures - signatures_before
+                 else "NO")
+
+
 # --------------------------------------------------------------------------- main
 
 SECTIONS: dict[str, Section] = {
     "ledger": section_ledger,
     "gateway": section_gateway,
+    "signing": section_signing,
 }
 
 
