@@ -137,7 +137,8 @@ def _tse(url: str, settings: Settings) -> AbstractAsyncContextManager:
 def _relay(url: str, settings: Settings) -> AbstractAsyncContextManager:
     from .relay import TseHandler, make_tse, relay_service
 
-    return relay_service(gateway_database_url(settings), [TseHandler(make_tse(settings.relay_tse_url))])
+    return relay_service(gateway_database_url(settings), [TseHandler(make_tse(settings.relay_tse_url))],
+                         workers=settings.relay_workers)
 
 
 # What `festpay run` serves while the database is up.  Each entry is called with
@@ -283,6 +284,9 @@ def cmd_relay(args, settings: Settings) -> int:
         raise CliError("the embedded cluster is not running; start it with `festpay run` or `festpay db start`",
                        EXIT_NOT_RUNNING)
     url = gateway_database_url(settings)
+    workers = args.workers if args.workers is not None else settings.relay_workers
+    if workers < 1:
+        raise CliError("--workers must be at least 1")
     if args.tse_dir:
         tse = make_tse(directory=args.tse_dir)
         where = f"software TSE in {args.tse_dir}"
@@ -292,10 +296,10 @@ def cmd_relay(args, settings: Settings) -> int:
     print(f"Database: {_mask_password(url)}", flush=True)
 
     def ready() -> None:
-        print(f"Relay signing receipts with the TSE at {where}  (Ctrl-C stops)", flush=True)
+        print(f"Relay signing receipts with the TSE at {where}, {workers} worker(s)  (Ctrl-C stops)", flush=True)
 
     def relay(db_url: str, _settings: Settings) -> AbstractAsyncContextManager:
-        return relay_service(db_url, [TseHandler(tse)], poll_s=args.poll)
+        return relay_service(db_url, [TseHandler(tse)], poll_s=args.poll, workers=workers)
 
     try:
         asyncio.run(serve(url, settings, services=[relay], ready=ready))
@@ -620,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tse-url", help="TSE service URL (default FESTPAY_TSE_URL or the local 127.0.0.1:FESTPAY_TSE_PORT)")
     p.add_argument("--tse-dir", help="sign with a software TSE opened in this directory instead of a service")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between polls when no NOTIFY comes (default 2)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="tills signed for at the same time, each worker with its own database connection "
+                        "(default FESTPAY_RELAY_WORKERS or 4)")
     p.set_defaults(func=cmd_relay)
 
     tse = sub.add_parser("tse", help="the TSE: serve the software TSE, verify stored signatures")

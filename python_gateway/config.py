@@ -72,6 +72,9 @@ class Settings:
     """FESTPAY_TSE_DIR: the local software TSE's directory (key, counters, signed logs); default DATA_DIR/tse."""
     tse_port: int = 8081
     """FESTPAY_TSE_PORT: port of the local software TSE that ``festpay run`` starts (127.0.0.1 only)."""
+    relay_workers: int = 4
+    """FESTPAY_RELAY_WORKERS: tills the relay signs for at the same time (workers, each with its own database
+    connection); default 4."""
 
     @property
     def tse_directory(self) -> Path:
@@ -82,6 +85,19 @@ class Settings:
     def relay_tse_url(self) -> str:
         """The TSE the relay uses: FESTPAY_TSE_URL, or the local one ``festpay run`` starts."""
         return self.tse_url or f"http://127.0.0.1:{self.tse_port}"
+
+
+def _env_workers(name: str) -> int | None:
+    value = _env(name)
+    if value is None:
+        return None
+    try:
+        workers = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number") from None
+    if not 1 <= workers <= 64:
+        raise ConfigError(f"{name}={workers} is out of range (1-64)")
+    return workers
 
 
 def load_settings() -> Settings:
@@ -102,4 +118,5 @@ def load_settings() -> Settings:
         tse_url=tse_url.rstrip("/") if tse_url else None,
         tse_dir=(PROJECT_ROOT / Path(tse_dir).expanduser()) if tse_dir else None,
         tse_port=_env_port("FESTPAY_TSE_PORT") or 8081,
+        relay_workers=_env_workers("FESTPAY_RELAY_WORKERS") or 4,
     )

@@ -8,6 +8,9 @@ A booking writes a row into ``ledger.outbox`` (a topic, an ordering key, the tra
   topics: ``api.outbox_claim(topic, limit)`` hands it the due requests of ONE ordering key (a till) under a session
   advisory lock, which the relay handles strictly in order, stopping that key's batch at the first failure (later
   requests of the till must not overtake it), then ``api.outbox_release``;
+- does so with several workers at once (``workers``, default 4), each with its own database connection, so each
+  holds its own advisory locks and no two workers ever hold one till; it tells the database it sleeps
+  (``api.relay_sleep``) only when no worker found work;
 - leaves what a request means to a :class:`Handler` registered for its topic.  Topic ``tse`` is
   :class:`TseHandler` (sign the receipt); payment-status checks and webhooks become handlers of their own topics.
 
@@ -42,6 +45,8 @@ APPLICATION_NAME = "festpay-relay"
 DEFAULT_POLL_S = 2.0
 DEFAULT_BATCH = 100
 RECONNECT_MAX_S = 10.0
+DEFAULT_WORKERS = 4
+IDLE_NAP_S = 0.05        # a worker without work while others work looks again at least this often
 
 
 @dataclass(frozen=True)
@@ -80,11 +85,14 @@ class Relay:
     """Drains the outbox for the registered handlers (one per topic) until :meth:`stop`.
 
     ``database_url`` should log in as festpay_gateway.  ``poll_s`` bounds how long a lost notification or a backoff
-    can delay work; ``batch`` is the claim limit.
+    can delay work; ``batch`` is the claim limit.  ``workers`` concurrent worker tasks, each with its OWN database
+    connection (the advisory lock of a till belongs to a session: that keeps two workers off one till), each
+    draining: claim a till, handle its requests in order, release, repeat.  The relay tells the database it sleeps
+    (``api.relay_sleep``) only when no worker found work.
     """
 
     def __init__(self, database_url: str, handlers: Iterable[Handler], *, poll_s: float = DEFAULT_POLL_S,
-                 batch: int = DEFAULT_BATCH, name: str = APPLICATION_NAME) -> None:
+                 batch: int = DEFAULT_BATCH, name: str = APPLICATION_NAME, workers: int = DEFAULT_WORKERS) -> None:
         self.database_url = libpq_url(database_url)
         self.handlers: dict[str, Handler] = {}
         for handler in handlers:
@@ -93,79 +101,128 @@ class Relay:
             self.handlers[handler.topic] = handler
         if not self.handlers:
             raise ValueError("a relay needs at least one handler")
+        if workers < 1:
+            raise ValueError("a relay needs at least one worker")
         self.poll_s = poll_s
         self.batch = batch
         self.name = name
-        self._wake = asyncio.Event()
+        self.workers = workers
+        # Wake-ups: _kick() bumps the generation and sets the current event; a worker that saw generation g before
+        # looking for work waits only while it is still g, so no kick between its look and its wait is lost.
+        self._gen = 0
+        self._event = asyncio.Event()
         self._stopping = False
+        self._busy = 0                        # workers looking for or doing work right now
+        self._round_handled = 0               # handled since the relay last found nothing at all
         self._next_due: float | None = None  # monotonic time a backed-off request is due again
         self.handled = 0                      # requests handled successfully (for tests and the bench)
         self.failures = 0                     # failed attempts recorded
+        self.peak_busy_keys = 0               # most keys (tills) in hand at the same time (for tests)
+        self._keys_in_hand = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask the relay to stop: it finishes the request in hand, gives back its key and returns from run()."""
+        """Ask the relay to stop: each worker finishes the request in hand, gives back its key; run() returns."""
         self._stopping = True
-        self._wake.set()
+        self._kick()
 
     def wake(self) -> None:
         """Drain now (what a notification does)."""
-        self._wake.set()
+        self._kick()
+
+    def _kick(self) -> None:
+        self._gen += 1
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def _wait(self, since_gen: int, seconds: float) -> None:
+        """Wait up to ``seconds`` for a kick, returning at once if there was one since generation ``since_gen``."""
+        if self._gen != since_gen or self._stopping:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._event.wait(), max(0.0, seconds))
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``; only stop() cuts it short (reconnect backoff)."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and (left := deadline - time.monotonic()) > 0:
+            await self._wait(self._gen, left)
 
     async def _connect(self) -> psycopg.AsyncConnection:
         return await psycopg.AsyncConnection.connect(self.database_url, autocommit=True, row_factory=dict_row,
                                                      application_name=self.name)
 
     async def run(self) -> None:
-        """Listen and drain until :meth:`stop`; reconnects (with backoff) when the database goes away."""
+        """Listen and drain with ``workers`` workers until :meth:`stop`; each reconnects (with backoff) when the
+        database goes away."""
         listener = asyncio.create_task(self._listen(), name=f"{self.name}-listen")
-        delay = 0.5
+        workers = [asyncio.create_task(self._worker(i), name=f"{self.name}-worker-{i}") for i in range(self.workers)]
         try:
-            while not self._stopping:
-                try:
-                    async with await self._connect() as conn:
-                        delay = 0.5
-                        await self._loop(conn)
-                except (psycopg.OperationalError, psycopg.InterfaceError) as err:
-                    if self._stopping:
-                        break
-                    log.warning("relay: database connection lost (%s); retrying in %.1f s",
-                                str(err).strip() or type(err).__name__, delay)
-                    await self._sleep(delay)
-                    delay = min(delay * 2, RECONNECT_MAX_S)
-                except Exception:  # noqa: BLE001 - e.g. recording a failure failed: log, start over later
-                    if self._stopping:
-                        break
-                    log.exception("relay: unexpected error; starting over in %.1f s", delay)
-                    await self._sleep(delay)
-                    delay = min(delay * 2, RECONNECT_MAX_S)
+            await asyncio.gather(*workers)
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await listener
+            for task in (*workers, listener):
+                task.cancel()
+            for task in (*workers, listener):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        self._wake.clear()
+    async def _worker(self, index: int) -> None:
+        """One worker: its own connection (and so its own advisory locks), draining until stop()."""
+        delay = 0.5
+        while not self._stopping:
+            try:
+                async with await self._connect() as conn:
+                    delay = 0.5
+                    await self._loop(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as err:
+                if self._stopping:
+                    break
+                log.warning("relay worker %d: database connection lost (%s); retrying in %.1f s", index,
+                            str(err).strip() or type(err).__name__, delay)
+                await self._pause(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+            except Exception:  # noqa: BLE001 - e.g. recording a failure failed: log, start over later
+                if self._stopping:
+                    break
+                log.exception("relay worker %d: unexpected error; starting over in %.1f s", index, delay)
+                await self._pause(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
 
     async def _loop(self, conn: psycopg.AsyncConnection) -> None:
         while not self._stopping:
-            self._wake.clear()
-            handled = await self.drain(conn)
+            gen = self._gen
+            self._busy += 1
+            try:
+                handled = await self.drain(conn)
+            finally:
+                self._busy -= 1
+            self._round_handled += handled
             if self._stopping:
                 return
+            if self._busy:
+                # Other workers are still at work (and no NOTIFY comes while the relay is awake): look again when
+                # one of them gives a till back, on a wake-up, or after a short nap.
+                await self._wait(gen, IDLE_NAP_S)
+                continue
+            # No worker found work: the relay as a whole may sleep.
+            handled, self._round_handled = self._round_handled, 0
+            gen = self._gen
             if await self._going_to_sleep(conn):
                 # Work became due after all: drain again at once; when it is another relay's till, nap briefly.
                 if handled:
+                    self._kick()
                     continue
-                await self._sleep(0.05)
+                await self._wait(gen, 0.05)
                 continue
             timeout = self.poll_s
             if self._next_due is not None:
-                timeout = max(0.05, min(timeout, self._next_due - time.monotonic()))
-            await self._sleep(timeout)
+                left = self._next_due - time.monotonic()
+                if left <= 0:
+                    self._next_due = None  # it was due before this look: drained (or another relay has it)
+                else:
+                    timeout = max(0.05, min(timeout, left))
+            await self._wait(gen, timeout)
 
     async def _going_to_sleep(self, conn: psycopg.AsyncConnection) -> bool:
         """Tells the database this relay will wait for NOTIFY (bookings notify only then: NOTIFY serialises
@@ -178,18 +235,18 @@ class Relay:
         return due
 
     async def _listen(self) -> None:
-        """LISTEN on its own connection; every notification of a topic we handle wakes the drain loop."""
+        """LISTEN on its own connection; every notification of a topic we handle wakes the workers."""
         delay = 0.5
         while not self._stopping:
             try:
                 async with await self._connect() as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     delay = 0.5
-                    self._wake.set()  # anything committed while we were not listening
+                    self.wake()  # anything committed while we were not listening
                     while not self._stopping:
                         async for note in conn.notifies(timeout=5.0):
                             if not note.payload or note.payload in self.handlers:
-                                self._wake.set()
+                                self.wake()
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # noqa: BLE001 - polling still works; listen again later
@@ -201,8 +258,8 @@ class Relay:
     # ---- the work --------------------------------------------------------------------------
 
     async def drain(self, conn: psycopg.AsyncConnection) -> int:
-        """Handle everything due now, key by key, for every topic; returns how many requests were handled."""
-        self._next_due = None
+        """Handle everything due now that no other worker or relay holds, key by key, for every topic, on this
+        connection; returns how many requests were handled."""
         total = 0
         for topic, handler in self.handlers.items():
             while not self._stopping:
@@ -222,6 +279,8 @@ class Relay:
             return 0, False
         key = rows[0]["ordering_key"]
         done = 0
+        self._keys_in_hand += 1
+        self.peak_busy_keys = max(self.peak_busy_keys, self._keys_in_hand)
         try:
             for row in rows:
                 if self._stopping:
@@ -242,8 +301,11 @@ class Relay:
                 done += 1
                 self.handled += 1
         finally:
+            self._keys_in_hand -= 1
             if not conn.closed and not conn.broken:
                 await conn.execute("SELECT api.outbox_release(%s, %s)", (topic, key))
+                if self.workers > 1:
+                    self._kick()  # idle workers look again: work may have come in meanwhile
         return done, True
 
     def _note_due(self, retry_at: datetime | None) -> None:
@@ -354,9 +416,10 @@ def signature_record(signed: SignedLog) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def relay_service(database_url: str, handlers: Iterable[Handler], *, poll_s: float = DEFAULT_POLL_S,
-                        stop_timeout_s: float = 15.0) -> AsyncIterator[Relay]:
-    """Run a relay in a task while the block runs; at the end it finishes the request in hand and stops."""
-    relay = Relay(database_url, handlers, poll_s=poll_s)
+                        workers: int = DEFAULT_WORKERS, stop_timeout_s: float = 15.0) -> AsyncIterator[Relay]:
+    """Run a relay (``workers`` workers) in a task while the block runs; at the end each worker finishes the request
+    in hand and it stops."""
+    relay = Relay(database_url, handlers, poll_s=poll_s, workers=workers)
     task = asyncio.create_task(relay.run(), name="festpay-relay")
     try:
         yield relay

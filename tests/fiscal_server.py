@@ -14,7 +14,7 @@ import sys
 import threading
 
 from python_gateway.config import PROJECT_ROOT
-from python_gateway.relay import Relay, TseHandler
+from python_gateway.relay import DEFAULT_WORKERS, Relay, TseHandler
 from python_gateway.tse.remote import RemoteTSE
 
 
@@ -53,11 +53,12 @@ class TseProcess:
 class RunningRelay:
     """A relay (topic tse, a RemoteTSE) on its own event loop in a background thread."""
 
-    def __init__(self, database_url: str, tse_url: str, name: str = "test-relay"):
+    def __init__(self, database_url: str, tse_url: str, name: str = "test-relay", workers: int = DEFAULT_WORKERS):
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self.thread.start()
-        self.relay = Relay(database_url, [TseHandler(RemoteTSE(tse_url, timeout=5))], poll_s=0.3, name=name)
+        self.relay = Relay(database_url, [TseHandler(RemoteTSE(tse_url, timeout=5))], poll_s=0.3, name=name,
+                           workers=workers)
         self.future = asyncio.run_coroutine_threadsafe(self.relay.run(), self.loop)
 
     def stop(self) -> None:

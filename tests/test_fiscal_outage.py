@@ -245,6 +245,30 @@ def test_two_relays_never_sign_twice(admin, tse, tills, relay_url):
     assert admin.execute("SELECT count(*) AS n FROM ledger.tse_signature").fetchone()["n"] == before + 60
 
 
+def test_one_relay_with_workers_signs_tills_concurrently(admin, tse, tills, relay_url):
+    """One relay with 4 workers (each its own connection and advisory locks): receipts of 4 tills booked while no
+    relay runs, then more while it signs; each signed exactly once and in order per till (the autouse check: TSE
+    transaction numbers of a client rise with the outbox id), and several tills were in hand at the same time."""
+    before = admin.execute("SELECT count(*) AS n FROM ledger.tse_signature").fetchone()["n"]
+    tills.book(80)  # a backlog on every till, so the workers have several tills to take at once
+    keys = admin.execute("SELECT count(DISTINCT ordering_key) AS n FROM ledger.outbox WHERE done_at IS NULL"
+                         ).fetchone()["n"]
+    assert keys >= TERMINALS
+    relay = RunningRelay(relay_url, tse.url, name="test-relay-workers", workers=4)
+    try:
+        tills.book(40)
+        wait_until_signed(admin)
+        sessions = admin.execute("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = %s",
+                                 ("test-relay-workers",)).fetchone()["n"]
+    finally:
+        relay.stop()
+    assert sessions == 4 + 1  # a connection per worker, and the listener's
+    assert relay.relay.failures == 0
+    assert relay.relay.handled == 120
+    assert relay.relay.peak_busy_keys > 1, "the workers never held two tills at once"
+    assert admin.execute("SELECT count(*) AS n FROM ledger.tse_signature").fetchone()["n"] == before + 120
+
+
 class Crash(Exception):
     """A relay dying mid-request (its connection closes without another word)."""
 
