@@ -380,6 +380,25 @@ class FestpaySetup:
     first_assignment: int
 
 
+def fund_customers(conn: psycopg.Connection, event_id: int, customers: int) -> None:
+    """Tops up tags UID_BASE + 1 .. UID_BASE + customers with FUNDING cents each, in one statement through the api
+    (cash at a new top-up terminal of the event, which must have a 'Top-up' position); commits."""
+    topup_terminal = conn.execute(
+        "SELECT assignment_id FROM api.register_terminal(api.create_registration_code(%s, 'Top-up'), 'bench top-up')",
+        (event_id,),
+    ).fetchone()[0]
+    conn.commit()
+    funded = conn.execute(
+        """SELECT count(*) FROM generate_series(1, %s) c,
+                  LATERAL api.topup(%s, c, (%s + c)::text, %s, 'cash') t
+            WHERE t.state = 'Committed' AND t.balance = %s""",
+        (customers, topup_terminal, UID_BASE, FUNDING, FUNDING),
+    ).fetchone()[0]
+    conn.commit()
+    if funded != customers:
+        raise BenchFailure(f"only {funded} of {customers} customers were funded")
+
+
 def setup_festpay(bench: Bench) -> FestpaySetup:
     """Event, 20 merchants with a sale position each, a terminal per (client, merchant), funded customers."""
     started = time.monotonic()
@@ -416,21 +435,7 @@ def setup_festpay(bench: Bench) -> FestpaySetup:
         ).fetchone()[0]
         if not layout:
             raise BenchFailure("terminal assignments are not laid out as the purchase script expects")
-        topup_terminal = conn.execute(
-            "SELECT assignment_id FROM api.register_terminal(api.create_registration_code(%s, 'Top-up'), 'bench top-up')",
-            (event_id,),
-        ).fetchone()[0]
-        conn.commit()
-        # All customers funded in one statement through the api (cash at one top-up terminal).
-        funded = conn.execute(
-            """SELECT count(*) FROM generate_series(1, %s) c,
-                      LATERAL api.topup(%s, c, (%s + c)::text, %s, 'cash') t
-                WHERE t.state = 'Committed' AND t.balance = %s""",
-            (CUSTOMERS, topup_terminal, UID_BASE, FUNDING, FUNDING),
-        ).fetchone()[0]
-        conn.commit()
-        if funded != CUSTOMERS:
-            raise BenchFailure(f"only {funded} of {CUSTOMERS} customers were funded")
+        fund_customers(conn, event_id, CUSTOMERS)
     with bench.connect("festpay", autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
     print(f"festpay setup: event {event_id}, {MERCHANTS} merchants, {len(assignments)} sale terminals "
@@ -602,20 +607,7 @@ def setup_gateway_db(bench: Bench, terminals: int, tags_per_terminal: int) -> di
         codes = [row[0] for row in conn.execute(
             "SELECT api.create_registration_code(%s, 'Bar') FROM generate_series(1, %s)", (event_id, terminals)
         ).fetchall()]
-        topup_terminal = conn.execute(
-            "SELECT assignment_id FROM api.register_terminal(api.create_registration_code(%s, 'Top-up'), 'bench top-up')",
-            (event_id,),
-        ).fetchone()[0]
-        conn.commit()
-        funded = conn.execute(
-            """SELECT count(*) FROM generate_series(1, %s) c,
-                      LATERAL api.topup(%s, c, (%s + c)::text, %s, 'cash') t
-                WHERE t.state = 'Committed' AND t.balance = %s""",
-            (customers, topup_terminal, UID_BASE, FUNDING, FUNDING),
-        ).fetchone()[0]
-        conn.commit()
-        if funded != customers:
-            raise BenchFailure(f"only {funded} of {customers} customers were funded")
+        fund_customers(conn, event_id, customers)
     with bench.connect(GATEWAY_DBNAME, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
         conn.execute("CHECKPOINT")
