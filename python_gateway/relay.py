@@ -22,7 +22,6 @@ retry after a crash finish the same TSE transaction, so nothing is signed twice.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
@@ -36,7 +35,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from .migrate import libpq_url
-from .tse.interface import TSE, SignedLog, TseError, TseRequestError, TseUnavailable
+from .tse.interface import TSE, TseError, TseRequestError, TseUnavailable
 
 log = logging.getLogger("festpay.relay")
 
@@ -358,7 +357,7 @@ class TseHandler:
             await conn.execute("SELECT api.tse_started(%s, %s)", (request.outbox_id, Jsonb(started)))
         signed = await self._call(self.tse.finish_transaction, client_id, int(started["transaction_number"]),
                                   process_type, process_data)
-        await conn.execute("SELECT api.tse_store(%s, %s)", (request.outbox_id, Jsonb(signature_record(signed))))
+        await conn.execute("SELECT api.tse_store(%s, %s)", (request.outbox_id, Jsonb(signed.to_json())))
 
     async def failed(self, conn: psycopg.AsyncConnection, request: OutboxRequest,
                      error: BaseException) -> datetime | None:
@@ -376,10 +375,6 @@ class TseHandler:
         return row["retry_at"] if row else None
 
 
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
-
-
 # --------------------------------------------------------------------------- running it
 
 
@@ -395,24 +390,6 @@ def make_tse(url: str | None = None, directory: str | None = None) -> TSE:
         return SoftwareTSE(directory)
     raise ValueError("no TSE: give a TSE service URL or a software TSE directory")
 
-
-
-def signature_record(signed: SignedLog) -> dict[str, Any]:
-    """The document api.tse_store takes for a TSE signature: serial hex, times Unix seconds, bytes base64.
-    Returns a JSON-ready dict."""
-    return {
-        "serial_number": signed.serial_number.hex(),
-        "client_id": signed.client_id,
-        "process_type": signed.process_type,
-        "process_data": signed.process_data,
-        "transaction_number": signed.transaction_number,
-        "signature_counter": signed.signature_counter,
-        "start_time": signed.start_time,
-        "log_time": signed.log_time,
-        "algorithm": signed.algorithm,
-        "signature": _b64(signed.signature),
-        "public_key": _b64(signed.public_key),
-    }
 
 @contextlib.asynccontextmanager
 async def relay_service(database_url: str, handlers: Iterable[Handler], *, poll_s: float = DEFAULT_POLL_S,

@@ -25,7 +25,6 @@ from psycopg.types.json import Jsonb
 
 from python_gateway import receipts
 from python_gateway.config import PROJECT_ROOT
-from python_gateway.relay import signature_record
 from python_gateway.tse.interface import SignedLog
 from python_gateway.tse.software import SoftwareTSE
 from python_gateway.tse.verify import verify_qr
@@ -145,7 +144,7 @@ def sign_like_the_relay(admin: psycopg.Connection, tse: SoftwareTSE, request_id:
     admin.execute("SELECT api.tse_started(%s, %s)",
                   (request_id, Jsonb({"transaction_number": number, "start_time": int(time.time())})))
     signed = tse.finish_transaction(client_id, number, process_type, process_data)
-    admin.execute("SELECT api.tse_store(%s, %s)", (request_id, Jsonb(signature_record(signed))))
+    admin.execute("SELECT api.tse_store(%s, %s)", (request_id, Jsonb(signed.to_json())))
     return signed
 
 

@@ -5,6 +5,7 @@ A real (e.g. cloud) TSE plugs in by implementing :class:`TSE`.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -53,6 +54,49 @@ class SignedLog:
     message: bytes
     algorithm: str = ALGORITHM
     log_time_format: str = LOG_TIME_FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        """This signed log as JSON (the TSE service's answer, and what api.tse_store takes): serial number hex,
+        signature, public key and message base64, times Unix seconds."""
+        return {
+            "operation_type": self.operation_type,
+            "client_id": self.client_id,
+            "process_type": self.process_type,
+            "process_data": self.process_data,
+            "transaction_number": self.transaction_number,
+            "signature_counter": self.signature_counter,
+            "start_time": self.start_time,
+            "log_time": self.log_time,
+            "serial_number": self.serial_number.hex(),
+            "signature": base64.b64encode(self.signature).decode("ascii"),
+            "public_key": base64.b64encode(self.public_key).decode("ascii"),
+            "message": base64.b64encode(self.message).decode("ascii"),
+            "algorithm": self.algorithm,
+            "log_time_format": self.log_time_format,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "SignedLog":
+        """The inverse of :meth:`to_json`; raises TseError for a malformed document."""
+        try:
+            return cls(
+                operation_type=str(data["operation_type"]),
+                client_id=str(data["client_id"]),
+                process_type=str(data["process_type"]),
+                process_data=str(data["process_data"]),
+                transaction_number=int(data["transaction_number"]),
+                signature_counter=int(data["signature_counter"]),
+                start_time=int(data["start_time"]),
+                log_time=int(data["log_time"]),
+                serial_number=bytes.fromhex(data["serial_number"]),
+                signature=base64.b64decode(data["signature"], validate=True),
+                public_key=base64.b64decode(data["public_key"], validate=True),
+                message=base64.b64decode(data["message"], validate=True),
+                algorithm=str(data["algorithm"]),
+                log_time_format=str(data["log_time_format"]),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise TseError(f"malformed signed log: {err}") from err
 
     def qr_code(self) -> str:
         """The DSFinV-K receipt QR code text (``V0;…``) of this signed log.

@@ -14,7 +14,7 @@ The wire format (JSON unless said otherwise)::
                                          -> 200 <signed log>            finish_transaction (a repeat returns the same)
     GET  /export                         -> 200 application/x-tar       export
 
-A signed log is :func:`signed_log_to_json`: serial hex, signature / public key / message base64, times Unix seconds.
+A signed log travels as :meth:`SignedLog.to_json`: serial hex, signature / public key / message base64, times Unix seconds.
 Errors: 4xx ``{"error": "request", "message"}`` -> :class:`TseRequestError`; 503 (and connection refused, timeouts,
 anything else) -> :class:`TseUnavailable`.
 """
@@ -30,49 +30,6 @@ from typing import Any
 from .interface import SignedLog, TseError, TseRequestError, TseUnavailable
 
 DEFAULT_TIMEOUT_S = 10.0
-
-
-def signed_log_to_json(signed: SignedLog) -> dict[str, Any]:
-    """A SignedLog as JSON: serial number hex, signature, public key and message base64, times Unix seconds."""
-    return {
-        "operation_type": signed.operation_type,
-        "client_id": signed.client_id,
-        "process_type": signed.process_type,
-        "process_data": signed.process_data,
-        "transaction_number": signed.transaction_number,
-        "signature_counter": signed.signature_counter,
-        "start_time": signed.start_time,
-        "log_time": signed.log_time,
-        "serial_number": signed.serial_number.hex(),
-        "signature": base64.b64encode(signed.signature).decode("ascii"),
-        "public_key": base64.b64encode(signed.public_key).decode("ascii"),
-        "message": base64.b64encode(signed.message).decode("ascii"),
-        "algorithm": signed.algorithm,
-        "log_time_format": signed.log_time_format,
-    }
-
-
-def signed_log_from_json(data: dict[str, Any]) -> SignedLog:
-    """The inverse of :func:`signed_log_to_json`; raises TseError for a malformed answer."""
-    try:
-        return SignedLog(
-            operation_type=str(data["operation_type"]),
-            client_id=str(data["client_id"]),
-            process_type=str(data["process_type"]),
-            process_data=str(data["process_data"]),
-            transaction_number=int(data["transaction_number"]),
-            signature_counter=int(data["signature_counter"]),
-            start_time=int(data["start_time"]),
-            log_time=int(data["log_time"]),
-            serial_number=bytes.fromhex(data["serial_number"]),
-            signature=base64.b64decode(data["signature"], validate=True),
-            public_key=base64.b64decode(data["public_key"], validate=True),
-            message=base64.b64decode(data["message"], validate=True),
-            algorithm=str(data["algorithm"]),
-            log_time_format=str(data["log_time_format"]),
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise TseError(f"malformed signed log from the TSE: {err}") from err
 
 
 class RemoteTSE:
@@ -178,7 +135,7 @@ class RemoteTSE:
                             {"client_id": client_id, "process_type": process_type, "process_data": process_data})
         if not isinstance(answer, dict):
             raise TseError(f"malformed finish answer from the TSE: {answer!r}")
-        return signed_log_from_json(answer)
+        return SignedLog.from_json(answer)
 
     def export(self) -> bytes:
         return self._call("GET", "/export", raw=True)

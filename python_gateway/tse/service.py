@@ -19,7 +19,6 @@ from typing import Any
 from aiohttp import web
 
 from .interface import TSE, TseRequestError, TseUnavailable
-from .remote import signed_log_to_json
 
 log = logging.getLogger("festpay.tse")
 
@@ -96,7 +95,7 @@ async def finish_transaction(request: web.Request) -> web.Response:
     data = await _body(request)
     signed = await asyncio.to_thread(tse.finish_transaction, _text(data, "client_id"), number,
                                      _text(data, "process_type"), _text(data, "process_data"))
-    return web.json_response(signed_log_to_json(signed))
+    return web.json_response(signed.to_json())
 
 
 async def export(request: web.Request) -> web.Response:
