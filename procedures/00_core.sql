@@ -1,5 +1,21 @@
 SET LOCAL ROLE festpay_owner;
 
+-- CREATE OR REPLACE cannot change a function's result type: functions whose result type changed since an earlier
+-- release are dropped first (nothing happens on a database that has the current shape).
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_proc p
+              WHERE p.pronamespace = 'ledger'::regnamespace
+                AND ((p.proname IN ('book', 'apply_to_customer', 'add_items', 'enqueue', 'same_request')
+                      AND p.prorettype = 'void'::regtype)
+                  OR (p.proname = 'replicate_one' AND p.proretset)) LOOP
+        EXECUTE format('DROP FUNCTION %s', f);
+    END LOOP;
+END
+$$;
+
 -- Core of the ledger: named errors, input parsing, the state machine and the booking engine.
 -- Every api function builds on these; nothing here is callable by the gateway or report roles.
 -- These ledger.* functions are not SECURITY DEFINER and carry no SET search_path: they run only inside api
@@ -143,6 +159,30 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION ledger.lock_tag(p_event_id bigint, p_uid text, p_create boolean DEFAULT false,
+                                           OUT tag ledger.tag, OUT account ledger.account)
+LANGUAGE plpgsql AS $$
+-- ledger.find_tag and ledger.lock_account in one: finds (or, when p_create, creates) the tag p_uid and locks its
+-- customer account for the rest of the transaction -- one query for a known tag, as every sale has.
+-- Returns the tag and the locked account row; raises not-found when the tag does not exist and p_create is false.
+DECLARE
+    v_uid text := ledger.normalize_uid(p_uid);
+    r record;
+BEGIN
+    SELECT g, a INTO r
+      FROM ledger.tag g JOIN ledger.account a ON a.id = g.account_id
+     WHERE g.event_id = p_event_id AND g.uid = v_uid
+       FOR NO KEY UPDATE OF a;
+    IF FOUND THEN
+        tag := r.g;
+        account := r.a;
+    ELSE
+        tag := ledger.find_tag(p_event_id, v_uid, p_create);
+        account := ledger.lock_account(tag.account_id);
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION ledger.terminal_context(
     p_assignment_id bigint, p_kind ledger.position_kind DEFAULT NULL,
     OUT event_id bigint, OUT merchant_account_id bigint, OUT cash_account_id bigint, OUT reserve_timeout interval)
@@ -153,12 +193,14 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_kind ledger.position_kind;
 BEGIN
+    -- Row by row from the assignment (LATERAL ... OFFSET 0): as a plain join the planner hashes the small position
+    -- table, and building that hash table on every call cost more than the rest of the lookup.
     SELECT a.event_id, m.account_id, a.cash_account_id, e.reserve_timeout, p.kind
       INTO event_id, merchant_account_id, cash_account_id, reserve_timeout, v_kind
       FROM ledger.assignment a
       JOIN ledger.event e ON e.id = a.event_id
-      JOIN ledger.position p ON p.id = a.position_id
-      LEFT JOIN ledger.merchant m ON m.id = p.merchant_id
+      CROSS JOIN LATERAL (SELECT p.kind, p.merchant_id FROM ledger.position p WHERE p.id = a.position_id OFFSET 0) p
+      LEFT JOIN LATERAL (SELECT m.account_id FROM ledger.merchant m WHERE m.id = p.merchant_id OFFSET 0) m ON true
      WHERE a.id = p_assignment_id;
     IF NOT FOUND THEN
         PERFORM ledger.fail('not-found', format('assignment %s is not registered', p_assignment_id),
@@ -228,31 +270,26 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ledger.set_state(p_tx_id bigint, p_to ledger.tx_state, p_actor text,
+CREATE OR REPLACE FUNCTION ledger.set_state(t ledger.transaction, p_to ledger.tx_state, p_actor text,
                                             p_payload jsonb DEFAULT '{}', p_allow_overdraft boolean DEFAULT true)
 RETURNS text LANGUAGE plpgsql AS $$
 -- The one place an existing transaction changes state: checks ledger.transition, releases the hold when it leaves
--- a holding state, and books it (ledger.book) when it becomes Committed. Returns 'changed', 'duplicate' (already in
--- p_to) or 'invalid' (violation logged, nothing changed); booking may raise insufficient-balance unless
--- p_allow_overdraft. Lock order: every caller holds the row lock of the transaction's customer account
--- (ledger.lock_account), taken before any of that customer's transactions is read; that lock serialises all changes
--- to them, so the transaction row itself is not locked again (a second row lock would cost a WAL record per change).
+-- a holding state, and books it (ledger.book) when it becomes Committed. t is the transaction as the caller read it
+-- under the lock below. Returns 'changed', 'duplicate' (already in p_to) or 'invalid' (violation logged, nothing
+-- changed); booking may raise insufficient-balance unless p_allow_overdraft. Lock order: every caller holds the row
+-- lock of the transaction's customer account (ledger.lock_account), taken before any of that customer's
+-- transactions is read; that lock serialises all changes to them, so the transaction row itself is not locked again
+-- (a second row lock would cost a WAL record per change).
 DECLARE
-    v_from ledger.tx_state;
-    v_held bigint;
-    t ledger.transaction;
+    v_held bigint := t.held;
+    v_balance bigint;
 BEGIN
-    SELECT x.state, x.held INTO v_from, v_held FROM ledger.transaction x WHERE x.id = p_tx_id;
-    IF NOT FOUND THEN
-        PERFORM ledger.fail('not-found', format('transaction %s does not exist', p_tx_id));
-    END IF;
-    IF v_from = p_to THEN
+    IF t.state = p_to THEN
         RETURN 'duplicate';
     END IF;
-    IF NOT EXISTS (SELECT FROM ledger.transition WHERE from_state = v_from AND to_state = p_to) THEN
-        PERFORM ledger.log_violation(p_actor, (SELECT x.event_id FROM ledger.transaction x WHERE x.id = p_tx_id),
-                                     p_tx_id, v_from, p_to, format('%s -> %s is not an allowed transition', v_from, p_to),
-                                     p_payload);
+    IF NOT EXISTS (SELECT FROM ledger.transition WHERE from_state = t.state AND to_state = p_to) THEN
+        PERFORM ledger.log_violation(p_actor, t.event_id, t.id, t.state, p_to,
+                                     format('%s -> %s is not an allowed transition', t.state, p_to), p_payload);
         RETURN 'invalid';
     END IF;
     UPDATE ledger.transaction
@@ -260,7 +297,7 @@ BEGIN
            held = CASE WHEN ledger.holds(p_to) THEN held ELSE 0 END,
            committed_at = CASE WHEN p_to = 'Committed' THEN now() END,
            updated_at = now()
-     WHERE id = p_tx_id
+     WHERE id = t.id
     RETURNING * INTO t;
     IF ledger.holds(p_to) THEN
         v_held := 0;                                   -- the hold stays with the transaction
@@ -268,11 +305,27 @@ BEGIN
     IF p_to = 'Committed' THEN
         -- One UPDATE of the customer row books the lines and releases the hold together. (Updating the row twice in
         -- one transaction would re-run its foreign-key check and KEY SHARE-lock the event row, a hot row.)
-        PERFORM ledger.book(t, p_allow_overdraft, v_held);
+        v_balance := ledger.book(t, p_allow_overdraft, v_held);
     ELSIF v_held > 0 THEN
         UPDATE ledger.account SET held = held - v_held WHERE id = t.account_id;
     END IF;
     RETURN 'changed';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.set_state(p_tx_id bigint, p_to ledger.tx_state, p_actor text,
+                                            p_payload jsonb DEFAULT '{}', p_allow_overdraft boolean DEFAULT true)
+RETURNS text LANGUAGE plpgsql AS $$
+-- ledger.set_state of the transaction p_tx_id, read here (the caller holds its customer's lock).
+-- Returns what that returns; raises not-found when there is no such transaction.
+DECLARE
+    t ledger.transaction;
+BEGIN
+    SELECT * INTO t FROM ledger.transaction WHERE id = p_tx_id;
+    IF NOT FOUND THEN
+        PERFORM ledger.fail('not-found', format('transaction %s does not exist', p_tx_id));
+    END IF;
+    RETURN ledger.set_state(t, p_to, p_actor, p_payload, p_allow_overdraft);
 END
 $$;
 
@@ -283,6 +336,8 @@ RETURNS ledger.line[] LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_lines ledger.line[];
     v_fee_account bigint;
+    v_returnable boolean;
+    v_deposit_account bigint;
 BEGIN
     IF t.fee > 0 THEN
         v_fee_account := ledger.system_account(t.event_id, 'fee', 'fees');
@@ -290,12 +345,19 @@ BEGIN
     CASE t.type
     WHEN 'purchase' THEN
         -- Returnable items (deposit, Pfand) go to the event's deposit account, the rest to the merchant.
-        SELECT array_agg(ROW(CASE WHEN i.returnable THEN d.id ELSE t.other_account_id END,
-                             t.account_id, i.quantity * i.unit_price)::ledger.line ORDER BY i.line_no)
-          INTO v_lines
+        SELECT array_agg(ROW(t.other_account_id, t.account_id, i.quantity * i.unit_price)::ledger.line ORDER BY i.line_no),
+               bool_or(i.returnable)
+          INTO v_lines, v_returnable
           FROM ledger.item i
-          LEFT JOIN ledger.account d ON i.returnable AND d.event_id = t.event_id AND d.kind = 'deposit' AND d.name = 'deposit'
          WHERE i.transaction_id = t.id AND i.quantity * i.unit_price > 0;
+        IF v_returnable THEN
+            v_deposit_account := ledger.system_account(t.event_id, 'deposit', 'deposit');
+            SELECT array_agg(ROW(CASE WHEN i.returnable THEN v_deposit_account ELSE t.other_account_id END,
+                                 t.account_id, i.quantity * i.unit_price)::ledger.line ORDER BY i.line_no)
+              INTO v_lines
+              FROM ledger.item i
+             WHERE i.transaction_id = t.id AND i.quantity * i.unit_price > 0;
+        END IF;
         v_lines := coalesce(v_lines, ARRAY[ROW(t.other_account_id, t.account_id, t.amount)::ledger.line]);
     WHEN 'topup' THEN
         v_lines := ARRAY[ROW(t.account_id, t.other_account_id, t.amount)::ledger.line];
@@ -318,7 +380,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION ledger.apply_to_customer(p_tx_id bigint, p_account_id bigint, p_delta bigint,
                                                     p_allow_overdraft boolean, p_release bigint DEFAULT 0)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql AS $$
 -- Moves the running balance of one customer account by p_delta (its side of a transaction's lines) and releases
 -- p_release of its held amount, in one UPDATE; money arriving makes a new tag active. Raises insufficient-balance when a debit would take it below what is available, unless p_allow_overdraft:
 -- then it is booked anyway (the tag was already charged) and a negative balance is flagged in ledger.overdraft.
@@ -331,7 +393,7 @@ BEGIN
     IF p_delta >= 0 THEN
         -- Money arriving on a tag that was never topped up makes it active (cash, card, online, transfer).
         UPDATE ledger.tag SET status = 'active' WHERE account_id = p_account_id AND status = 'new';
-        RETURN;
+        RETURN v_balance;
     END IF;
     IF p_allow_overdraft THEN
         IF v_balance < 0 THEN
@@ -343,11 +405,12 @@ BEGIN
                             format('available %s is short by %s', v_balance - v_held - p_delta, v_held - v_balance),
                             jsonb_build_object('available', v_balance - v_held - p_delta));
     END IF;
+    RETURN v_balance;
 END
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.book(t ledger.transaction, p_allow_overdraft boolean, p_release bigint DEFAULT 0)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql AS $$
 -- Books the lines of a committed transaction and moves the running balance of the customer account(s) it touches
 -- (account_id, and other_account_id for a transfer), releasing p_release of account_id's hold in the same UPDATE;
 -- see ledger.apply_to_customer for the overdraft rule.
@@ -368,18 +431,18 @@ BEGIN
                                   WHEN l.credit = t.other_account_id THEN -l.amount ELSE 0 END;
     END LOOP;
     IF t.type = 'transfer' THEN
-        PERFORM ledger.apply_to_customer(t.id, t.other_account_id, v_other, p_allow_overdraft);
+        v_other := ledger.apply_to_customer(t.id, t.other_account_id, v_other, p_allow_overdraft);
     ELSE
         -- Every committed transaction is booked exactly once, here: a receipt (all but transfers) is to be signed.
-        PERFORM ledger.enqueue('tse', ledger.tse_client_id(t.assignment_id), t.id);
+        v_other := ledger.enqueue('tse', ledger.tse_client_id(t.assignment_id), t.id);
     END IF;
-    PERFORM ledger.apply_to_customer(t.id, t.account_id, v_own, p_allow_overdraft, p_release);
+    RETURN ledger.apply_to_customer(t.id, t.account_id, v_own, p_allow_overdraft, p_release);
 END
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.add_items(p_tx_id bigint, p_event_id bigint, p_items jsonb, p_amount bigint,
                                             p_returnable_only boolean DEFAULT false)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS integer LANGUAGE plpgsql AS $$
 -- Stores the items of a transaction with each product's name, price and VAT rate as sold now.
 -- Raises validation, unknown-product, price-mismatch, or amount-mismatch when p_amount is not their sum.
 DECLARE
@@ -394,7 +457,9 @@ BEGIN
        OR jsonb_array_length(p_items) > 100 THEN
         PERFORM ledger.fail('validation', 'items must be a list of 1 to 100 items', '{"field": "items"}');
     END IF;
-    FOR v_item IN SELECT jsonb_array_elements(p_items) LOOP
+    -- Walked by index, not FOR ... IN SELECT jsonb_array_elements(): a query loop opens a cursor per call.
+    FOR i IN 0 .. jsonb_array_length(p_items) - 1 LOOP
+        v_item := p_items -> i;
         v_no := v_no + 1;
         IF jsonb_typeof(v_item) <> 'object' THEN
             PERFORM ledger.fail('validation', format('item %s is not an object', v_no), '{"field": "items"}');
@@ -425,6 +490,7 @@ BEGIN
         PERFORM ledger.fail('amount-mismatch', format('the items add up to %s, not %s', v_total, p_amount),
                             jsonb_build_object('items_total', v_total, 'amount', p_amount));
     END IF;
+    RETURN v_no;
 END
 $$;
 

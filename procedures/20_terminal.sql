@@ -5,9 +5,9 @@ SET LOCAL ROLE festpay_owner;
 
 CREATE OR REPLACE FUNCTION ledger.same_request(t ledger.transaction, p_type ledger.tx_type, p_account_id bigint,
                                                p_amount bigint, p_payment text DEFAULT NULL)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS ledger.transaction LANGUAGE plpgsql AS $$
 -- Checks that a repeated terminal transaction number carries the same request as the first time.
--- Raises idempotency-conflict when type, customer, amount or (when given) payment method differ.
+-- Returns t; raises idempotency-conflict when type, customer, amount or (when given) payment method differ.
 BEGIN
     IF t.type <> p_type OR t.account_id <> p_account_id OR t.amount <> p_amount
        OR (p_payment IS NOT NULL AND t.payment::text IS DISTINCT FROM p_payment) THEN
@@ -15,6 +15,7 @@ BEGIN
             format('terminal transaction %s was first sent as %s of %s', t.terminal_tx_number, t.type, t.amount),
             jsonb_build_object('transaction_id', t.id, 'state', t.state));
     END IF;
+    RETURN t;
 END
 $$;
 
@@ -42,9 +43,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- transaction. Raises insufficient-balance (detail: available), tag-blocked, tag-not-active, validation, ...
 DECLARE
     ctx record := ledger.terminal_context(p_assignment_id, 'sale');
-    v_tag ledger.tag := ledger.find_tag(ctx.event_id, p_uid);
-    v_account ledger.account := ledger.lock_account(v_tag.account_id);
+    c record := ledger.lock_tag(ctx.event_id, p_uid);
+    v_tag ledger.tag := c.tag;
+    v_account ledger.account := c.account;
     t ledger.transaction := ledger.terminal_tx(p_assignment_id, ledger.positive(p_terminal_tx_number, 'terminal_tx_number'));
+    v_items integer;
 BEGIN
     IF t.id IS NOT NULL THEN
         PERFORM ledger.same_request(t, 'purchase', v_tag.account_id, p_amount);
@@ -57,7 +60,7 @@ BEGIN
     ELSIF v_tag.status = 'new' THEN
         PERFORM ledger.fail('tag-not-active', format('tag %s has never been topped up', v_tag.uid), jsonb_build_object('uid', v_tag.uid));
     END IF;
-    PERFORM ledger.positive(p_amount, 'amount');
+    p_amount := ledger.positive(p_amount, 'amount');
     IF v_account.balance - v_account.held < p_amount THEN
         PERFORM ledger.fail('insufficient-balance',
             format('available %s, needed %s', v_account.balance - v_account.held, p_amount),
@@ -68,7 +71,7 @@ BEGIN
         p_held => p_amount, p_tag_id => v_tag.id, p_tag_tx_number => ledger.tag_number(p_tag_tx_number),
         p_assignment_id => p_assignment_id, p_terminal_tx_number => p_terminal_tx_number,
         p_expires_at => now() + ctx.reserve_timeout);
-    PERFORM ledger.add_items(transaction_id, ctx.event_id, p_items, p_amount);
+    v_items := ledger.add_items(transaction_id, ctx.event_id, p_items, p_amount);
     state := 'ReservePending';
     available := v_account.balance - v_account.held - p_amount;
     expires_at := now() + ctx.reserve_timeout;
@@ -78,8 +81,9 @@ COMMENT ON FUNCTION api.reserve IS
     'Reserves a purchase at checkout (ReservePending). Returns transaction_id, state, available, expires_at; repeats return the same transaction.';
 
 CREATE OR REPLACE FUNCTION ledger.replicate_one(p_assignment_id bigint, p_event_id bigint,
-                                                p_merchant_account_id bigint, p_entry jsonb)
-RETURNS TABLE (terminal_tx_number bigint, transaction_id bigint, state text, outcome text, problem text)
+                                                p_merchant_account_id bigint, p_entry jsonb,
+                                                OUT terminal_tx_number bigint, OUT transaction_id bigint,
+                                                OUT state text, OUT outcome text, OUT problem text)
 LANGUAGE plpgsql AS $$
 -- Applies one replicated terminal transaction (Committed, Aborted or TerminalConfirmUnknown) per SPEC 5.
 -- Returns its outcome: booked, duplicate, or rejected with problem invalid-transition (violation logged);
@@ -91,6 +95,8 @@ DECLARE
     v_type text := coalesce(p_entry ->> 'type', 'purchase');
     v_amount bigint := ledger.positive(ledger.json_int(p_entry, 'amount'), 'amount');
     v_tag ledger.tag;
+    c record;
+    v_items integer;
     t ledger.transaction;
     v_target ledger.tx_state;
     v_result text;
@@ -104,8 +110,8 @@ BEGIN
         PERFORM ledger.fail('validation', 'type must be purchase, topup, refund or deposit_return', '{"field": "type"}');
     END IF;
     v_time := ledger.json_time(p_entry, 'time');
-    v_tag := ledger.find_tag(p_event_id, p_entry ->> 'uid', true);
-    PERFORM ledger.lock_account(v_tag.account_id);
+    c := ledger.lock_tag(p_event_id, p_entry ->> 'uid', true);
+    v_tag := c.tag;
     t := ledger.terminal_tx(p_assignment_id, v_number);
 
     IF t.id IS NULL THEN
@@ -120,18 +126,17 @@ BEGIN
             p_event_id, 'purchase', v_state::ledger.tx_state, v_tag.account_id, p_merchant_account_id, v_amount,
             p_tag_id => v_tag.id, p_tag_tx_number => ledger.tag_number(ledger.json_int(p_entry, 'tag_tx_number', false)),
             p_assignment_id => p_assignment_id, p_terminal_tx_number => v_number, p_terminal_time => v_time);
-        PERFORM ledger.add_items(transaction_id, p_event_id, p_entry -> 'items', v_amount);
+        v_items := ledger.add_items(transaction_id, p_event_id, p_entry -> 'items', v_amount);
         IF v_state = 'Committed' THEN
             -- The tag was charged offline: book it even if it overdraws (flagged for review).
             PERFORM ledger.book(x, true) FROM ledger.transaction x WHERE x.id = transaction_id;
         END IF;
         state := v_state; outcome := 'booked';
-        RETURN NEXT;
         RETURN;
     END IF;
 
     transaction_id := t.id;
-    PERFORM ledger.same_request(t, v_type::ledger.tx_type, v_tag.account_id, v_amount);
+    t := ledger.same_request(t, v_type::ledger.tx_type, v_tag.account_id, v_amount);
     v_target := v_state::ledger.tx_state;
     IF v_target = 'TerminalConfirmUnknown' AND t.state = 'Reserve' THEN
         v_target := 'Committed';          -- uploaded tag data already proved the charge
@@ -140,22 +145,20 @@ BEGIN
     END IF;
     IF t.state = v_target THEN
         state := t.state; outcome := 'duplicate';
-        RETURN NEXT;
         RETURN;
     END IF;
-    IF v_target = 'Committed' AND p_entry ? 'items' AND t.type = 'purchase' THEN
-        -- A Reserve made from tag data has no items yet: the replication brings them.
+    IF v_target = 'Committed' AND p_entry ? 'items' AND t.type = 'purchase' AND t.state <> 'ReservePending' THEN
+        -- A Reserve made from tag data has no items yet: the replication brings them. (An online reserve has them.)
         IF NOT EXISTS (SELECT FROM ledger.item i WHERE i.transaction_id = t.id) THEN
-            PERFORM ledger.add_items(t.id, p_event_id, p_entry -> 'items', v_amount);
+            v_items := ledger.add_items(t.id, p_event_id, p_entry -> 'items', v_amount);
         END IF;
     END IF;
-    v_result := ledger.set_state(t.id, v_target, v_actor, p_entry, true);
+    v_result := ledger.set_state(t, v_target, v_actor, p_entry, true);
     IF v_result = 'invalid' THEN
         state := t.state; outcome := 'rejected'; problem := 'invalid-transition';
     ELSE
         state := v_target; outcome := 'booked';
     END IF;
-    RETURN NEXT;
 END
 $$;
 
@@ -173,12 +176,13 @@ BEGIN
     IF p_transactions IS NULL OR jsonb_typeof(p_transactions) <> 'array' OR jsonb_array_length(p_transactions) > 500 THEN
         PERFORM ledger.fail('validation', 'transactions must be a list of at most 500 entries', '{"field": "transactions"}');
     END IF;
-    FOR v_entry IN SELECT jsonb_array_elements(p_transactions) LOOP
+    FOR i IN 0 .. jsonb_array_length(p_transactions) - 1 LOOP      -- by index: a query loop opens a cursor
+        v_entry := p_transactions -> i;
         BEGIN
             IF jsonb_typeof(v_entry) <> 'object' THEN
                 PERFORM ledger.fail('validation', 'each transaction must be an object', '{"field": "transactions"}');
             END IF;
-            SELECT * INTO r FROM ledger.replicate_one(p_assignment_id, ctx.event_id, ctx.merchant_account_id, v_entry);
+            r := ledger.replicate_one(p_assignment_id, ctx.event_id, ctx.merchant_account_id, v_entry);
             terminal_tx_number := r.terminal_tx_number; transaction_id := r.transaction_id;
             state := r.state; outcome := r.outcome; problem := r.problem;
         EXCEPTION WHEN OTHERS THEN

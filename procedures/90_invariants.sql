@@ -7,7 +7,8 @@ RETURNS TABLE (invariant text, event_id bigint, subject text, detail text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Checks every invariant of the ledger: balances sum to 0 per event, running balances match the lines, no customer
 -- below zero without an overdraft flag, held amounts match open reserves, lines exist exactly for committed transactions
--- and match their amounts, and every reference that has no foreign key (hot parents) exists within the event.
+-- and match their amounts, and every reference that has no foreign key (hot parents, the purchase path) exists within
+-- the event.
 -- Returns one row per broken invariant; no rows means healthy.
     WITH line_sums AS (
         SELECT account_id, sum(amount)::bigint AS balance
@@ -67,13 +68,23 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
                       AND (d.event_id IS DISTINCT FROM t.event_id OR c.event_id IS DISTINCT FROM t.event_id))
     UNION ALL
     SELECT 'references-exist', t.event_id, 'transaction ' || t.id,
-           'event, counterparty account or assignment missing, or of another event'
+           'event, customer or counterparty account, assignment or tag missing, or of another event'
       FROM ledger.transaction t
+      LEFT JOIN ledger.account c ON c.id = t.account_id
       LEFT JOIN ledger.account o ON o.id = t.other_account_id
       LEFT JOIN ledger.assignment a ON a.id = t.assignment_id
+      LEFT JOIN ledger.tag g ON g.id = t.tag_id
      WHERE NOT EXISTS (SELECT FROM ledger.event e WHERE e.id = t.event_id)
+        OR c.event_id IS DISTINCT FROM t.event_id
         OR o.event_id IS DISTINCT FROM t.event_id
         OR (t.assignment_id IS NOT NULL AND a.event_id IS DISTINCT FROM t.event_id)
+        OR (t.tag_id IS NOT NULL AND g.event_id IS DISTINCT FROM t.event_id)
+    UNION ALL
+    SELECT 'references-exist', NULL, format('%s of transaction %s', x.what, x.transaction_id), 'no such transaction'
+      FROM (SELECT DISTINCT 'booking line' AS what, b.transaction_id FROM ledger.booking b
+            UNION SELECT 'item', i.transaction_id FROM ledger.item i
+            UNION SELECT 'outbox row', o.transaction_id FROM ledger.outbox o) x
+     WHERE NOT EXISTS (SELECT FROM ledger.transaction t WHERE t.id = x.transaction_id)
     UNION ALL
     SELECT 'references-exist', t.event_id, 'transaction ' || t.id, format('item %s sells product %s of no such event', i.line_no, i.product_id)
       FROM ledger.item i JOIN ledger.transaction t ON t.id = i.transaction_id

@@ -4,16 +4,20 @@ SET ROLE festpay_owner;
 
 -- No foreign keys to hot parents (event_id, other_account_id, assignment_id here; item.product_id; booking's
 -- accounts): a foreign key check takes a KEY SHARE lock on the referenced row, and on a row every sale touches
--- (the event, a merchant or top-up account, a product) concurrent lockers pile up MultiXacts. Those references are
--- only written by ledger functions that looked the rows up, and api.check_invariants() proves they exist.
+-- (the event, a merchant or top-up account, a product) concurrent lockers pile up MultiXacts. Nor on the purchase
+-- path (account_id and tag_id here; the transaction_id of items, booking lines and outbox rows): each check is a
+-- query and a row lock per inserted row (the tag's a WAL record and a dirtied page per reserve), and transactions and
+-- tags are never deleted (schema/70_append_only.sql; a customer account is kept by its tag's foreign key). Those
+-- references are only written by ledger functions that have just read or written the rows, and
+-- api.check_invariants() proves they exist.
 CREATE TABLE ledger.transaction (
     id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     event_id           bigint NOT NULL,
     type               ledger.tx_type NOT NULL,
     state              ledger.tx_state NOT NULL,
-    account_id         bigint NOT NULL REFERENCES ledger.account,
+    account_id         bigint NOT NULL,
     other_account_id   bigint NOT NULL,
-    tag_id             bigint REFERENCES ledger.tag,
+    tag_id             bigint,
     tag_tx_number      integer CHECK (tag_tx_number >= 0),
     assignment_id      bigint,
     terminal_tx_number bigint CHECK (terminal_tx_number > 0),
@@ -42,7 +46,7 @@ CREATE INDEX transaction_unknown_by_tag ON ledger.transaction (tag_id) WHERE sta
 CREATE INDEX transaction_linked ON ledger.transaction (linked_id) WHERE linked_id IS NOT NULL;
 
 CREATE TABLE ledger.item (
-    transaction_id bigint NOT NULL REFERENCES ledger.transaction,
+    transaction_id bigint NOT NULL,    -- no foreign key: see ledger.transaction
     line_no        smallint NOT NULL CHECK (line_no > 0),
     product_id     bigint NOT NULL,
     name           text NOT NULL,

@@ -3,7 +3,7 @@
 SET ROLE festpay_owner;
 
 CREATE TABLE ledger.booking (
-    transaction_id    bigint NOT NULL REFERENCES ledger.transaction,
+    transaction_id    bigint NOT NULL,   -- no foreign key: see ledger.transaction
     line_no           smallint NOT NULL CHECK (line_no > 0),
     debit_account_id  bigint NOT NULL,   -- no foreign key: see ledger.transaction; checked by api.check_invariants()
     credit_account_id bigint NOT NULL,

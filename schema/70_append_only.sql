@@ -1,4 +1,5 @@
--- Append-only enforcement: booking lines, items and audit records refuse UPDATE, DELETE and TRUNCATE, for every role.
+-- Append-only enforcement: booking lines, items and audit records refuse UPDATE, DELETE and TRUNCATE, for every role;
+-- transactions and tags change but are never deleted (rows of other tables refer to them without foreign keys).
 
 SET ROLE festpay_owner;
 
@@ -23,6 +24,14 @@ CREATE TRIGGER item_no_truncate BEFORE TRUNCATE ON ledger.item
 CREATE TRIGGER violation_append_only BEFORE UPDATE OR DELETE ON ledger.violation
     FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change();
 CREATE TRIGGER violation_no_truncate BEFORE TRUNCATE ON ledger.violation
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger.refuse_change();
+CREATE TRIGGER transaction_no_delete BEFORE DELETE ON ledger.transaction
+    FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change();
+CREATE TRIGGER transaction_no_truncate BEFORE TRUNCATE ON ledger.transaction
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger.refuse_change();
+CREATE TRIGGER tag_no_delete BEFORE DELETE ON ledger.tag
+    FOR EACH ROW EXECUTE FUNCTION ledger.refuse_change();
+CREATE TRIGGER tag_no_truncate BEFORE TRUNCATE ON ledger.tag
     FOR EACH STATEMENT EXECUTE FUNCTION ledger.refuse_change();
 
 RESET ROLE;

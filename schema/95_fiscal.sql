@@ -11,7 +11,7 @@ CREATE TABLE ledger.outbox (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     topic          text NOT NULL CHECK (topic ~ '^[a-z][a-z0-9-]*$'),
     ordering_key   text NOT NULL CHECK (length(ordering_key) BETWEEN 1 AND 100),
-    transaction_id bigint NOT NULL REFERENCES ledger.transaction,
+    transaction_id bigint NOT NULL,    -- no foreign key: see ledger.transaction
     created_at     timestamptz NOT NULL DEFAULT now(),
     attempts       integer NOT NULL DEFAULT 0,
     retry_at       timestamptz,

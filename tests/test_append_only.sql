@@ -1,7 +1,9 @@
 -- Append-only records: booking lines, sold items and the violation log refuse UPDATE, DELETE and TRUNCATE (FP050),
--- even for the superuser and for festpay_owner, the owner of the tables.
+-- even for the superuser and for festpay_owner, the owner of the tables; transactions and tags are never deleted
+-- (items, booking lines and outbox rows refer to their transaction without a foreign key), and a reference that
+-- dangles all the same is reported by api.check_invariants().
 BEGIN;
-SELECT plan(29);
+SELECT plan(36);
 
 -- ---------------------------------------------------------------- fixtures: one purchase with lines and items, one violation
 INSERT INTO test.ctx SELECT 'e', test.event('pgTAP append-only');
@@ -78,6 +80,37 @@ SELECT lives_ok($$INSERT INTO ledger.violation (actor, reason) VALUES ('pgTAP', 
                 'appending to the violation log still works');
 SELECT is(test.balance(test.e(), 'BEEF0001'), 4350::bigint, 'the customer balance is unchanged');
 SELECT is_empty($$SELECT * FROM api.check_invariants()$$, 'invariants hold');
+
+-- ---------------------------------------------------------------- transactions and tags are never deleted
+SELECT throws_ok($$DELETE FROM ledger.transaction WHERE id = test.v('purchase')$$,
+                 'FP050', 'transaction is append-only: DELETE refused', 'superuser: DELETE of a transaction refused');
+SELECT throws_ok($$TRUNCATE ledger.transaction CASCADE$$, 'FP050', NULL, 'superuser: TRUNCATE of ledger.transaction refused');
+SELECT throws_ok($$DELETE FROM ledger.tag WHERE uid = 'BEEF0001'$$,
+                 'FP050', 'tag is append-only: DELETE refused', 'superuser: DELETE of a tag refused');
+SELECT throws_ok($$TRUNCATE ledger.tag CASCADE$$, 'FP050', NULL, 'superuser: TRUNCATE of ledger.tag refused');
+
+-- ---------------------------------------------------------------- a dangling reference is reported
+SAVEPOINT dangling;
+ALTER TABLE ledger.transaction DISABLE TRIGGER transaction_no_delete;
+DELETE FROM ledger.tse_signature WHERE transaction_id = test.v('purchase');
+DELETE FROM ledger.overdraft WHERE transaction_id = test.v('purchase');
+DELETE FROM ledger.transaction WHERE id = test.v('purchase');
+SELECT results_eq(
+    $$SELECT invariant, subject, detail FROM api.check_invariants() WHERE invariant = 'references-exist' ORDER BY subject$$,
+    format($$VALUES ('references-exist'::text, 'booking line of transaction %1$s'::text, 'no such transaction'::text),
+                    ('references-exist', 'item of transaction %1$s', 'no such transaction'),
+                    ('references-exist', 'outbox row of transaction %1$s', 'no such transaction')$$, test.v('purchase')),
+    'a transaction removed behind the triggers'' back: its booking lines, items and outbox row are reported');
+ROLLBACK TO SAVEPOINT dangling;
+SAVEPOINT dangling;
+ALTER TABLE ledger.tag DISABLE TRIGGER tag_no_delete;
+UPDATE ledger.transaction SET tag_id = -1 WHERE id = test.v('purchase');
+SELECT results_eq(
+    $$SELECT invariant, subject FROM api.check_invariants()$$,
+    format($$VALUES ('references-exist'::text, 'transaction %s'::text)$$, test.v('purchase')),
+    'a transaction whose tag does not exist is reported');
+ROLLBACK TO SAVEPOINT dangling;
+SELECT is_empty($$SELECT * FROM api.check_invariants()$$, 'invariants hold again');
 
 SELECT * FROM finish();
 ROLLBACK;
