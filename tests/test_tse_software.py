@@ -14,12 +14,14 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from python_gateway.tse import TSE, SoftwareTSE, TseRequestError, TseUnavailable
+from python_gateway.tse.interface import SignedLog
 from python_gateway.tse import logmessage
 from python_gateway.tse.software import LOG_FILE
 from python_gateway.tse.verify import VerificationError, verify_fields, verify_log_file, verify_qr
@@ -131,7 +133,9 @@ def test_key_file_is_private_and_persistent(tmp_path: Path) -> None:
         assert t.public_key == key
 
 
-def test_crash_before_the_signature_skips_a_counter_never_repeats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_before_the_signature_is_stored_releases_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The log store is the truth: a signature that never reached it was never handed out, so its counter is given
+    # out again (once) -- no released counter repeats, none goes back.
     directory = tmp_path / "tse"
     with SoftwareTSE(directory) as t:
         t.register_client(CLIENT)
@@ -147,7 +151,7 @@ def test_crash_before_the_signature_skips_a_counter_never_repeats(tmp_path: Path
     monkeypatch.undo()
     with SoftwareTSE(directory) as t:
         signed = t.finish_transaction(CLIENT, number, TYPE, beleg(100))  # still open: finish it now
-        assert signed.signature_counter == before + 2
+        assert signed.signature_counter == before + 1
         verify_qr(signed.qr_code())
 
 
@@ -314,7 +318,8 @@ def test_crash_before_a_start_signature_leaves_no_open_transaction(
         with pytest.raises(TseRequestError):
             t.finish_transaction(CLIENT, 1, TYPE, beleg(1))  # never started: no Start log exists
         signed = sell(t, 1)
-        assert (signed.transaction_number, signed.signature_counter) == (2, 3)
+        # Number 1 stays used (closing wrote a checkpoint); its start signature never existed, so no counter gap.
+        assert (signed.transaction_number, signed.signature_counter) == (2, 2)
 
 
 def test_corrupt_complete_record_is_not_silently_dropped(tmp_path: Path) -> None:
@@ -333,3 +338,57 @@ def test_corrupt_complete_record_is_not_silently_dropped(tmp_path: Path) -> None
     except TseError:
         pass
     assert (directory / LOG_FILE).read_bytes() == bytes(data)
+
+
+def test_recovers_from_the_log_store_without_a_checkpoint(tmp_path: Path) -> None:
+    # A crash (no close, so no checkpoint) after released signatures: opening again counts them in from logs.der,
+    # open transactions included, and goes on without repeating a counter.
+    directory = tmp_path / "tse"
+    t = SoftwareTSE(directory)
+    t.register_client(CLIENT)
+    sold = [sell(t, 100 + i) for i in range(3)]
+    open_number = t.start_transaction(CLIENT, TYPE, "")
+    state_before = (directory / "state.json").read_bytes()
+    os.close(t._log_fd)  # the process dies: no checkpoint, the flock goes with it
+    os.close(t._lock_fd)
+    assert (directory / "state.json").read_bytes() == state_before
+    with SoftwareTSE(directory) as again:
+        health = again.health()
+        assert (health["transaction_number"], health["signature_counter"], health["open_transactions"]) == (4, 7, 1)
+        signed = again.finish_transaction(CLIENT, open_number, TYPE, beleg(7))
+        assert signed.signature_counter == 8
+        assert again.finish_transaction(CLIENT, sold[1].transaction_number, TYPE, beleg(101)) == sold[1]
+
+
+def test_concurrent_callers_share_fsyncs_and_get_distinct_counters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with SoftwareTSE(tmp_path / "tse") as t:
+        t.register_client(CLIENT)
+        fsyncs = 0
+        real_fsync = os.fsync
+
+        def counting_fsync(fd: int) -> None:
+            nonlocal fsyncs
+            fsyncs += 1
+            time.sleep(0.002)  # a slow disk: concurrent callers pile up behind one fsync
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", counting_fsync)
+        results: list[SignedLog] = []
+        lock = threading.Lock()
+
+        def work(i: int) -> None:
+            signed = sell(t, 1000 + i)
+            with lock:
+                results.append(signed)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        counters = {r.signature_counter for r in results}
+        assert len(counters) == 16 and counters <= set(range(1, 33))  # starts and finishes interleave
+        assert t.health()["signature_counter"] == 32
+        assert fsyncs < 32  # 32 signatures, fewer fsyncs: they were shared
+        for r in results:
+            verify_qr(r.qr_code())

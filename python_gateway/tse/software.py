@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
 import stat
 import tarfile
@@ -42,6 +43,8 @@ LOG_FILE = "logs.der"
 LOCK_FILE = "lock"
 _SCALAR = 48
 
+log = logging.getLogger("festpay.tse")
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -63,16 +66,26 @@ def _iter_records(data: bytes, start: int = 0) -> Iterator[tuple[int, bytes]]:
         pos = end
 
 
+CHECKPOINT_EVERY = 1000   # signatures between two writes of state.json (bounds the log scan when opening)
+
+
 class SoftwareTSE:
     """A software TSE in ``directory``: ``private_key.pem`` (0600), ``state.json``, ``logs.der``, ``lock``.
 
-    Every signature first reserves its counter in ``state.json`` (fsync'd), then is appended to ``logs.der`` (fsync'd).
+    ``logs.der`` is the truth: a signature is handed out only after its log record is appended and fsync'd, so the
+    highest transaction number and signature counter in the store are the highest ever released, and opening the TSE
+    counts in every record past the last checkpoint (``state.json``: counters, clients, open transactions and the log
+    offset they cover; written on client registration, every CHECKPOINT_EVERY signatures and on close). A crash
+    before the fsync loses a signature nobody has seen, whose numbers are then given out again: counters never repeat
+    among released signatures and never go back. Signing is serialised (one mutex); the fsync is not: callers that
+    signed meanwhile share one (group commit), which is what lets several relay workers sign in parallel.
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
         self.directory = Path(directory)
         self._clock = clock
-        self._mutex = threading.Lock()
+        self._mutex = threading.Lock()        # counters, open transactions, appends
+        self._flush_lock = threading.Lock()   # one fsync of logs.der at a time; see _flush
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -88,6 +101,8 @@ class SoftwareTSE:
             self._serial = hashlib.sha256(self._public_key).digest()
             self._load_state()
             self._log_fd = os.open(self.directory / LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._flushed = self._log_size
+            self._checkpoint_counter = self._counter
             _fsync_dir(self.directory)
         except BaseException:
             self.close()
@@ -98,9 +113,15 @@ class SoftwareTSE:
     def close(self) -> None:
         """Release the directory lock and close files.
 
-        The object is unusable afterwards; a new one may open the directory.
+        The object is unusable afterwards; a new one may open the directory. Writes a checkpoint first (best effort:
+        opening again recovers from the log store without one).
         """
         if getattr(self, "_log_fd", -1) >= 0:
+            try:
+                with self._mutex:
+                    self._save_state()
+            except OSError as err:
+                log.warning("TSE %s: no checkpoint on close: %s", self.directory, err)
             os.close(self._log_fd)
             self._log_fd = -1
         if self._lock_fd >= 0:
@@ -138,9 +159,9 @@ class SoftwareTSE:
         return key
 
     def _load_state(self) -> None:
-        """Read ``state.json`` and reconcile it with the tail of ``logs.der`` after a crash.
+        """Read the checkpoint ``state.json`` and count in every record of ``logs.der`` past it.
 
-        A torn last append is cut off; a complete one past the state's offset is counted in.
+        A torn last append (a crash before its fsync) is cut off: that signature was never released.
         """
         path = self.directory / STATE_FILE
         state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
@@ -157,7 +178,7 @@ class SoftwareTSE:
             raise TseError(f"{log_path} is shorter than recorded: signed logs are missing")
         good = offset
         try:
-            for pos, raw in _iter_records(data, offset):  # at most the one record reserved last
+            for pos, raw in _iter_records(data, offset):
                 try:
                     rec = decode_log_file(raw)
                 except (der.DerError, ValueError) as err:
@@ -165,7 +186,9 @@ class SoftwareTSE:
                 self._counter = max(self._counter, rec.signature_counter)
                 self._tx = max(self._tx, rec.transaction_number)
                 self._last_log_time = max(self._last_log_time, rec.log_time)
-                if rec.operation_type == FINISH:
+                if rec.operation_type == START:
+                    self._open[rec.transaction_number] = {"client_id": rec.client_id, "start_time": rec.log_time}
+                elif rec.operation_type == FINISH:
                     self._open.pop(rec.transaction_number, None)
                 good = pos + len(raw)
         except der.DerTruncated:
@@ -173,7 +196,8 @@ class SoftwareTSE:
         except der.DerError as err:
             raise TseError(f"{log_path}: corrupt data at byte {good}: {err}") from err
         if good == offset and self._pending.get("operation_type") == START:
-            self._open.pop(int(self._pending["transaction_number"]), None)  # reserved, never signed: not started
+            # A checkpoint of an older version, written when a start was reserved but not yet signed: not started.
+            self._open.pop(int(self._pending["transaction_number"]), None)
         if good < len(data):
             with open(log_path, "r+b") as f:
                 f.truncate(good)
@@ -181,10 +205,15 @@ class SoftwareTSE:
         self._log_size = good
 
     def _save_state(self) -> None:
-        """Write the state atomically and durably (tmp file, fsync, rename, fsync directory).
+        """Write a checkpoint atomically and durably (tmp file, fsync, rename, fsync directory).
 
-        Called before every signature, so a crash can skip a counter but never repeat one.
+        The caller holds the mutex. The log store is fsync'd first: the checkpoint covers every record appended so far.
         """
+        if self._log_fd >= 0 and self._flushed < self._log_size:
+            os.fsync(self._log_fd)
+            self._flushed = self._log_size
+        self._checkpoint_counter = self._counter
+        self._pending = {}
         state = {
             "transaction_number": self._tx,
             "signature_counter": self._counter,
@@ -226,14 +255,12 @@ class SoftwareTSE:
         process_data: str,
         log_time: int,
         start_time: int,
-    ) -> SignedLog:
-        """Reserve the next signature counter durably, then sign, append and fsync the log message.
+    ) -> tuple[SignedLog, int]:
+        """Take the next signature counter, sign and append the log message (not yet fsync'd: see :meth:`_flush`).
 
-        The caller holds the mutex and has already updated the in-memory transaction state.
+        The caller holds the mutex and has already updated the in-memory transaction state. Returns the signed log and
+        the end offset of its record, which must be flushed before the signature is handed out.
         """
-        self._counter += 1
-        self._pending = {"operation_type": operation_type, "transaction_number": number}
-        self._save_state()  # the counter is on disk before any signature with it exists
         message = encode_transaction_log(
             operation_type=operation_type,
             client_id=client_id,
@@ -241,7 +268,7 @@ class SoftwareTSE:
             process_type=process_type,
             transaction_number=number,
             serial_number=self._serial,
-            signature_counter=self._counter,
+            signature_counter=self._counter + 1,
             log_time=log_time,
         )
         signature = self._sign_raw(message)
@@ -250,12 +277,12 @@ class SoftwareTSE:
             view = memoryview(record)
             while view:
                 view = view[os.write(self._log_fd, view) :]
-            os.fsync(self._log_fd)
         except OSError as err:  # e.g. disk full: cut off a partial record, release nothing
             os.ftruncate(self._log_fd, self._log_size)
             raise TseUnavailable(f"cannot store the signed log: {err}") from err
+        self._counter += 1
         self._log_size += len(record)
-        return SignedLog(
+        signed = SignedLog(
             operation_type=operation_type,
             client_id=client_id,
             process_type=process_type,
@@ -269,6 +296,25 @@ class SoftwareTSE:
             public_key=self._public_key,
             message=message,
         )
+        return signed, self._log_size
+
+    def _flush(self, end: int) -> None:
+        """Make the log store durable up to offset ``end`` (group commit): one fsync covers every record appended
+        before it began, so a caller whose record a concurrent fsync already covered does not fsync again. The caller
+        does NOT hold the mutex (others keep signing meanwhile); every CHECKPOINT_EVERY signatures a checkpoint follows.
+        """
+        with self._flush_lock:
+            if self._flushed < end:
+                target = self._log_size        # everything appended so far (>= end)
+                try:
+                    os.fsync(self._log_fd)
+                except OSError as err:
+                    raise TseUnavailable(f"cannot store the signed log: {err}") from err
+                self._flushed = max(self._flushed, target)
+        if self._counter - self._checkpoint_counter >= CHECKPOINT_EVERY:
+            with self._mutex:
+                if self._counter - self._checkpoint_counter >= CHECKPOINT_EVERY:
+                    self._save_state()
 
     # ---- the TSE interface -----------------------------------------------------------------
 
@@ -303,7 +349,7 @@ class SoftwareTSE:
     def start_transaction(self, client_id: str, process_type: str, process_data: str) -> int:
         """Start a transaction: sign its StartTransaction log and return its new transaction number.
 
-        Transaction number and signature counter are both reserved on disk first.
+        The number is handed out only once its Start log is durable in the log store.
         """
         check_printable("process type", process_type, 100)
         with self._mutex:
@@ -315,11 +361,12 @@ class SoftwareTSE:
             start = self._next_log_time()
             self._open[number] = {"client_id": client_id, "start_time": start}
             try:
-                self._sign(START, client_id, number, process_type, process_data, start, start)
+                _, end = self._sign(START, client_id, number, process_type, process_data, start, start)
             except BaseException:
                 del self._open[number]  # the number stays used; this transaction never started
                 raise
-            return number
+        self._flush(end)
+        return number
 
     def finish_transaction(self, client_id: str, number: int, process_type: str, process_data: str) -> SignedLog:
         """Finish transaction ``number`` and return its signed FinishTransaction log.
@@ -331,13 +378,16 @@ class SoftwareTSE:
             self._check_open()
             tx = self._open.get(number)
             if tx is None:
-                return self._replay_finish(client_id, number, process_type, process_data)
-            if tx["client_id"] != client_id:
-                raise TseRequestError(f"transaction {number} belongs to client {tx['client_id']!r}")
-            log_time = self._next_log_time()
-            signed = self._sign(FINISH, client_id, number, process_type, process_data, log_time, int(tx["start_time"]))
-            del self._open[number]  # on disk with the next state write; recovery re-derives it from logs.der
-            return signed
+                signed, end = self._replay_finish(client_id, number, process_type, process_data), self._log_size
+            else:
+                if tx["client_id"] != client_id:
+                    raise TseRequestError(f"transaction {number} belongs to client {tx['client_id']!r}")
+                log_time = self._next_log_time()
+                signed, end = self._sign(FINISH, client_id, number, process_type, process_data, log_time,
+                                         int(tx["start_time"]))
+                del self._open[number]  # recovery re-derives it from logs.der
+        self._flush(end)  # also a replayed one: its record may still wait for the fsync of a concurrent caller
+        return signed
 
     def _records(self) -> Iterator[LogRecord]:
         data = (self.directory / LOG_FILE).read_bytes()[: self._log_size]
