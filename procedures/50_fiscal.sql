@@ -92,63 +92,60 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ledger.outbox_lock(p_topic text, p_ordering_key text)
-RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
--- The advisory lock key of an ordering key (a till) of a topic.
--- Returns a bigint for pg_advisory_lock and friends.
-    SELECT hashtextextended('outbox:' || p_topic || ':' || p_ordering_key, 0);
-$$;
+-- Claims used an advisory lock per ordering key before ledger.outbox_key; those functions are gone.
+DROP FUNCTION IF EXISTS api.outbox_release(text, text);
+DROP FUNCTION IF EXISTS ledger.holds_lock(bigint);
+DROP FUNCTION IF EXISTS ledger.outbox_lock(text, text);
 
-CREATE OR REPLACE FUNCTION ledger.holds_lock(p_key bigint)
-RETURNS boolean LANGUAGE sql STABLE AS $$
--- Whether this session holds the advisory lock p_key already (advisory locks are re-entrant within a session).
--- Returns true or false.
-    SELECT EXISTS (SELECT FROM pg_catalog.pg_locks l
-                    WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.objsubid = 1 AND l.granted
-                      AND l.classid = ((p_key >> 32) & 4294967295)::bigint::oid
-                      AND l.objid = (p_key & 4294967295)::bigint::oid);
+CREATE OR REPLACE FUNCTION api.outbox_prepare(p_topic text)
+RETURNS integer LANGUAGE sql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- Gives every ordering key (till) with pending requests of p_topic its lock row in ledger.outbox_key, once per key
+-- ever. A relay calls it outside its claim transaction, so no relay waits on another's insert.
+-- Returns the number of keys added.
+    WITH added AS (
+        INSERT INTO ledger.outbox_key (topic, ordering_key)
+        SELECT DISTINCT o.topic, o.ordering_key FROM ledger.outbox o
+         WHERE o.topic = p_topic AND o.done_at IS NULL
+           AND NOT EXISTS (SELECT FROM ledger.outbox_key k WHERE k.topic = o.topic AND k.ordering_key = o.ordering_key)
+        ON CONFLICT DO NOTHING
+        RETURNING 1)
+    SELECT count(*)::integer FROM added;
 $$;
+COMMENT ON FUNCTION api.outbox_prepare IS
+    'Adds the lock rows of ordering keys (tills) with pending requests; call before claiming. Returns how many.';
 
 CREATE OR REPLACE FUNCTION api.outbox_claim(p_topic text, p_limit integer DEFAULT 100)
 RETURNS TABLE (outbox_id bigint, ordering_key text, transaction_id bigint, attempts integer, started jsonb)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- Takes the pending requests of ONE ordering key (a till) whose oldest request is due, in id order, under a session
--- advisory lock that no other relay can get until api.outbox_release (or the session ends). Returns them; no rows
--- when every due key is taken or nothing is due.
+-- Takes ONE ordering key (a till) whose oldest pending request is due, oldest first: locks its ledger.outbox_key row
+-- FOR UPDATE SKIP LOCKED, so no other relay takes that till until the caller's transaction ends (keep it open while
+-- handling; its end, or the session's, gives the till back). Returns the till's pending requests in id order; no
+-- rows when every due till is taken or nothing is due.
 DECLARE
-    k record;
+    v_key text;
 BEGIN
-    FOR k IN
-        SELECT h.ordering_key FROM (
-            SELECT DISTINCT ON (o.ordering_key) o.ordering_key, o.id, o.retry_at
-              FROM ledger.outbox o WHERE o.topic = p_topic AND o.done_at IS NULL
-             ORDER BY o.ordering_key, o.id) h
-         WHERE h.retry_at IS NULL OR h.retry_at <= now()
-         ORDER BY h.id
-    LOOP
-        -- A key this session holds is being handled by it already (the lock would be granted again: re-entrant).
-        IF NOT ledger.holds_lock(ledger.outbox_lock(p_topic, k.ordering_key))
-           AND pg_try_advisory_lock(ledger.outbox_lock(p_topic, k.ordering_key)) THEN
-            RETURN QUERY
-                SELECT o.id, o.ordering_key, o.transaction_id, o.attempts, o.started
-                  FROM ledger.outbox o
-                 WHERE o.topic = p_topic AND o.ordering_key = k.ordering_key AND o.done_at IS NULL
-                 ORDER BY o.id LIMIT p_limit;
-            RETURN;
-        END IF;
-    END LOOP;
+    SELECT k.ordering_key INTO v_key
+      FROM ledger.outbox_key k
+      JOIN LATERAL (SELECT o.id, o.retry_at FROM ledger.outbox o
+                     WHERE o.topic = k.topic AND o.ordering_key = k.ordering_key AND o.done_at IS NULL
+                     ORDER BY o.id LIMIT 1) head ON true
+     WHERE k.topic = p_topic AND (head.retry_at IS NULL OR head.retry_at <= now())
+     ORDER BY head.id
+     LIMIT 1
+       FOR UPDATE OF k SKIP LOCKED;
+    IF v_key IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT o.id, o.ordering_key, o.transaction_id, o.attempts, o.started
+          FROM ledger.outbox o
+         WHERE o.topic = p_topic AND o.ordering_key = v_key AND o.done_at IS NULL
+         ORDER BY o.id LIMIT p_limit;
 END
 $$;
 COMMENT ON FUNCTION api.outbox_claim IS
-    'Takes the due requests of one till (ordering key) for a relay, in order, under an advisory lock. Returns them.';
-
-CREATE OR REPLACE FUNCTION api.outbox_release(p_topic text, p_ordering_key text)
-RETURNS boolean LANGUAGE sql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- Gives back the ordering key a relay took with api.outbox_claim.
--- Returns whether this session held it.
-    SELECT pg_advisory_unlock(ledger.outbox_lock(p_topic, p_ordering_key));
-$$;
-COMMENT ON FUNCTION api.outbox_release IS 'Gives back an ordering key taken by api.outbox_claim.';
+    'Takes the due requests of one till (ordering key) for a relay, in order, locking the till FOR UPDATE SKIP LOCKED '
+    'until the caller''s transaction ends. Returns them.';
 
 CREATE OR REPLACE FUNCTION api.outbox_lag(p_topic text)
 RETURNS TABLE (pending bigint, oldest_ms bigint)

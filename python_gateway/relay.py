@@ -5,16 +5,18 @@ A booking writes a row into ``ledger.outbox`` (a topic, an ordering key, the tra
 
 - logs in as ``festpay_gateway`` (it may only execute ``api`` functions) and LISTENs on ``festpay_outbox``;
 - at start, on every notification and after every poll interval (so a lost notification only delays) drains its
-  topics: ``api.outbox_claim(topic, limit)`` hands it the due requests of ONE ordering key (a till) under a session
-  advisory lock, which the relay handles strictly in order, stopping that key's batch at the first failure (later
-  requests of the till must not overtake it), then ``api.outbox_release``;
-- does so with several workers at once (``workers``, default 4), each with its own database connection, so each
-  holds its own advisory locks and no two workers ever hold one till; it tells the database it sleeps
-  (``api.relay_sleep``) only when no worker found work;
+  topics: ``api.outbox_prepare(topic)`` gives new tills their lock row, then, in a transaction on its claim
+  connection, ``api.outbox_claim(topic, limit)`` locks ONE ordering key (a till) FOR UPDATE SKIP LOCKED and hands
+  over its due requests, which the relay handles strictly in order on its work connection (autocommit: each result
+  is committed at once), stopping that key's batch at the first failure (later requests of the till must not
+  overtake it); ending the claim transaction gives the till back;
+- does so with several workers at once (``workers``, default 4), each with its own two connections, so no two
+  workers (nor two relays) ever hold one till; it tells the database it sleeps (``api.relay_sleep``) only when no
+  worker found work;
 - leaves what a request means to a :class:`Handler` registered for its topic.  Topic ``tse`` is
   :class:`TseHandler` (sign the receipt); payment-status checks and webhooks become handlers of their own topics.
 
-Two relays side by side never handle one request at the same time (the advisory lock per key); for the TSE, the
+Two relays side by side never handle one request at the same time (the row lock per key); for the TSE, the
 started record (``api.tse_started``, committed before finishing) and the TSE's idempotent repeated finish make a
 retry after a crash finish the same TSE transaction, so nothing is signed twice.
 """
@@ -84,9 +86,9 @@ class Relay:
     """Drains the outbox for the registered handlers (one per topic) until :meth:`stop`.
 
     ``database_url`` should log in as festpay_gateway.  ``poll_s`` bounds how long a lost notification or a backoff
-    can delay work; ``batch`` is the claim limit.  ``workers`` concurrent worker tasks, each with its OWN database
-    connection (the advisory lock of a till belongs to a session: that keeps two workers off one till), each
-    draining: claim a till, handle its requests in order, release, repeat.  The relay tells the database it sleeps
+    can delay work; ``batch`` is the claim limit.  ``workers`` concurrent worker tasks, each with its OWN two database
+    connections (claim: the transaction holding a till's lock row; work: the requests, autocommit), each draining:
+    claim a till, handle its requests in order, give it back, repeat.  The relay tells the database it sleeps
     (``api.relay_sleep``) only when no worker found work.
     """
 
@@ -167,13 +169,13 @@ class Relay:
                     await task
 
     async def _worker(self, index: int) -> None:
-        """One worker: its own connection (and so its own advisory locks), draining until stop()."""
+        """One worker: its own claim and work connections, draining until stop()."""
         delay = 0.5
         while not self._stopping:
             try:
-                async with await self._connect() as conn:
+                async with await self._connect() as claim, await self._connect() as conn:
                     delay = 0.5
-                    await self._loop(conn)
+                    await self._loop(claim, conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as err:
                 if self._stopping:
                     break
@@ -188,12 +190,12 @@ class Relay:
                 await self._pause(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
 
-    async def _loop(self, conn: psycopg.AsyncConnection) -> None:
+    async def _loop(self, claim: psycopg.AsyncConnection, conn: psycopg.AsyncConnection) -> None:
         while not self._stopping:
             gen = self._gen
             self._busy += 1
             try:
-                handled = await self.drain(conn)
+                handled = await self.drain(claim, conn)
             finally:
                 self._busy -= 1
             self._round_handled += handled
@@ -256,26 +258,36 @@ class Relay:
 
     # ---- the work --------------------------------------------------------------------------
 
-    async def drain(self, conn: psycopg.AsyncConnection) -> int:
-        """Handle everything due now that no other worker or relay holds, key by key, for every topic, on this
-        connection; returns how many requests were handled."""
+    async def drain(self, claim: psycopg.AsyncConnection, conn: psycopg.AsyncConnection) -> int:
+        """Handle everything due now that no other worker or relay holds, key by key, for every topic: tills are
+        claimed on ``claim``, requests handled on ``conn``; returns how many requests were handled."""
         total = 0
         for topic, handler in self.handlers.items():
+            await conn.execute("SELECT api.outbox_prepare(%s)", (topic,))
             while not self._stopping:
-                done, claimed = await self._claim_and_handle(conn, topic, handler)
+                done, claimed = await self._claim_and_handle(claim, conn, topic, handler)
                 total += done
                 if not claimed:
                     break
         return total
 
-    async def _claim_and_handle(self, conn: psycopg.AsyncConnection, topic: str,
+    async def _claim_and_handle(self, claim: psycopg.AsyncConnection, conn: psycopg.AsyncConnection, topic: str,
                                 handler: Handler) -> tuple[int, bool]:
-        cur = await conn.execute(
-            "SELECT outbox_id, ordering_key, transaction_id, attempts, started FROM api.outbox_claim(%s, %s)",
-            (topic, self.batch))
-        rows = await cur.fetchall()
-        if not rows:
-            return 0, False
+        async with claim.transaction():  # holds the till's lock row; its end gives the till back
+            cur = await claim.execute(
+                "SELECT outbox_id, ordering_key, transaction_id, attempts, started FROM api.outbox_claim(%s, %s)",
+                (topic, self.batch))
+            rows = await cur.fetchall()
+            if not rows:
+                return 0, False
+            done = await self._handle_batch(conn, topic, handler, rows)
+        if self.workers > 1:
+            self._kick()  # idle workers look again: work may have come in meanwhile
+        return done, True
+
+    async def _handle_batch(self, conn: psycopg.AsyncConnection, topic: str, handler: Handler,
+                            rows: list[dict[str, Any]]) -> int:
+        """Handles one till's claimed requests in order on ``conn``; stops at the first failure (recorded)."""
         key = rows[0]["ordering_key"]
         done = 0
         self._keys_in_hand += 1
@@ -289,7 +301,7 @@ class Relay:
                 try:
                     await handler.handle(conn, request)
                 except (asyncio.CancelledError, psycopg.OperationalError, psycopg.InterfaceError):
-                    raise  # the connection (and with it the key's lock) is gone: whoever claims next retries
+                    raise  # a connection is gone (and the claim transaction with it): whoever claims next retries
                 except Exception as err:  # noqa: BLE001 - recorded; the key's batch stops here (order!)
                     self.failures += 1
                     log.warning("relay: %s request %s (transaction %s, %s) failed: %s", topic, request.outbox_id,
@@ -301,11 +313,7 @@ class Relay:
                 self.handled += 1
         finally:
             self._keys_in_hand -= 1
-            if not conn.closed and not conn.broken:
-                await conn.execute("SELECT api.outbox_release(%s, %s)", (topic, key))
-                if self.workers > 1:
-                    self._kick()  # idle workers look again: work may have come in meanwhile
-        return done, True
+        return done
 
     def _note_due(self, retry_at: datetime | None) -> None:
         if retry_at is None:

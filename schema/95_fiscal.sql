@@ -5,8 +5,9 @@ SET ROLE festpay_owner;
 
 -- The outbox is the one mechanism for "something outside must hear about a commit": a row per (topic,
 -- transaction), written in the booking's own database transaction. Relays take the rows of one ordering key at a
--- time (an advisory lock per key), in id order, so requests of one till are handled in order and two relays never
--- take the same row. NOTIFY only wakes a relay; this table is the truth, so a relay that was down catches up.
+-- time (its ledger.outbox_key row, FOR UPDATE SKIP LOCKED), in id order, so requests of one till are handled in order
+-- and two relays never take the same row. NOTIFY only wakes a relay; this table is the truth, so a relay that was
+-- down catches up.
 CREATE TABLE ledger.outbox (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     topic          text NOT NULL CHECK (topic ~ '^[a-z][a-z0-9-]*$'),
@@ -24,6 +25,15 @@ COMMENT ON TABLE ledger.outbox IS
     'Requests to outside parties (topic tse: sign this receipt), one per transaction and topic, handled in id order '
     'per ordering_key (the till); started keeps what the outside party already began (the TSE transaction number).';
 CREATE INDEX outbox_pending ON ledger.outbox (topic, ordering_key, id) WHERE done_at IS NULL;
+
+CREATE TABLE ledger.outbox_key (
+    topic        text NOT NULL,
+    ordering_key text NOT NULL,
+    PRIMARY KEY (topic, ordering_key)
+);
+COMMENT ON TABLE ledger.outbox_key IS
+    'One lock row per ordering key (till) of a topic: a relay holds it FOR UPDATE (SKIP LOCKED for the others) '
+    'while it handles the key''s requests in order. Rows are added by api.outbox_prepare, never by bookings.';
 
 -- Whether the relays of a topic sleep (wait for NOTIFY). NOTIFY takes a database-wide lock at commit that serialises
 -- every notifying transaction (measured: 80 % of backends waiting, purchases/s halved), so a booking notifies only

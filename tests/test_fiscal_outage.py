@@ -12,6 +12,7 @@ After every test: the outbox is empty, every receipt is signed exactly once, the
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import tarfile
 import time
@@ -246,7 +247,7 @@ def test_two_relays_never_sign_twice(admin, tse, tills, relay_url):
 
 
 def test_one_relay_with_workers_signs_tills_concurrently(admin, tse, tills, relay_url):
-    """One relay with 4 workers (each its own connection and advisory locks): receipts of 4 tills booked while no
+    """One relay with 4 workers (each its own claim and work connections): receipts of 4 tills booked while no
     relay runs, then more while it signs; each signed exactly once and in order per till (the autouse check: TSE
     transaction numbers of a client rise with the outbox id), and several tills were in hand at the same time."""
     before = admin.execute("SELECT count(*) AS n FROM ledger.tse_signature").fetchone()["n"]
@@ -262,7 +263,7 @@ def test_one_relay_with_workers_signs_tills_concurrently(admin, tse, tills, rela
                                  ("test-relay-workers",)).fetchone()["n"]
     finally:
         relay.stop()
-    assert sessions == 4 + 1  # a connection per worker, and the listener's
+    assert sessions == 2 * 4 + 1  # a claim and a work connection per worker, and the listener's
     assert relay.relay.failures == 0
     assert relay.relay.handled == 120
     assert relay.relay.peak_busy_keys > 1, "the workers never held two tills at once"
@@ -297,14 +298,17 @@ def test_crash_mid_request_finishes_the_same_tse_transaction(admin, tse, tills, 
     health_before = RemoteTSE(tse.url).health()
 
     async def die_mid_request() -> None:
-        async with await psycopg.AsyncConnection.connect(relay_url, autocommit=True, row_factory=dict_row) as conn:
-            cur = await conn.execute("SELECT * FROM api.outbox_claim('tse', 10)")
+        connect = functools.partial(psycopg.AsyncConnection.connect, relay_url, autocommit=True, row_factory=dict_row)
+        async with await connect() as claim, await connect() as conn:
+            await conn.execute("SELECT api.outbox_prepare('tse')")
+            await claim.execute("BEGIN")
+            cur = await claim.execute("SELECT * FROM api.outbox_claim('tse', 10)")
             (row,) = await cur.fetchall()
             request = OutboxRequest(row["outbox_id"], row["ordering_key"], row["transaction_id"], row["attempts"],
                                     row["started"])
             with pytest.raises(Crash):
                 await TseHandler(CrashingTse(tse.url, when)).handle(conn, request)
-        # the connection is gone without api.outbox_release: its session advisory lock went with it
+        # the connections are gone mid-claim: the claim transaction, and the till's row lock, went with them
 
     asyncio.run(die_mid_request())
     started = admin.execute("SELECT started FROM ledger.outbox WHERE done_at IS NULL").fetchone()["started"]
@@ -321,6 +325,34 @@ def test_crash_mid_request_finishes_the_same_tse_transaction(admin, tse, tills, 
     health = RemoteTSE(tse.url).health()
     assert health["transaction_number"] == health_before["transaction_number"] + 1
     assert health["signature_counter"] == health_before["signature_counter"] + 2
+
+
+def test_a_claimed_till_is_skipped_by_other_sessions(admin, tse, tills, relay_url):
+    """Two sessions claim at once: the till one of them holds (its lock row FOR UPDATE) is skipped by the other
+    (SKIP LOCKED), which takes the next due till; when the first transaction ends, the till is free again."""
+    tills.book(8)
+    claim = "SELECT outbox_id, ordering_key FROM api.outbox_claim('tse')"
+    with psycopg.connect(relay_url, autocommit=True, row_factory=dict_row) as a, \
+            psycopg.connect(relay_url, autocommit=True, row_factory=dict_row) as b:
+        a.execute("SELECT api.outbox_prepare('tse')")
+        due_tills = admin.execute("SELECT count(DISTINCT ordering_key) AS n FROM ledger.outbox "
+                                  "WHERE topic = 'tse' AND done_at IS NULL").fetchone()["n"]
+        assert due_tills >= 2
+        with a.transaction():
+            first = a.execute(claim).fetchall()
+            with b.transaction():
+                second = b.execute(claim).fetchall()
+            assert first and second
+            assert first[0]["ordering_key"] != second[0]["ordering_key"]
+            assert not {r["outbox_id"] for r in first} & {r["outbox_id"] for r in second}
+        with b.transaction():
+            again = b.execute(claim).fetchall()
+        assert again == first  # given back: the oldest due till again, the same requests
+    relay = RunningRelay(relay_url, tse.url)
+    try:
+        wait_until_signed(admin)
+    finally:
+        relay.stop()
 
 
 def test_outage(admin, tse, tills, relay_url, pg_cluster, capsys):
