@@ -1,7 +1,7 @@
 SET LOCAL ROLE festpay_owner;
 
--- CREATE OR REPLACE cannot change a function's result type: functions whose result type changed since an earlier
--- release are dropped first (nothing happens on a database that has the current shape).
+-- CREATE OR REPLACE cannot change a function's result type: functions whose result type differs from the one
+-- created below are dropped first (nothing happens on a database that has the current shape).
 DO $$
 DECLARE
     f regprocedure;
@@ -9,7 +9,7 @@ BEGIN
     FOR f IN SELECT p.oid FROM pg_proc p
               WHERE p.pronamespace = 'ledger'::regnamespace
                 AND ((p.proname IN ('book', 'apply_to_customer', 'add_items', 'enqueue', 'same_request')
-                      AND p.prorettype = 'void'::regtype)
+                      AND p.prorettype <> 'void'::regtype)
                   OR (p.proname = 'replicate_one' AND p.proretset)) LOOP
         EXECUTE format('DROP FUNCTION %s', f);
     END LOOP;
@@ -282,7 +282,6 @@ RETURNS text LANGUAGE plpgsql AS $$
 -- (a second row lock would cost a WAL record per change).
 DECLARE
     v_held bigint := t.held;
-    v_balance bigint;
 BEGIN
     IF t.state = p_to THEN
         RETURN 'duplicate';
@@ -305,7 +304,7 @@ BEGIN
     IF p_to = 'Committed' THEN
         -- One UPDATE of the customer row books the lines and releases the hold together. (Updating the row twice in
         -- one transaction would re-run its foreign-key check and KEY SHARE-lock the event row, a hot row.)
-        v_balance := ledger.book(t, p_allow_overdraft, v_held);
+        PERFORM ledger.book(t, p_allow_overdraft, v_held);
     ELSIF v_held > 0 THEN
         UPDATE ledger.account SET held = held - v_held WHERE id = t.account_id;
     END IF;
@@ -344,19 +343,19 @@ BEGIN
     END IF;
     CASE t.type
     WHEN 'purchase' THEN
-        -- Returnable items (deposit, Pfand) go to the event's deposit account, the rest to the merchant.
-        SELECT array_agg(ROW(t.other_account_id, t.account_id, i.quantity * i.unit_price)::ledger.line ORDER BY i.line_no),
+        -- Returnable items (deposit, Pfand) go to the event's deposit account, the rest to the merchant. The deposit
+        -- account is looked up only when there is one (NULL marks its lines meanwhile): most sales have none.
+        SELECT array_agg(ROW(CASE WHEN NOT i.returnable THEN t.other_account_id END,
+                             t.account_id, i.quantity * i.unit_price)::ledger.line ORDER BY i.line_no),
                bool_or(i.returnable)
           INTO v_lines, v_returnable
           FROM ledger.item i
          WHERE i.transaction_id = t.id AND i.quantity * i.unit_price > 0;
         IF v_returnable THEN
             v_deposit_account := ledger.system_account(t.event_id, 'deposit', 'deposit');
-            SELECT array_agg(ROW(CASE WHEN i.returnable THEN v_deposit_account ELSE t.other_account_id END,
-                                 t.account_id, i.quantity * i.unit_price)::ledger.line ORDER BY i.line_no)
+            SELECT array_agg(ROW(coalesce(l.debit, v_deposit_account), l.credit, l.amount)::ledger.line ORDER BY l.n)
               INTO v_lines
-              FROM ledger.item i
-             WHERE i.transaction_id = t.id AND i.quantity * i.unit_price > 0;
+              FROM unnest(v_lines) WITH ORDINALITY AS l(debit, credit, amount, n);
         END IF;
         v_lines := coalesce(v_lines, ARRAY[ROW(t.other_account_id, t.account_id, t.amount)::ledger.line]);
     WHEN 'topup' THEN
@@ -380,7 +379,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION ledger.apply_to_customer(p_tx_id bigint, p_account_id bigint, p_delta bigint,
                                                     p_allow_overdraft boolean, p_release bigint DEFAULT 0)
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
 -- Moves the running balance of one customer account by p_delta (its side of a transaction's lines) and releases
 -- p_release of its held amount, in one UPDATE; money arriving makes a new tag active. Raises insufficient-balance when a debit would take it below what is available, unless p_allow_overdraft:
 -- then it is booked anyway (the tag was already charged) and a negative balance is flagged in ledger.overdraft.
@@ -393,7 +392,7 @@ BEGIN
     IF p_delta >= 0 THEN
         -- Money arriving on a tag that was never topped up makes it active (cash, card, online, transfer).
         UPDATE ledger.tag SET status = 'active' WHERE account_id = p_account_id AND status = 'new';
-        RETURN v_balance;
+        RETURN;
     END IF;
     IF p_allow_overdraft THEN
         IF v_balance < 0 THEN
@@ -405,12 +404,11 @@ BEGIN
                             format('available %s is short by %s', v_balance - v_held - p_delta, v_held - v_balance),
                             jsonb_build_object('available', v_balance - v_held - p_delta));
     END IF;
-    RETURN v_balance;
 END
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.book(t ledger.transaction, p_allow_overdraft boolean, p_release bigint DEFAULT 0)
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
 -- Books the lines of a committed transaction and moves the running balance of the customer account(s) it touches
 -- (account_id, and other_account_id for a transfer), releasing p_release of account_id's hold in the same UPDATE;
 -- see ledger.apply_to_customer for the overdraft rule.
@@ -431,18 +429,18 @@ BEGIN
                                   WHEN l.credit = t.other_account_id THEN -l.amount ELSE 0 END;
     END LOOP;
     IF t.type = 'transfer' THEN
-        v_other := ledger.apply_to_customer(t.id, t.other_account_id, v_other, p_allow_overdraft);
+        PERFORM ledger.apply_to_customer(t.id, t.other_account_id, v_other, p_allow_overdraft);
     ELSE
         -- Every committed transaction is booked exactly once, here: a receipt (all but transfers) is to be signed.
-        v_other := ledger.enqueue('tse', ledger.tse_client_id(t.assignment_id), t.id);
+        PERFORM ledger.enqueue('tse', ledger.tse_client_id(t.assignment_id), t.id);
     END IF;
-    RETURN ledger.apply_to_customer(t.id, t.account_id, v_own, p_allow_overdraft, p_release);
+    PERFORM ledger.apply_to_customer(t.id, t.account_id, v_own, p_allow_overdraft, p_release);
 END
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.add_items(p_tx_id bigint, p_event_id bigint, p_items jsonb, p_amount bigint,
                                             p_returnable_only boolean DEFAULT false)
-RETURNS integer LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
 -- Stores the items of a transaction with each product's name, price and VAT rate as sold now.
 -- Raises validation, unknown-product, price-mismatch, or amount-mismatch when p_amount is not their sum.
 DECLARE
@@ -490,7 +488,6 @@ BEGIN
         PERFORM ledger.fail('amount-mismatch', format('the items add up to %s, not %s', v_total, p_amount),
                             jsonb_build_object('items_total', v_total, 'amount', p_amount));
     END IF;
-    RETURN v_no;
 END
 $$;
 

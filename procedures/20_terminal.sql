@@ -5,9 +5,9 @@ SET LOCAL ROLE festpay_owner;
 
 CREATE OR REPLACE FUNCTION ledger.same_request(t ledger.transaction, p_type ledger.tx_type, p_account_id bigint,
                                                p_amount bigint, p_payment text DEFAULT NULL)
-RETURNS ledger.transaction LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
 -- Checks that a repeated terminal transaction number carries the same request as the first time.
--- Returns t; raises idempotency-conflict when type, customer, amount or (when given) payment method differ.
+-- Raises idempotency-conflict when type, customer, amount or (when given) payment method differ.
 BEGIN
     IF t.type <> p_type OR t.account_id <> p_account_id OR t.amount <> p_amount
        OR (p_payment IS NOT NULL AND t.payment::text IS DISTINCT FROM p_payment) THEN
@@ -15,7 +15,6 @@ BEGIN
             format('terminal transaction %s was first sent as %s of %s', t.terminal_tx_number, t.type, t.amount),
             jsonb_build_object('transaction_id', t.id, 'state', t.state));
     END IF;
-    RETURN t;
 END
 $$;
 
@@ -47,7 +46,6 @@ DECLARE
     v_tag ledger.tag := c.tag;
     v_account ledger.account := c.account;
     t ledger.transaction := ledger.terminal_tx(p_assignment_id, ledger.positive(p_terminal_tx_number, 'terminal_tx_number'));
-    v_items integer;
 BEGIN
     IF t.id IS NOT NULL THEN
         PERFORM ledger.same_request(t, 'purchase', v_tag.account_id, p_amount);
@@ -71,7 +69,7 @@ BEGIN
         p_held => p_amount, p_tag_id => v_tag.id, p_tag_tx_number => ledger.tag_number(p_tag_tx_number),
         p_assignment_id => p_assignment_id, p_terminal_tx_number => p_terminal_tx_number,
         p_expires_at => now() + ctx.reserve_timeout);
-    v_items := ledger.add_items(transaction_id, ctx.event_id, p_items, p_amount);
+    PERFORM ledger.add_items(transaction_id, ctx.event_id, p_items, p_amount);
     state := 'ReservePending';
     available := v_account.balance - v_account.held - p_amount;
     expires_at := now() + ctx.reserve_timeout;
@@ -96,7 +94,6 @@ DECLARE
     v_amount bigint := ledger.positive(ledger.json_int(p_entry, 'amount'), 'amount');
     v_tag ledger.tag;
     c record;
-    v_items integer;
     t ledger.transaction;
     v_target ledger.tx_state;
     v_result text;
@@ -126,7 +123,7 @@ BEGIN
             p_event_id, 'purchase', v_state::ledger.tx_state, v_tag.account_id, p_merchant_account_id, v_amount,
             p_tag_id => v_tag.id, p_tag_tx_number => ledger.tag_number(ledger.json_int(p_entry, 'tag_tx_number', false)),
             p_assignment_id => p_assignment_id, p_terminal_tx_number => v_number, p_terminal_time => v_time);
-        v_items := ledger.add_items(transaction_id, p_event_id, p_entry -> 'items', v_amount);
+        PERFORM ledger.add_items(transaction_id, p_event_id, p_entry -> 'items', v_amount);
         IF v_state = 'Committed' THEN
             -- The tag was charged offline: book it even if it overdraws (flagged for review).
             PERFORM ledger.book(x, true) FROM ledger.transaction x WHERE x.id = transaction_id;
@@ -136,7 +133,7 @@ BEGIN
     END IF;
 
     transaction_id := t.id;
-    t := ledger.same_request(t, v_type::ledger.tx_type, v_tag.account_id, v_amount);
+    PERFORM ledger.same_request(t, v_type::ledger.tx_type, v_tag.account_id, v_amount);
     v_target := v_state::ledger.tx_state;
     IF v_target = 'TerminalConfirmUnknown' AND t.state = 'Reserve' THEN
         v_target := 'Committed';          -- uploaded tag data already proved the charge
@@ -150,7 +147,7 @@ BEGIN
     IF v_target = 'Committed' AND p_entry ? 'items' AND t.type = 'purchase' AND t.state <> 'ReservePending' THEN
         -- A Reserve made from tag data has no items yet: the replication brings them. (An online reserve has them.)
         IF NOT EXISTS (SELECT FROM ledger.item i WHERE i.transaction_id = t.id) THEN
-            v_items := ledger.add_items(t.id, p_event_id, p_entry -> 'items', v_amount);
+            PERFORM ledger.add_items(t.id, p_event_id, p_entry -> 'items', v_amount);
         END IF;
     END IF;
     v_result := ledger.set_state(t, v_target, v_actor, p_entry, true);
