@@ -1,7 +1,8 @@
 SET LOCAL ROLE festpay_owner;
 
--- CREATE OR REPLACE cannot change a function's result type: functions whose result type differs from the one
--- created below are dropped first (nothing happens on a database that has the current shape).
+-- CREATE OR REPLACE cannot change a function's result type, and a changed argument list would add an overload:
+-- functions whose shape differs from the one created below are dropped first (nothing happens on a database that
+-- has the current shape).
 DO $$
 DECLARE
     f regprocedure;
@@ -10,7 +11,8 @@ BEGIN
               WHERE p.pronamespace = 'ledger'::regnamespace
                 AND ((p.proname IN ('book', 'apply_to_customer', 'add_items', 'enqueue', 'same_request')
                       AND p.prorettype <> 'void'::regtype)
-                  OR (p.proname = 'replicate_one' AND p.proretset)) LOOP
+                  OR (p.proname = 'replicate_one' AND p.proretset)
+                  OR (p.proname = 'new_transaction' AND p.pronargs <> 17)) LOOP
         EXECUTE format('DROP FUNCTION %s', f);
     END LOOP;
 END
@@ -236,35 +238,36 @@ CREATE OR REPLACE FUNCTION ledger.new_transaction(
     p_fee bigint DEFAULT 0, p_held bigint DEFAULT 0, p_tag_id bigint DEFAULT NULL, p_tag_tx_number integer DEFAULT NULL,
     p_assignment_id bigint DEFAULT NULL, p_terminal_tx_number bigint DEFAULT NULL,
     p_payment ledger.payment_method DEFAULT NULL, p_linked_id bigint DEFAULT NULL,
-    p_terminal_time timestamptz DEFAULT NULL, p_expires_at timestamptz DEFAULT NULL)
+    p_terminal_time timestamptz DEFAULT NULL, p_expires_at timestamptz DEFAULT NULL, p_if_new boolean DEFAULT false)
 RETURNS bigint LANGUAGE plpgsql AS $$
--- Creates a transaction in its first state (a (new) -> p_state transition of ledger.transition) and holds p_held.
--- Returns its id; raises idempotency-conflict when (assignment, terminal number) was taken meanwhile,
--- invalid-transition when p_state is not a first state.
+-- Creates a transaction in its first state (a (new) -> p_state transition of ledger.transition) that holds p_held; the
+-- caller adds that to the account's held amount. Returns its id, or NULL when p_if_new and (assignment, terminal
+-- number) is taken; raises idempotency-conflict when it is taken otherwise, invalid-transition for a bad first state.
 DECLARE
     v_id bigint;
 BEGIN
-    IF NOT EXISTS (SELECT FROM ledger.transition WHERE from_state IS NULL AND to_state = p_state) THEN
-        PERFORM ledger.fail('invalid-transition', format('a new transaction cannot start in %s', p_state));
-    END IF;
+    -- One statement: the transition check is part of the INSERT (a separate query per booking costs an executor run).
     INSERT INTO ledger.transaction (event_id, type, state, account_id, other_account_id, amount, fee, held,
                                     tag_id, tag_tx_number, assignment_id, terminal_tx_number, payment, linked_id,
                                     terminal_time, expires_at, committed_at)
-    VALUES (p_event_id, p_type, p_state, p_account_id, p_other_account_id, ledger.positive(p_amount, 'amount'),
-            p_fee, p_held, p_tag_id, p_tag_tx_number, p_assignment_id, p_terminal_tx_number, p_payment, p_linked_id,
-            p_terminal_time, p_expires_at, CASE WHEN p_state = 'Committed' THEN now() END)
+    SELECT p_event_id, p_type, p_state, p_account_id, p_other_account_id, ledger.positive(p_amount, 'amount'),
+           p_fee, p_held, p_tag_id, p_tag_tx_number, p_assignment_id, p_terminal_tx_number, p_payment, p_linked_id,
+           p_terminal_time, p_expires_at, CASE WHEN p_state = 'Committed' THEN now() END
+     WHERE EXISTS (SELECT FROM ledger.transition WHERE from_state IS NULL AND to_state = p_state)
     ON CONFLICT ON CONSTRAINT terminal_identity_unique DO NOTHING
     RETURNING id INTO v_id;
     IF v_id IS NULL THEN
+        IF NOT EXISTS (SELECT FROM ledger.transition WHERE from_state IS NULL AND to_state = p_state) THEN
+            PERFORM ledger.fail('invalid-transition', format('a new transaction cannot start in %s', p_state));
+        ELSIF p_if_new THEN
+            RETURN NULL;
+        END IF;
         -- Callers hold the customer's lock and saw no such number, so a concurrent session has just claimed
         -- it for another customer: the same terminal transaction with a different payload.
         PERFORM ledger.fail('idempotency-conflict',
             format('terminal transaction %s of assignment %s was just claimed for another tag', p_terminal_tx_number, p_assignment_id),
             (SELECT jsonb_build_object('transaction_id', x.id, 'state', x.state) FROM ledger.transaction x
               WHERE x.assignment_id = p_assignment_id AND x.terminal_tx_number = p_terminal_tx_number));
-    END IF;
-    IF p_held > 0 THEN
-        UPDATE ledger.account SET held = held + p_held WHERE id = p_account_id;
     END IF;
     RETURN v_id;
 END
@@ -282,29 +285,31 @@ RETURNS text LANGUAGE plpgsql AS $$
 -- (a second row lock would cost a WAL record per change).
 DECLARE
     v_held bigint := t.held;
+    u ledger.transaction;
 BEGIN
     IF t.state = p_to THEN
         RETURN 'duplicate';
     END IF;
-    IF NOT EXISTS (SELECT FROM ledger.transition WHERE from_state = t.state AND to_state = p_to) THEN
-        PERFORM ledger.log_violation(p_actor, t.event_id, t.id, t.state, p_to,
-                                     format('%s -> %s is not an allowed transition', t.state, p_to), p_payload);
-        RETURN 'invalid';
-    END IF;
+    -- The transition check is part of the UPDATE (one statement, one executor run).
     UPDATE ledger.transaction
        SET state = p_to,
            held = CASE WHEN ledger.holds(p_to) THEN held ELSE 0 END,
            committed_at = CASE WHEN p_to = 'Committed' THEN now() END,
            updated_at = now()
-     WHERE id = t.id
-    RETURNING * INTO t;
+     WHERE id = t.id AND EXISTS (SELECT FROM ledger.transition WHERE from_state = t.state AND to_state = p_to)
+    RETURNING * INTO u;
+    IF NOT FOUND THEN
+        PERFORM ledger.log_violation(p_actor, t.event_id, t.id, t.state, p_to,
+                                     format('%s -> %s is not an allowed transition', t.state, p_to), p_payload);
+        RETURN 'invalid';
+    END IF;
     IF ledger.holds(p_to) THEN
         v_held := 0;                                   -- the hold stays with the transaction
     END IF;
     IF p_to = 'Committed' THEN
         -- One UPDATE of the customer row books the lines and releases the hold together. (Updating the row twice in
         -- one transaction would re-run its foreign-key check and KEY SHARE-lock the event row, a hot row.)
-        PERFORM ledger.book(t, p_allow_overdraft, v_held);
+        PERFORM ledger.book(u, p_allow_overdraft, v_held);
     ELSIF v_held > 0 THEN
         UPDATE ledger.account SET held = held - v_held WHERE id = t.account_id;
     END IF;

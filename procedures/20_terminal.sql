@@ -42,36 +42,45 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- transaction. Raises insufficient-balance (detail: available), tag-blocked, tag-not-active, validation, ...
 DECLARE
     ctx record := ledger.terminal_context(p_assignment_id, 'sale');
-    c record := ledger.lock_tag(ctx.event_id, p_uid);
-    v_tag ledger.tag := c.tag;
-    v_account ledger.account := c.account;
-    t ledger.transaction := ledger.terminal_tx(p_assignment_id, ledger.positive(p_terminal_tx_number, 'terminal_tx_number'));
+    v_uid text := ledger.normalize_uid(p_uid);
+    c record;
+    t ledger.transaction;
 BEGIN
-    IF t.id IS NOT NULL THEN
-        PERFORM ledger.same_request(t, 'purchase', v_tag.account_id, p_amount);
-        transaction_id := t.id; state := t.state; expires_at := t.expires_at;
-        available := v_account.balance - v_account.held;
-        RETURN;
-    END IF;
-    IF v_tag.status = 'blocked' THEN
-        PERFORM ledger.fail('tag-blocked', format('tag %s is blocked', v_tag.uid), jsonb_build_object('uid', v_tag.uid));
-    ELSIF v_tag.status = 'new' THEN
-        PERFORM ledger.fail('tag-not-active', format('tag %s has never been topped up', v_tag.uid), jsonb_build_object('uid', v_tag.uid));
-    END IF;
+    p_terminal_tx_number := ledger.positive(p_terminal_tx_number, 'terminal_tx_number');
     p_amount := ledger.positive(p_amount, 'amount');
-    IF v_account.balance - v_account.held < p_amount THEN
-        PERFORM ledger.fail('insufficient-balance',
-            format('available %s, needed %s', v_account.balance - v_account.held, p_amount),
-            jsonb_build_object('available', v_account.balance - v_account.held));
+    -- Hold the amount first: this locks the customer's account (lock order: the account before its transactions)
+    -- and reads what was available, in one statement. Every refusal below raises, which undoes it.
+    UPDATE ledger.account a SET held = a.held + p_amount
+      FROM ledger.tag g
+     WHERE g.event_id = ctx.event_id AND g.uid = v_uid AND a.id = g.account_id
+    RETURNING g.id AS tag_id, g.status, a.id AS account_id, a.balance - a.held + p_amount AS available INTO c;
+    IF NOT FOUND THEN
+        PERFORM ledger.find_tag(ctx.event_id, v_uid);            -- raises not-found
     END IF;
     transaction_id := ledger.new_transaction(
-        ctx.event_id, 'purchase', 'ReservePending', v_tag.account_id, ctx.merchant_account_id, p_amount,
-        p_held => p_amount, p_tag_id => v_tag.id, p_tag_tx_number => ledger.tag_number(p_tag_tx_number),
+        ctx.event_id, 'purchase', 'ReservePending', c.account_id, ctx.merchant_account_id, p_amount,
+        p_held => p_amount, p_tag_id => c.tag_id, p_tag_tx_number => ledger.tag_number(p_tag_tx_number),
         p_assignment_id => p_assignment_id, p_terminal_tx_number => p_terminal_tx_number,
-        p_expires_at => now() + ctx.reserve_timeout);
+        p_expires_at => now() + ctx.reserve_timeout, p_if_new => true);
+    IF transaction_id IS NULL THEN
+        -- A repeat: give the hold back and answer with the transaction as first reserved.
+        UPDATE ledger.account SET held = held - p_amount WHERE id = c.account_id;
+        t := ledger.terminal_tx(p_assignment_id, p_terminal_tx_number);
+        PERFORM ledger.same_request(t, 'purchase', c.account_id, p_amount);
+        transaction_id := t.id; state := t.state; expires_at := t.expires_at; available := c.available;
+        RETURN;
+    END IF;
+    IF c.status = 'blocked' THEN
+        PERFORM ledger.fail('tag-blocked', format('tag %s is blocked', v_uid), jsonb_build_object('uid', v_uid));
+    ELSIF c.status = 'new' THEN
+        PERFORM ledger.fail('tag-not-active', format('tag %s has never been topped up', v_uid), jsonb_build_object('uid', v_uid));
+    ELSIF c.available < p_amount THEN
+        PERFORM ledger.fail('insufficient-balance', format('available %s, needed %s', c.available, p_amount),
+                            jsonb_build_object('available', c.available));
+    END IF;
     PERFORM ledger.add_items(transaction_id, ctx.event_id, p_items, p_amount);
     state := 'ReservePending';
-    available := v_account.balance - v_account.held - p_amount;
+    available := c.available - p_amount;
     expires_at := now() + ctx.reserve_timeout;
 END
 $$;
@@ -283,6 +292,7 @@ BEGIN
                     p_tag_tx_number => ledger.tag_number(ledger.json_int(v_entry, 'tag_tx_number', false)),
                     p_assignment_id => v_entry_assignment, p_terminal_tx_number => v_entry_number,
                     p_terminal_time => ledger.json_time(v_entry, 'time'));
+                UPDATE ledger.account a SET held = a.held + v_entry_amount WHERE a.id = v_tag.account_id;
                 v_seen := v_seen || v_new_id;
             EXCEPTION WHEN SQLSTATE 'FP031' THEN
                 -- Claimed for another tag at this very moment: judge the entry against that transaction.
