@@ -1,7 +1,7 @@
 -- Purchases (SPEC 3): reserve at checkout, then the terminal replicates Committed. Lines per item, merchant <- customer,
 -- returnable items deposit <- customer; the hold; items keep name, price and VAT as sold; the checks of a reserve.
 BEGIN;
-SELECT plan(55);
+SELECT plan(56);
 
 -- Scratch: ids in test.ctx (read with test.v) and api answers in test.res (read with test.res); rolled back at the end.
 
@@ -50,6 +50,8 @@ SELECT results_eq($$SELECT line_no::integer, name, quantity, unit_price, vat_rat
 SELECT is((SELECT transaction_id FROM api.reserve(test.v('bar'), 1, 'B0B0B0B0', 0, 1250, (SELECT j FROM test.res WHERE k = 'items1'))),
           test.v('p1'), 'reserve repeated: the same transaction');
 SELECT is(test.held(test.v('e'), 'B0B0B0B0'), 1250::bigint, 'reserve repeated: still 1250 held');
+SELECT is((SELECT available FROM api.reserve(test.v('bar'), 1, 'B0B0B0B0', 0, 1250, (SELECT j FROM test.res WHERE k = 'items1'))),
+          8750::bigint, 'reserve repeated: available as after the first (10000 - 1250), the hold not counted twice');
 
 -- The product changes after the sale: the items keep what was sold.
 UPDATE ledger.product SET name = 'Beer XL', price = 500, vat_rate = 7 WHERE id = test.v('beer');
