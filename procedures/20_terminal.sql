@@ -57,26 +57,30 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM ledger.find_tag(ctx.event_id, v_uid);            -- raises not-found
     END IF;
-    transaction_id := ledger.new_transaction(
-        ctx.event_id, 'purchase', 'ReservePending', c.account_id, ctx.merchant_account_id, p_amount,
-        p_held => p_amount, p_tag_id => c.tag_id, p_tag_tx_number => ledger.tag_number(p_tag_tx_number),
-        p_assignment_id => p_assignment_id, p_terminal_tx_number => p_terminal_tx_number,
-        p_expires_at => now() + ctx.reserve_timeout, p_if_new => true);
+    -- Only a reserve that passes its checks is inserted: a refusal takes no transaction id (receipt numbers).
+    IF c.status = 'active' AND c.available >= p_amount THEN
+        transaction_id := ledger.new_transaction(
+            ctx.event_id, 'purchase', 'ReservePending', c.account_id, ctx.merchant_account_id, p_amount,
+            p_held => p_amount, p_tag_id => c.tag_id, p_tag_tx_number => ledger.tag_number(p_tag_tx_number),
+            p_assignment_id => p_assignment_id, p_terminal_tx_number => p_terminal_tx_number,
+            p_expires_at => now() + ctx.reserve_timeout, p_if_new => true);
+    END IF;
     IF transaction_id IS NULL THEN
-        -- A repeat: give the hold back and answer with the transaction as first reserved.
-        UPDATE ledger.account SET held = held - p_amount WHERE id = c.account_id;
+        -- A repeat answers with the transaction as first reserved (whatever changed since) and gives the hold back;
+        -- anything else was refused.
         t := ledger.terminal_tx(p_assignment_id, p_terminal_tx_number);
+        IF t.id IS NULL AND c.status = 'blocked' THEN
+            PERFORM ledger.fail('tag-blocked', format('tag %s is blocked', v_uid), jsonb_build_object('uid', v_uid));
+        ELSIF t.id IS NULL AND c.status = 'new' THEN
+            PERFORM ledger.fail('tag-not-active', format('tag %s has never been topped up', v_uid), jsonb_build_object('uid', v_uid));
+        ELSIF t.id IS NULL THEN
+            PERFORM ledger.fail('insufficient-balance', format('available %s, needed %s', c.available, p_amount),
+                                jsonb_build_object('available', c.available));
+        END IF;
+        UPDATE ledger.account SET held = held - p_amount WHERE id = c.account_id;
         PERFORM ledger.same_request(t, 'purchase', c.account_id, p_amount);
         transaction_id := t.id; state := t.state; expires_at := t.expires_at; available := c.available;
         RETURN;
-    END IF;
-    IF c.status = 'blocked' THEN
-        PERFORM ledger.fail('tag-blocked', format('tag %s is blocked', v_uid), jsonb_build_object('uid', v_uid));
-    ELSIF c.status = 'new' THEN
-        PERFORM ledger.fail('tag-not-active', format('tag %s has never been topped up', v_uid), jsonb_build_object('uid', v_uid));
-    ELSIF c.available < p_amount THEN
-        PERFORM ledger.fail('insufficient-balance', format('available %s, needed %s', c.available, p_amount),
-                            jsonb_build_object('available', c.available));
     END IF;
     PERFORM ledger.add_items(transaction_id, ctx.event_id, p_items, p_amount);
     state := 'ReservePending';

@@ -1,7 +1,7 @@
 -- Purchases (SPEC 3): reserve at checkout, then the terminal replicates Committed. Lines per item, merchant <- customer,
 -- returnable items deposit <- customer; the hold; items keep name, price and VAT as sold; the checks of a reserve.
 BEGIN;
-SELECT plan(56);
+SELECT plan(57);
 
 -- Scratch: ids in test.ctx (read with test.v) and api answers in test.res (read with test.res); rolled back at the end.
 
@@ -119,11 +119,14 @@ SELECT is((SELECT count(*) FROM ledger.transaction WHERE assignment_id = test.v(
           0::bigint, 'refused reserves leave no transaction');
 
 -- Insufficient balance: the DETAIL carries what is available; a pending hold reduces it.
+INSERT INTO test.ctx SELECT 'seq', pg_sequence_last_value('ledger.transaction_id_seq');
 SELECT throws_ok($$SELECT api.reserve(test.v('bar'), 3, 'B0B0B0B0', 2, 8751, test.items(test.v('e'), 'Tip:1:8751'))$$,
                  'FP020', NULL, '8751 with 8750 available: insufficient-balance');
 SELECT is(test.error_detail($$SELECT api.reserve(test.v('bar'), 3, 'B0B0B0B0', 2, 8751,
                                      test.items(test.v('e'), 'Tip:1:8751'))$$),
           '{"available": 8750}'::jsonb, 'insufficient-balance DETAIL: {"available": 8750}');
+SELECT is(pg_sequence_last_value('ledger.transaction_id_seq'), test.v('seq'),
+          'refused for insufficient balance: no transaction id taken (no gap in receipt numbers)');
 SELECT is((SELECT available FROM api.reserve(test.v('bar'), 3, 'B0B0B0B0', 2, 350, test.items(test.v('e'), 'Pretzel:1'))),
           8400::bigint, 'a Pretzel reserved: 8400 available');
 SELECT is(test.error_detail($$SELECT api.reserve(test.v('bar'), 4, 'B0B0B0B0', 3, 8401,
