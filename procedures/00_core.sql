@@ -11,7 +11,7 @@ BEGIN
               WHERE p.pronamespace = 'ledger'::regnamespace
                 AND ((p.proname IN ('book', 'apply_to_customer', 'add_items', 'enqueue', 'same_request')
                       AND p.prorettype <> 'void'::regtype)
-                  OR (p.proname = 'replicate_one' AND p.proretset)
+                  OR (p.proname = 'replicate_one' AND (p.proretset OR p.pronargs <> 3))
                   OR (p.proname = 'new_transaction' AND p.pronargs <> 17)) LOOP
         EXECUTE format('DROP FUNCTION %s', f);
     END LOOP;
@@ -185,6 +185,22 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION ledger.assignment_event(p_assignment_id bigint)
+RETURNS bigint LANGUAGE plpgsql STABLE AS $$
+-- The event of a registered terminal assignment, from the assignment row alone (what replication needs).
+-- Returns the event id; raises not-found for an unknown assignment.
+DECLARE
+    v_event_id bigint;
+BEGIN
+    SELECT a.event_id INTO v_event_id FROM ledger.assignment a WHERE a.id = p_assignment_id;
+    IF NOT FOUND THEN
+        PERFORM ledger.fail('not-found', format('assignment %s is not registered', p_assignment_id),
+                            jsonb_build_object('assignment_id', p_assignment_id));
+    END IF;
+    RETURN v_event_id;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION ledger.terminal_context(
     p_assignment_id bigint, p_kind ledger.position_kind DEFAULT NULL,
     OUT event_id bigint, OUT merchant_account_id bigint, OUT cash_account_id bigint, OUT reserve_timeout interval)
@@ -205,8 +221,7 @@ BEGIN
       LEFT JOIN LATERAL (SELECT m.account_id FROM ledger.merchant m WHERE m.id = p.merchant_id OFFSET 0) m ON true
      WHERE a.id = p_assignment_id;
     IF NOT FOUND THEN
-        PERFORM ledger.fail('not-found', format('assignment %s is not registered', p_assignment_id),
-                            jsonb_build_object('assignment_id', p_assignment_id));
+        PERFORM ledger.assignment_event(p_assignment_id);          -- raises not-found
     END IF;
     IF p_kind IS NOT NULL AND v_kind <> p_kind THEN
         PERFORM ledger.fail('wrong-position', format('this is a %s position, not a %s position', v_kind, p_kind),
@@ -433,13 +448,13 @@ BEGIN
         v_other := v_other + CASE WHEN l.debit = t.other_account_id THEN l.amount
                                   WHEN l.credit = t.other_account_id THEN -l.amount ELSE 0 END;
     END LOOP;
+    PERFORM ledger.apply_to_customer(t.id, t.account_id, v_own, p_allow_overdraft, p_release);
     IF t.type = 'transfer' THEN
         PERFORM ledger.apply_to_customer(t.id, t.other_account_id, v_other, p_allow_overdraft);
     ELSE
         -- Every committed transaction is booked exactly once, here: a receipt (all but transfers) is to be signed.
         PERFORM ledger.enqueue('tse', ledger.tse_client_id(t.assignment_id), t.id);
     END IF;
-    PERFORM ledger.apply_to_customer(t.id, t.account_id, v_own, p_allow_overdraft, p_release);
 END
 $$;
 

@@ -91,8 +91,7 @@ $$;
 COMMENT ON FUNCTION api.reserve IS
     'Reserves a purchase at checkout (ReservePending). Returns transaction_id, state, available, expires_at; repeats return the same transaction.';
 
-CREATE OR REPLACE FUNCTION ledger.replicate_one(p_assignment_id bigint, p_event_id bigint,
-                                                p_merchant_account_id bigint, p_entry jsonb,
+CREATE OR REPLACE FUNCTION ledger.replicate_one(p_assignment_id bigint, p_event_id bigint, p_entry jsonb,
                                                 OUT terminal_tx_number bigint, OUT transaction_id bigint,
                                                 OUT state text, OUT outcome text, OUT problem text)
 LANGUAGE plpgsql AS $$
@@ -129,11 +128,9 @@ BEGIN
         IF v_type <> 'purchase' THEN
             PERFORM ledger.fail('not-found', format('%s %s was never booked online', v_type, v_number));
         END IF;
-        IF p_merchant_account_id IS NULL THEN
-            PERFORM ledger.fail('wrong-position', 'purchases need a sale position');
-        END IF;
         transaction_id := ledger.new_transaction(
-            p_event_id, 'purchase', v_state::ledger.tx_state, v_tag.account_id, p_merchant_account_id, v_amount,
+            p_event_id, 'purchase', v_state::ledger.tx_state, v_tag.account_id,
+            (ledger.terminal_context(p_assignment_id, 'sale')).merchant_account_id, v_amount,
             p_tag_id => v_tag.id, p_tag_tx_number => ledger.tag_number(ledger.json_int(p_entry, 'tag_tx_number', false)),
             p_assignment_id => p_assignment_id, p_terminal_tx_number => v_number, p_terminal_time => v_time);
         PERFORM ledger.add_items(transaction_id, p_event_id, p_entry -> 'items', v_amount);
@@ -178,7 +175,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Takes a batch of replicated terminal transactions; each entry is judged alone (its own subtransaction).
 -- Returns one row per entry: outcome booked, duplicate or rejected with the problem's slug. Raises for a bad batch.
 DECLARE
-    ctx record := ledger.terminal_context(p_assignment_id);
+    v_event_id bigint := ledger.assignment_event(p_assignment_id);
     v_entry jsonb;
     r record;
     v_problem text;
@@ -192,7 +189,7 @@ BEGIN
             IF jsonb_typeof(v_entry) <> 'object' THEN
                 PERFORM ledger.fail('validation', 'each transaction must be an object', '{"field": "transactions"}');
             END IF;
-            r := ledger.replicate_one(p_assignment_id, ctx.event_id, ctx.merchant_account_id, v_entry);
+            r := ledger.replicate_one(p_assignment_id, v_event_id, v_entry);
             terminal_tx_number := r.terminal_tx_number; transaction_id := r.transaction_id;
             state := r.state; outcome := r.outcome; problem := r.problem;
         EXCEPTION WHEN OTHERS THEN

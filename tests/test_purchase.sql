@@ -1,7 +1,7 @@
 -- Purchases (SPEC 3): reserve at checkout, then the terminal replicates Committed. Lines per item, merchant <- customer,
 -- returnable items deposit <- customer; the hold; items keep name, price and VAT as sold; the checks of a reserve.
 BEGIN;
-SELECT plan(57);
+SELECT plan(58);
 
 -- Scratch: ids in test.ctx (read with test.v) and api answers in test.res (read with test.res); rolled back at the end.
 
@@ -151,6 +151,11 @@ SELECT throws_ok($$SELECT api.reserve(test.v('bar'), 5, 'B0B0B0B0', 4, 350, test
 SELECT is(api.unblock_tag(test.v('e'), 'B0B0B0B0'), 'active', 'unblocked: active again (it has bookings)');
 SELECT throws_ok($$SELECT api.reserve(test.v('top'), 5, 'B0B0B0B0', 4, 350, test.items(test.v('e'), 'Pretzel:1'))$$,
                  'FP032', NULL, 'reserve at a top-up position: wrong-position');
+SELECT results_eq($$SELECT outcome, problem, transaction_id FROM api.replicate(test.v('top'), jsonb_build_array(jsonb_build_object(
+                        'terminal_tx_number', 1, 'type', 'purchase', 'state', 'Committed', 'uid', 'B0B0B0B0',
+                        'tag_tx_number', 5, 'amount', 350, 'items', test.items(test.v('e'), 'Pretzel:1'))))$$,
+                  $$VALUES ('rejected', 'wrong-position', NULL::bigint)$$,
+                  'an offline sale replicated from a top-up position: rejected wrong-position, nothing stored');
 
 -- Another sale position books to its own merchant; an offline sale replicated Committed is booked directly.
 SELECT results_eq($$SELECT outcome, state FROM api.replicate(test.v('food'), jsonb_build_array(jsonb_build_object(
