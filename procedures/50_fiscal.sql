@@ -166,19 +166,34 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION api.tse_request IS 'The client id, process type and process data to sign for a request, and its started TSE transaction.';
 
-CREATE OR REPLACE FUNCTION api.tse_started(p_outbox_id bigint, p_started jsonb)
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- Records that the TSE began a transaction for this request (its number, start time), before it is finished, so
--- that a retry after a crash finishes the same TSE transaction instead of signing the receipt twice.
--- Raises not-found when the request is unknown or done.
+-- The first version returned nothing and overwrote an earlier start (see below): a changed result type needs a drop.
+DO $$
 BEGIN
-    UPDATE ledger.outbox SET started = p_started WHERE id = p_outbox_id AND done_at IS NULL;
-    IF NOT FOUND THEN
-        PERFORM ledger.fail('not-found', format('signing request %s is unknown or done', p_outbox_id));
+    IF (SELECT prorettype FROM pg_proc WHERE oid = to_regprocedure('api.tse_started(bigint, jsonb)')) = 'void'::regtype THEN
+        DROP FUNCTION api.tse_started(bigint, jsonb);
     END IF;
 END
 $$;
-COMMENT ON FUNCTION api.tse_started IS 'Records the TSE transaction begun for a request, so that a retry finishes the same one.';
+
+CREATE OR REPLACE FUNCTION api.tse_started(p_outbox_id bigint, p_started jsonb)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- Records that the TSE began a transaction for this request (its number, start time), before it is finished, so
+-- that a retry after a crash finishes the same TSE transaction instead of signing the receipt twice. The first record
+-- stays: a relay that started a second TSE transaction meanwhile (it lost its claim) is told the first one.
+-- Returns the record in force, to be finished; raises not-found when the request is unknown or done.
+DECLARE
+    v_started jsonb;
+BEGIN
+    UPDATE ledger.outbox SET started = coalesce(started, p_started) WHERE id = p_outbox_id AND done_at IS NULL
+    RETURNING started INTO v_started;
+    IF NOT FOUND THEN
+        PERFORM ledger.fail('not-found', format('signing request %s is unknown or done', p_outbox_id));
+    END IF;
+    RETURN v_started;
+END
+$$;
+COMMENT ON FUNCTION api.tse_started IS
+    'Records the TSE transaction begun for a request (the first one stays), so that a retry finishes the same one. Returns the record in force.';
 
 CREATE OR REPLACE FUNCTION api.tse_store(p_outbox_id bigint, p_signed jsonb)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$

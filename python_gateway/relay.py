@@ -360,9 +360,11 @@ class TseHandler:
             except TseRequestError:
                 self._registered.discard(client_id)  # e.g. a TSE that forgot the client: register again next time
                 raise
-            started = {"transaction_number": number, "start_time": int(time.time())}
-            # Committed (autocommit) before the finish: from here on only this TSE transaction can sign the receipt.
-            await conn.execute("SELECT api.tse_started(%s, %s)", (request.outbox_id, Jsonb(started)))
+            # Committed (autocommit) before the finish: from here on only the recorded TSE transaction can sign the
+            # receipt -- the first one recorded, should another relay have started one too.
+            cur = await conn.execute("SELECT api.tse_started(%s, %s) AS started", (
+                request.outbox_id, Jsonb({"transaction_number": number, "start_time": int(time.time())})))
+            started = (await cur.fetchone())["started"]
         signed = await self._call(self.tse.finish_transaction, client_id, int(started["transaction_number"]),
                                   process_type, process_data)
         await conn.execute("SELECT api.tse_store(%s, %s)", (request.outbox_id, Jsonb(signed.to_json())))

@@ -2,7 +2,7 @@
 -- process data of DSFinV-K; a relay takes a till's requests in order, records failures (backoff, outage) and stores a
 -- signature exactly once.
 BEGIN;
-SELECT plan(30);
+SELECT plan(31);
 
 INSERT INTO test.ctx VALUES ('e', test.event('pgTAP fiscal'));
 INSERT INTO test.ctx VALUES ('bar', test.terminal(test.e(), 'Bar'));
@@ -61,8 +61,12 @@ INSERT INTO test.ctx SELECT 'req', id FROM ledger.outbox WHERE transaction_id = 
 SELECT ok(api.tse_failed(test.v('req'), 'TSE unreachable') > now(), 'a failure puts the request off (backoff)');
 SELECT lives_ok($$SELECT api.tse_failed(test.v('req'), 'TSE unreachable')$$, 'a second failure');
 SELECT is((SELECT count(*) FROM ledger.tse_outage WHERE ended_at IS NULL), 1::bigint, 'one outage is open, not two');
-SELECT lives_ok($$SELECT api.tse_started(test.v('req'), '{"transaction_number": 7, "start_time": 1764000000}')$$,
-                'the TSE transaction begun is recorded before it is finished');
+SELECT is(api.tse_started(test.v('req'), '{"transaction_number": 7, "start_time": 1764000000}'),
+          '{"transaction_number": 7, "start_time": 1764000000}'::jsonb,
+          'the TSE transaction begun is recorded before it is finished');
+SELECT is(api.tse_started(test.v('req'), '{"transaction_number": 8, "start_time": 1764000005}'),
+          '{"transaction_number": 7, "start_time": 1764000000}'::jsonb,
+          'a second start (a relay that lost its claim) is told the first one, which stays');
 SELECT lives_ok($$SELECT api.tse_store(test.v('req'), jsonb_build_object(
         'serial_number', repeat('ab', 32), 'client_id', 'festpay-' || test.v('bar'), 'process_type', 'Kassenbeleg-V1',
         'process_data', 'Beleg^9.00_3.50_0.00_0.00_2.00^14.50:Unbar', 'transaction_number', 7, 'signature_counter', 15,
