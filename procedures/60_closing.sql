@@ -10,6 +10,15 @@ RETURNS integer LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN p_type IN ('purchase', 'topup') THEN 1 ELSE -1 END;
 $$;
 
+CREATE OR REPLACE FUNCTION ledger.open_receipts(p_event_id bigint)
+RETURNS SETOF ledger.transaction LANGUAGE sql STABLE AS $$
+-- The receipts of an event that no cash-point closing covers yet: committed transactions of every type but transfer.
+-- Returns the transaction rows (inlined into the caller's query).
+    SELECT t.* FROM ledger.transaction t
+     WHERE t.event_id = p_event_id AND t.state = 'Committed' AND t.type <> 'transfer'
+       AND NOT EXISTS (SELECT FROM ledger.cashpoint_closing_transaction x WHERE x.transaction_id = t.id);
+$$;
+
 CREATE OR REPLACE FUNCTION api.close_cashpoint(p_event_id bigint, p_assignment_id bigint DEFAULT NULL,
                                                OUT closing_id bigint, OUT z_nr integer, OUT transactions integer,
                                                OUT total bigint)
@@ -33,10 +42,8 @@ BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended('cashpoint-closing:' || v_client, 0));
     WITH open AS (
         SELECT t.id, ledger.receipt_sign(t.type) * t.amount AS amount
-          FROM ledger.transaction t
-         WHERE t.event_id = p_event_id AND t.assignment_id IS NOT DISTINCT FROM p_assignment_id
-           AND t.state = 'Committed' AND t.type <> 'transfer'
-           AND NOT EXISTS (SELECT FROM ledger.cashpoint_closing_transaction x WHERE x.transaction_id = t.id)),
+          FROM ledger.open_receipts(p_event_id) t
+         WHERE t.assignment_id IS NOT DISTINCT FROM p_assignment_id),
     agg AS (SELECT count(*)::integer AS n, sum(o.amount)::bigint AS s, min(o.id) AS f, max(o.id) AS l FROM open o),
     closing AS (
         INSERT INTO ledger.cashpoint_closing AS c (event_id, client_id, assignment_id, z_nr, first_transaction_id,
@@ -65,9 +72,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- The tills of an event that have committed receipts no closing covers yet (assignment_id NULL: the backend).
 -- Returns one row per till with the number of open receipts.
     SELECT t.assignment_id, ledger.tse_client_id(t.assignment_id), count(*)
-      FROM ledger.transaction t
-     WHERE t.event_id = p_event_id AND t.state = 'Committed' AND t.type <> 'transfer'
-       AND NOT EXISTS (SELECT FROM ledger.cashpoint_closing_transaction c WHERE c.transaction_id = t.id)
+      FROM ledger.open_receipts(p_event_id) t
      GROUP BY t.assignment_id ORDER BY t.assignment_id NULLS LAST;
 $$;
 COMMENT ON FUNCTION api.open_cashpoints IS 'Tills of an event with committed receipts not closed yet. Returns assignment_id, client_id, transactions.';
@@ -140,9 +145,8 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
     SELECT c.closing_id, t.id, t.type::text, t.terminal_tx_number, t.created_at, t.committed_at,
            ledger.receipt_sign(t.type) * t.amount,
            CASE WHEN t.payment = 'cash' THEN 'Bar' ELSE 'Unbar' END,
-           CASE t.payment WHEN 'cash' THEN 'Bar' WHEN 'card' THEN 'Karte'
-                WHEN 'online' THEN CASE WHEN t.type = 'payout' THEN 'Ueberweisung' ELSE 'Online' END
-                ELSE 'Mehrzweckgutschein' END,
+           CASE WHEN t.type = 'payout' AND t.payment = 'online' THEN 'Ueberweisung'
+                ELSE coalesce(ledger.payment_name(t.payment), 'Mehrzweckgutschein') END,
            s.tse_serial, s.tse_tx_number, s.signature_counter, s.start_time, s.log_time, s.process_type, s.process_data,
            translate(encode(s.signature, 'base64'), E'\n', ''), translate(encode(s.public_key, 'base64'), E'\n', ''),
            s.algorithm
