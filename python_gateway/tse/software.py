@@ -204,14 +204,18 @@ class SoftwareTSE:
                 os.fsync(f.fileno())
         self._log_size = good
 
+    def _sync_appended(self) -> None:
+        """Make every record appended so far durable. The caller holds the mutex, so none is being appended."""
+        if self._log_fd >= 0 and self._flushed < self._log_size:
+            os.fsync(self._log_fd)
+            self._flushed = self._log_size
+
     def _save_state(self) -> None:
         """Write a checkpoint atomically and durably (tmp file, fsync, rename, fsync directory).
 
         The caller holds the mutex. The log store is fsync'd first: the checkpoint covers every record appended so far.
         """
-        if self._log_fd >= 0 and self._flushed < self._log_size:
-            os.fsync(self._log_fd)
-            self._flushed = self._log_size
+        self._sync_appended()
         self._checkpoint_counter = self._counter
         self._pending = {}
         state = {
@@ -314,7 +318,10 @@ class SoftwareTSE:
         if self._counter - self._checkpoint_counter >= CHECKPOINT_EVERY:
             with self._mutex:
                 if self._counter - self._checkpoint_counter >= CHECKPOINT_EVERY:
-                    self._save_state()
+                    try:
+                        self._save_state()
+                    except OSError as err:  # the signature is durable already; opening again replays the log
+                        log.warning("TSE %s: no checkpoint: %s", self.directory, err)
 
     # ---- the TSE interface -----------------------------------------------------------------
 
@@ -436,6 +443,10 @@ class SoftwareTSE:
         """
         with self._mutex:
             self._check_open()
+            try:
+                self._sync_appended()  # hand out only what a crash cannot take back
+            except OSError as err:
+                raise TseUnavailable(f"cannot store the signed log: {err}") from err
             buf = io.BytesIO()
             with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
                 for rec in self._records():
