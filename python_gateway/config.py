@@ -37,17 +37,18 @@ def _env(name: str) -> str | None:
     return value.strip()
 
 
-def _env_port(name: str) -> int | None:
+def _env_int(name: str, low: int, high: int, what: str) -> int | None:
+    """A whole number from low to high in environment variable name (what it is: for the error), or None when unset."""
     value = _env(name)
     if value is None:
         return None
     try:
-        port = int(value)
+        number = int(value)
     except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"{name}={port} is not a port number (1-65535)")
-    return port
+        raise ConfigError(f"{name}={value!r} is not {what}") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{name}={number} is not {what} ({low}-{high})")
+    return number
 
 
 @dataclass(frozen=True)
@@ -87,19 +88,6 @@ class Settings:
         return self.tse_url or f"http://127.0.0.1:{self.tse_port}"
 
 
-def _env_workers(name: str) -> int | None:
-    value = _env(name)
-    if value is None:
-        return None
-    try:
-        workers = int(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a number") from None
-    if not 1 <= workers <= 64:
-        raise ConfigError(f"{name}={workers} is out of range (1-64)")
-    return workers
-
-
 def load_settings() -> Settings:
     """Read the settings from the environment (and .env)."""
     data_dir = _env("FESTPAY_DATA_DIR")
@@ -112,11 +100,11 @@ def load_settings() -> Settings:
         # A relative FESTPAY_DATA_DIR is relative to the project root, like .env itself.
         data_dir=(PROJECT_ROOT / Path(data_dir).expanduser()) if data_dir else PROJECT_ROOT / "data",
         pg_bin=_env("PG_BIN"),
-        pg_port=_env_port("FESTPAY_PG_PORT"),
-        http_port=_env_port("FESTPAY_HTTP_PORT") or 8080,
+        pg_port=_env_int("FESTPAY_PG_PORT", 1, 65535, "a port number"),
+        http_port=_env_int("FESTPAY_HTTP_PORT", 1, 65535, "a port number") or 8080,
         gateway_database_url=_env("FESTPAY_GATEWAY_DATABASE_URL"),
         tse_url=tse_url.rstrip("/") if tse_url else None,
         tse_dir=(PROJECT_ROOT / Path(tse_dir).expanduser()) if tse_dir else None,
-        tse_port=_env_port("FESTPAY_TSE_PORT") or 8081,
-        relay_workers=_env_workers("FESTPAY_RELAY_WORKERS") or 4,
+        tse_port=_env_int("FESTPAY_TSE_PORT", 1, 65535, "a port number") or 8081,
+        relay_workers=_env_int("FESTPAY_RELAY_WORKERS", 1, 64, "a number of relay workers") or 4,
     )

@@ -38,17 +38,23 @@ credit ``Unbar``/``Mehrzweckgutschein``.  VAT keys (``vat.csv``): 1 = 19 %, 2 = 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
+
+import psycopg
+
+from .tse.audit import money
+from .tse.logmessage import format_qr_time
 
 DTD_NAME = "gdpdu-01-09-2004.dtd"
 TAXONOMY_VERSION = "2.3"
@@ -140,8 +146,7 @@ def decimal(value: int | None, places: int) -> str:
         return ""
     if places == 3:  # a whole quantity
         return f"{value},000"
-    sign = "-" if value < 0 else ""
-    return f"{sign}{abs(value) // 100},{abs(value) % 100:02d}"
+    return money(value).replace(".", ",")
 
 
 def field_text(kind: str, value: Any) -> str:
@@ -163,8 +168,8 @@ def local_time(ts: datetime | None, tz: ZoneInfo) -> str:
 
 
 def utc_time(ts: datetime | None) -> str:
-    return "" if ts is None else ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + \
-        f"{ts.astimezone(timezone.utc).microsecond // 1000:03d}Z"
+    """A TSE time (whole seconds) as in the QR code, UTC with milliseconds; empty while unsigned."""
+    return "" if ts is None else format_qr_time(int(ts.timestamp()))
 
 
 class CsvTable:
@@ -335,9 +340,13 @@ def export(conn, event_id: int, out: Path, first: date | None = None, last: date
     """
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
-        return _export(conn, event_id, out, first, last, progress, every)
-    finally:
-        conn.execute("ROLLBACK")
+        result = _export(conn, event_id, out, first, last, progress, every)
+    except BaseException:
+        with contextlib.suppress(psycopg.Error):  # a broken connection must not hide the export's own error
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("ROLLBACK")                      # read only: nothing to keep
+    return result
 
 
 def _export(conn, event_id, out, first, last, progress, every) -> ExportResult:
@@ -461,11 +470,15 @@ def _export(conn, event_id, out, first, last, progress, every) -> ExportResult:
                         last or (max(dates) if dates else None))
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".part")
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("index.xml", xml)
-            zf.writestr(DTD_NAME, GDPDU_DTD)
-            for table in w.values():
-                zf.write(table.path, table.table.file)
+        try:
+            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr("index.xml", xml)
+                zf.writestr(DTD_NAME, GDPDU_DTD)
+                for table in w.values():
+                    zf.write(table.path, table.table.file)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         partial.replace(out)
         return ExportResult(out, len(closings), n_receipts, n_lines, {f: t.rows for f, t in w.items()})
 
