@@ -106,6 +106,7 @@ class Bench:
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     results: dict[str, str] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    unvacuumed: set[str] = field(default_factory=set)   # databases a pgbench run wrote to since their last VACUUM
 
     @property
     def pgbench(self) -> str:
@@ -279,12 +280,27 @@ def cpu_report(before: tuple[list[int], float], after: tuple[list[int], float], 
     return text, busy_cores
 
 
+def vacuum_previous_runs(bench: Bench) -> None:
+    """VACUUM (ANALYZE) the databases earlier runs wrote to, so that every run starts clean: otherwise autovacuum
+    cleans up after one run during the next (the yardstick's or a purchase run's, whichever comes next), and the
+    planner keeps the statistics of before it (the ledger's item table starts empty: its lookups would stay
+    sequential scans until autovacuum comes by). pgbench does the same for its own tables before every tpcb run."""
+    for dbname in sorted(bench.unvacuumed):
+        started = time.monotonic()
+        with bench.connect(dbname, autocommit=True) as conn:
+            conn.execute("VACUUM (ANALYZE)")
+        print(f"VACUUM (ANALYZE) {dbname} after the previous run: {time.monotonic() - started:.1f}s")
+    bench.unvacuumed.clear()
+
+
 def run_pgbench(bench: Bench, label: str, dbname: str, args: list[str], *, user: str = "postgres",
                 seconds: int | None = None) -> PgbenchResult:
     """One timed pgbench run with wait-event sampling; prints what it saw."""
     seconds = seconds or bench.seconds
+    vacuum_previous_runs(bench)
     with bench.connect(dbname, autocommit=True) as conn:
         conn.execute("CHECKPOINT")        # same starting point for every run: no checkpoint mid-run
+    bench.unvacuumed.add(dbname)
     cmd = [bench.pgbench, "-c", str(bench.clients), "-j", str(bench.threads), "-T", str(seconds), "-r",
            *args, *bench.conn_args(dbname, user)]
     print(f"\n== {label}: {bench.clients} clients, {bench.threads} threads, {seconds}s", flush=True)
@@ -637,19 +653,8 @@ def start_gateways(bench: Bench, count: int, port: int, extra_args: list[str] | 
             logfile = bench.workdir / f"gateway-{i}.log"
             cmd = [sys.executable, "-m", "python_gateway.loadgen", "serve", "--database-url", database_url,
                    "--port", str(port), *(["--reuse-port"] if count > 1 else []), *(extra_args or [])]
-            with open(logfile, "w") as out:
-                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=_tool_env(), cwd=Path(__file__).resolve().parent.parent)
+            proc, _ = _start_logged(cmd, logfile, "READY", f"gateway {i}")
             procs.append((proc, logfile))
-        deadline = time.monotonic() + 60
-        for proc, logfile in procs:
-            while "READY" not in logfile.read_text(errors="replace"):
-                if proc.poll() is not None:
-                    raise BenchFailure(f"gateway pid {proc.pid} exited with {proc.returncode}:\n"
-                                       f"{logfile.read_text(errors='replace')[-2000:]}")
-                if time.monotonic() > deadline:
-                    raise BenchFailure(f"gateway pid {proc.pid} did not get ready within 60 s")
-                time.sleep(0.1)
     except BaseException:
         for proc, _ in procs:
             _stop_process(proc, "gateway")
@@ -800,6 +805,20 @@ def _wait_for_line(proc: subprocess.Popen, logfile: Path, marker: str, what: str
         time.sleep(0.05)
 
 
+def _start_logged(cmd: list[str], logfile: Path, marker: str, what: str, *, env: dict[str, str] | None = None,
+                  stdin: int = subprocess.DEVNULL, timeout: float = 60) -> tuple[subprocess.Popen, str]:
+    """Starts a tool process (this checkout's Python, output to logfile) and waits for its log line with ``marker``;
+    returns the process and that line. Stops it again and raises BenchFailure when it exits or stays silent."""
+    with open(logfile, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=stdin, env=env or _tool_env(),
+                                cwd=Path(__file__).resolve().parent.parent)
+    try:
+        return proc, _wait_for_line(proc, logfile, marker, what, timeout)
+    except BaseException:
+        _stop_process(proc, what)
+        raise
+
+
 def start_tse_service(bench: Bench, directory: Path) -> tuple[subprocess.Popen, Path, str]:
     """``festpay tse serve --dir DIR --port 0`` (the software TSE in the bench's temp dir) on 127.0.0.1; its URL.
 
@@ -807,14 +826,7 @@ def start_tse_service(bench: Bench, directory: Path) -> tuple[subprocess.Popen, 
     logfile = bench.workdir / "tse.log"
     cmd = [sys.executable, "-m", "python_gateway.cli", "tse", "serve", "--dir", str(directory), "--port", "0",
            "--stop-on-stdin-eof"]
-    with open(logfile, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
-                                env=_tool_env(), cwd=Path(__file__).resolve().parent.parent)
-    try:
-        line = _wait_for_line(proc, logfile, "READY ", "the TSE service")
-    except BaseException:
-        _stop_process(proc, "TSE service")
-        raise
+    proc, line = _start_logged(cmd, logfile, "READY ", "the TSE service", stdin=subprocess.PIPE)
     url = line.split()[1]
     if not url.startswith("http://127.0.0.1:"):
         _stop_process(proc, "TSE service")
@@ -829,14 +841,7 @@ def start_relay(bench: Bench, tse_url: str) -> tuple[subprocess.Popen, Path]:
     database_url = bench.cluster.url(GATEWAY_DBNAME, user="festpay_gateway")
     env = _tool_env() | {"DATABASE_URL": database_url, "FESTPAY_GATEWAY_DATABASE_URL": database_url}
     cmd = [sys.executable, "-m", "python_gateway.cli", "relay", "--tse-url", tse_url]
-    with open(logfile, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=Path(__file__).resolve().parent.parent)
-    try:
-        _wait_for_line(proc, logfile, "Relay signing receipts", "the relay")
-    except BaseException:
-        _stop_process(proc, "relay")
-        raise
+    proc, _ = _start_logged(cmd, logfile, "Relay signing receipts", "the relay", env=env)
     return proc, logfile
 
 

@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 from python_gateway import cli, dsfinvk
 from python_gateway.migrate import migrate
 from python_gateway.tse.software import SoftwareTSE
+from tests.gateway_server import scalar
 from tests.test_receipts import sign_like_the_relay
 
 REQUIRED = ["transactions", "transactions_vat", "lines", "lines_vat", "transactions_tse", "datapayment",
@@ -32,10 +33,6 @@ REQUIRED = ["transactions", "transactions_vat", "lines", "lines_vat", "transacti
             "tse"]
 DBNAME = "festpay_dsfinvk"
 MONEY = re.compile(r"^-?\d+,\d{2}$")
-
-
-def scalar(conn: psycopg.Connection, query: str, params: tuple[Any, ...] = ()) -> Any:
-    return conn.execute(query, params).fetchone()[0]
 
 
 @pytest.fixture(scope="module")
