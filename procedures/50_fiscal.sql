@@ -166,15 +166,6 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION api.tse_request IS 'The client id, process type and process data to sign for a request, and its started TSE transaction.';
 
--- The first version returned nothing and overwrote an earlier start (see below): a changed result type needs a drop.
-DO $$
-BEGIN
-    IF (SELECT prorettype FROM pg_proc WHERE oid = to_regprocedure('api.tse_started(bigint, jsonb)')) = 'void'::regtype THEN
-        DROP FUNCTION api.tse_started(bigint, jsonb);
-    END IF;
-END
-$$;
-
 CREATE OR REPLACE FUNCTION api.tse_started(p_outbox_id bigint, p_started jsonb)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Records that the TSE began a transaction for this request (its number, start time), before it is finished, so
