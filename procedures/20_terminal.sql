@@ -5,9 +5,10 @@ SET LOCAL ROLE festpay_owner;
 
 CREATE OR REPLACE FUNCTION ledger.same_request(t ledger.transaction, p_type ledger.tx_type, p_account_id bigint,
                                                p_amount bigint, p_payment text DEFAULT NULL)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql AS $$
 -- Checks that a repeated terminal transaction number carries the same request as the first time.
--- Raises idempotency-conflict when type, customer, amount or (when given) payment method differ.
+-- Returns the transaction's id; raises idempotency-conflict when type, customer, amount or (when given) payment
+-- method differ.
 BEGIN
     IF t.type <> p_type OR t.account_id <> p_account_id OR t.amount <> p_amount
        OR (p_payment IS NOT NULL AND t.payment::text IS DISTINCT FROM p_payment) THEN
@@ -15,6 +16,7 @@ BEGIN
             format('terminal transaction %s was first sent as %s of %s', t.terminal_tx_number, t.type, t.amount),
             jsonb_build_object('transaction_id', t.id, 'state', t.state));
     END IF;
+    RETURN t.id;
 END
 $$;
 
@@ -45,6 +47,7 @@ DECLARE
     v_uid text := ledger.normalize_uid(p_uid);
     c record;
     t ledger.transaction;
+    v_items integer;
 BEGIN
     p_terminal_tx_number := ledger.positive(p_terminal_tx_number, 'terminal_tx_number');
     p_amount := ledger.positive(p_amount, 'amount');
@@ -78,11 +81,11 @@ BEGIN
                                 jsonb_build_object('available', c.available));
         END IF;
         UPDATE ledger.account SET held = held - p_amount WHERE id = c.account_id;
-        PERFORM ledger.same_request(t, 'purchase', c.account_id, p_amount);
-        transaction_id := t.id; state := t.state; expires_at := t.expires_at; available := c.available;
+        transaction_id := ledger.same_request(t, 'purchase', c.account_id, p_amount);
+        state := t.state; expires_at := t.expires_at; available := c.available;
         RETURN;
     END IF;
-    PERFORM ledger.add_items(transaction_id, ctx.event_id, p_items, p_amount);
+    v_items := ledger.add_items(transaction_id, ctx.event_id, p_items, p_amount);
     state := 'ReservePending';
     available := c.available - p_amount;
     expires_at := now() + ctx.reserve_timeout;
@@ -142,8 +145,7 @@ BEGIN
         RETURN;
     END IF;
 
-    transaction_id := t.id;
-    PERFORM ledger.same_request(t, v_type::ledger.tx_type, v_tag.account_id, v_amount);
+    transaction_id := ledger.same_request(t, v_type::ledger.tx_type, v_tag.account_id, v_amount);
     v_target := v_state::ledger.tx_state;
     IF v_target = 'TerminalConfirmUnknown' AND t.state = 'Reserve' THEN
         v_target := 'Committed';          -- uploaded tag data already proved the charge

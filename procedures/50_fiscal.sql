@@ -5,21 +5,23 @@ SET LOCAL ROLE festpay_owner;
 -- TSE, and stores the signature (api.tse_store) or the failure (api.tse_failed).
 
 CREATE OR REPLACE FUNCTION ledger.enqueue(p_topic text, p_ordering_key text, p_tx_id bigint)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql AS $$
 -- Asks outside parties of p_topic to handle a committed transaction, in the booking's own transaction, and wakes a
 -- sleeping relay (NOTIFY festpay_outbox, payload the topic) -- only when one sleeps: see ledger.relay_wakeup.
--- Returns nothing.
+-- Returns the outbox request's id.
 DECLARE
+    v_id bigint;
     v_asleep boolean;
 BEGIN
     INSERT INTO ledger.outbox (topic, ordering_key, transaction_id) VALUES (p_topic, p_ordering_key, p_tx_id)
-    RETURNING (SELECT w.asleep FROM ledger.relay_wakeup w WHERE w.topic = p_topic) INTO v_asleep;
+    RETURNING id, (SELECT w.asleep FROM ledger.relay_wakeup w WHERE w.topic = p_topic) INTO v_id, v_asleep;
     IF v_asleep THEN
         UPDATE ledger.relay_wakeup SET asleep = false WHERE topic = p_topic AND asleep;
         IF FOUND THEN
             PERFORM pg_notify('festpay_outbox', p_topic);
         END IF;
     END IF;
+    RETURN v_id;
 END
 $$;
 
