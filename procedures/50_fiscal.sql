@@ -137,7 +137,7 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY
-        SELECT o.id, o.ordering_key, o.transaction_id, o.attempts, o.started
+        SELECT o.id, o.ordering_key::text, o.transaction_id, o.attempts, o.started
           FROM ledger.outbox o
          WHERE o.topic = p_topic AND o.ordering_key = v_key AND o.done_at IS NULL
          ORDER BY o.id LIMIT p_limit;

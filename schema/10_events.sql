@@ -36,10 +36,9 @@ CREATE TABLE ledger.account (
     kind       ledger.account_kind NOT NULL,
     name       text NOT NULL,
     balance    bigint NOT NULL DEFAULT 0,
-    held       bigint NOT NULL DEFAULT 0,
+    held       ledger.cents NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT account_name_unique UNIQUE (event_id, kind, name),
-    CONSTRAINT held_not_negative CHECK (held >= 0),
     CONSTRAINT only_customers_keep_a_running_balance CHECK (kind = 'customer' OR (balance = 0 AND held = 0))
 );
 COMMENT ON TABLE ledger.account IS 'Double-entry accounts. Customer rows carry balance and held; other kinds derive their balance from ledger.booking.';

@@ -18,12 +18,12 @@ CREATE TABLE ledger.transaction (
     account_id         bigint NOT NULL,
     other_account_id   bigint NOT NULL,
     tag_id             bigint,
-    tag_tx_number      integer CHECK (tag_tx_number >= 0),
+    tag_tx_number      ledger.tag_tx_number,
     assignment_id      bigint,
-    terminal_tx_number bigint CHECK (terminal_tx_number > 0),
-    amount             bigint NOT NULL CHECK (amount > 0),
-    fee                bigint NOT NULL DEFAULT 0 CHECK (fee >= 0),
-    held               bigint NOT NULL DEFAULT 0,
+    terminal_tx_number ledger.tx_number,
+    amount             ledger.amount NOT NULL,
+    fee                ledger.cents NOT NULL DEFAULT 0,
+    held               ledger.cents NOT NULL DEFAULT 0,
     payment            ledger.payment_method,
     linked_id          bigint REFERENCES ledger.transaction,
     terminal_time      timestamptz,
@@ -33,8 +33,7 @@ CREATE TABLE ledger.transaction (
     committed_at       timestamptz,
     CONSTRAINT terminal_identity_unique UNIQUE (assignment_id, terminal_tx_number),
     CONSTRAINT terminal_identity_complete CHECK ((assignment_id IS NULL) = (terminal_tx_number IS NULL)),
-    CONSTRAINT held_only_while_reserved CHECK (
-        held >= 0 AND (held = 0 OR state IN ('ReservePending', 'Reserve', 'TerminalConfirmUnknown'))),
+    CONSTRAINT held_only_while_reserved CHECK (held = 0 OR state IN ('ReservePending', 'Reserve', 'TerminalConfirmUnknown')),
     CONSTRAINT committed_at_iff_committed CHECK ((state = 'Committed') = (committed_at IS NOT NULL)),
     CONSTRAINT two_sides CHECK (account_id <> other_account_id)
 );
@@ -47,11 +46,11 @@ CREATE INDEX transaction_linked ON ledger.transaction (linked_id) WHERE linked_i
 
 CREATE TABLE ledger.item (
     transaction_id bigint NOT NULL,    -- no foreign key: see ledger.transaction
-    line_no        smallint NOT NULL CHECK (line_no > 0),
+    line_no        ledger.line_number NOT NULL,
     product_id     bigint NOT NULL,
     name           text NOT NULL,
-    quantity       integer NOT NULL CHECK (quantity > 0),
-    unit_price     bigint NOT NULL CHECK (unit_price >= 0),
+    quantity       ledger.quantity NOT NULL,
+    unit_price     ledger.cents NOT NULL,
     vat_rate       numeric(5,2) NOT NULL,
     returnable     boolean NOT NULL,
     PRIMARY KEY (transaction_id, line_no)

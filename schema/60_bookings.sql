@@ -4,10 +4,10 @@ SET ROLE festpay_owner;
 
 CREATE TABLE ledger.booking (
     transaction_id    bigint NOT NULL,   -- no foreign key: see ledger.transaction
-    line_no           smallint NOT NULL CHECK (line_no > 0),
+    line_no           ledger.line_number NOT NULL,
     debit_account_id  bigint NOT NULL,   -- no foreign key: see ledger.transaction; checked by api.check_invariants()
     credit_account_id bigint NOT NULL,
-    amount            bigint NOT NULL CHECK (amount > 0),
+    amount            ledger.amount NOT NULL,
     booked_at         timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (transaction_id, line_no),
     CONSTRAINT two_accounts CHECK (debit_account_id <> credit_account_id)

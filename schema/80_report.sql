@@ -5,7 +5,7 @@ SET ROLE festpay_owner;
 CREATE VIEW report.account_balance AS
 SELECT a.event_id, a.id AS account_id, a.kind, a.name,
        (coalesce(d.total, 0) - coalesce(c.total, 0))::bigint AS balance,
-       a.held
+       a.held::bigint AS held
   FROM ledger.account a
   LEFT JOIN (SELECT debit_account_id AS id, sum(amount) AS total FROM ledger.booking GROUP BY 1) d ON d.id = a.id
   LEFT JOIN (SELECT credit_account_id AS id, sum(amount) AS total FROM ledger.booking GROUP BY 1) c ON c.id = a.id;
@@ -28,8 +28,8 @@ SELECT e.id AS event_id, e.name AS event,
 COMMENT ON VIEW report.trial_balance IS 'Per event: the sum of positive and negative balances; total is always 0.';
 
 CREATE VIEW report.open_reservation AS
-SELECT t.event_id, t.id AS transaction_id, t.state, tg.uid, t.amount, t.held,
-       t.assignment_id, t.terminal_tx_number, t.created_at, t.expires_at
+SELECT t.event_id, t.id AS transaction_id, t.state, tg.uid, t.amount::bigint AS amount, t.held::bigint AS held,
+       t.assignment_id, t.terminal_tx_number::bigint AS terminal_tx_number, t.created_at, t.expires_at
   FROM ledger.transaction t
   LEFT JOIN ledger.tag tg ON tg.id = t.tag_id
  WHERE t.state IN ('ReservePending', 'Reserve', 'TerminalConfirmUnknown');
@@ -41,7 +41,7 @@ SELECT id, occurred_at, actor, event_id, transaction_id, from_state, to_state, r
 COMMENT ON VIEW report.violation IS 'Refused state transitions, newest last.';
 
 CREATE VIEW report.tag_number_duplicate AS
-SELECT t.event_id, tg.uid, t.tag_tx_number, count(*) AS transactions,
+SELECT t.event_id, tg.uid, t.tag_tx_number::integer AS tag_tx_number, count(*) AS transactions,
        array_agg(t.id ORDER BY t.id) AS transaction_ids
   FROM ledger.transaction t
   JOIN ledger.tag tg ON tg.id = t.tag_id

@@ -38,9 +38,9 @@ SELECT is(test.res('dr', 'balance')::bigint, 8550::bigint, 'deposit return: answ
 SELECT results_eq($$SELECT * FROM test.booking_lines(test.v('dr'))$$,
                   $$VALUES ('customer:D0D0D0D0', 'deposit:deposit', 200::bigint)$$,
                   'deposit return: exactly one line, customer <- deposit 200');
-SELECT results_eq($$SELECT type::text, amount FROM ledger.transaction WHERE id = test.v('dr')$$,
+SELECT results_eq($$SELECT type::text, amount::bigint FROM ledger.transaction WHERE id = test.v('dr')$$,
                   $$VALUES ('deposit_return', 200::bigint)$$, 'deposit return: type deposit_return, amount 200');
-SELECT results_eq($$SELECT name, quantity, unit_price, returnable FROM ledger.item WHERE transaction_id = test.v('dr')$$,
+SELECT results_eq($$SELECT name, quantity::integer, unit_price::bigint, returnable FROM ledger.item WHERE transaction_id = test.v('dr')$$,
                   $$VALUES ('Cup', 1, 200::bigint, true)$$, 'deposit return: the returned item is stored');
 SELECT is(test.account_balance(test.v('e'), 'deposit', 'deposit'), 200::bigint, 'the deposit account holds 200');
 SELECT is((SELECT transaction_id FROM api.deposit_return(test.v('bar'), 2, 'D0D0D0D0', test.items(test.v('e'), 'Cup:1'))),
@@ -71,7 +71,7 @@ SELECT is(test.res('cb1', 'balance')::bigint, 9050::bigint, 'chargeback 500: ans
 SELECT results_eq($$SELECT * FROM test.booking_lines(test.v('cb1'))$$,
                   $$VALUES ('customer:D0D0D0D0', 'merchant:Bar', 500::bigint)$$,
                   'chargeback: exactly one line, customer <- Bar 500');
-SELECT results_eq($$SELECT type::text, linked_id, amount FROM ledger.transaction WHERE id = test.v('cb1')$$,
+SELECT results_eq($$SELECT type::text, linked_id, amount::bigint FROM ledger.transaction WHERE id = test.v('cb1')$$,
                   $$VALUES ('chargeback', test.v('p1'), 500::bigint)$$, 'chargeback: references the purchase');
 SELECT is(test.account_balance(test.v('e'), 'merchant', 'Bar'), 750::bigint, 'Bar: 1250 - 500');
 

@@ -21,7 +21,7 @@ INSERT INTO test.ctx SELECT 'topup', test.res('ol', 'topup_transaction_id')::big
 SELECT is(test.res('ol', 'state'), 'Committed', 'open-loop: answered Committed');
 SELECT is(test.res('ol', 'balance')::bigint, 350::bigint, 'open-loop: answered balance 1000 + 500 - 50 - 1100');
 SELECT isnt(test.v('topup'), NULL, 'open-loop: a top-up transaction is returned');
-SELECT results_eq($$SELECT type::text, state::text, payment::text, amount, fee,
+SELECT results_eq($$SELECT type::text, state::text, payment::text, amount::bigint, fee::bigint,
                            (SELECT p.linked_id FROM ledger.transaction p WHERE p.id = test.v('purchase'))
                       FROM ledger.transaction WHERE id = test.v('topup')$$,
                   $$VALUES ('topup', 'Committed', 'card', 500::bigint, 50::bigint, test.v('topup'))$$,
@@ -30,7 +30,8 @@ SELECT results_eq($$SELECT * FROM test.booking_lines(test.v('topup'))$$,
                   $$VALUES ('customer:0A0A0A0A', 'topup:card', 500::bigint),
                            ('fee:fees', 'customer:0A0A0A0A', 50::bigint)$$,
                   'top-up lines: customer <- topup/card 500, fee <- customer 50');
-SELECT results_eq($$SELECT type::text, state::text, amount, assignment_id, terminal_tx_number, tag_tx_number
+SELECT results_eq($$SELECT type::text, state::text, amount::bigint, assignment_id, terminal_tx_number::bigint,
+                          tag_tx_number::integer
                       FROM ledger.transaction WHERE id = test.v('purchase')$$,
                   $$VALUES ('purchase', 'Committed', 1100::bigint, test.v('bar'), 1::bigint, 3)$$,
                   'the purchase: Committed, 1100, with its terminal identity and tag number');

@@ -39,7 +39,7 @@ SELECT is((SELECT expires_at - created_at FROM ledger.transaction WHERE id = tes
 SELECT is(test.held(test.v('e'), 'B0B0B0B0'), 1250::bigint, 'reserve: the customer holds 1250');
 SELECT is(test.balance(test.v('e'), 'B0B0B0B0'), 10000::bigint, 'reserve: the balance is still 10000');
 SELECT is(test.lines(test.v('p1')), 0, 'reserve: no booking line yet');
-SELECT results_eq($$SELECT line_no::integer, name, quantity, unit_price, vat_rate::text, returnable
+SELECT results_eq($$SELECT line_no::integer, name, quantity::integer, unit_price::bigint, vat_rate::text, returnable
                       FROM ledger.item WHERE transaction_id = test.v('p1') ORDER BY line_no$$,
                   $$VALUES (1, 'Beer', 2, 450::bigint, '19.00', false),
                            (2, 'Cup', 1, 200::bigint, '0.00', true),
@@ -55,7 +55,7 @@ SELECT is((SELECT available FROM api.reserve(test.v('bar'), 1, 'B0B0B0B0', 0, 12
 
 -- The product changes after the sale: the items keep what was sold.
 UPDATE ledger.product SET name = 'Beer XL', price = 500, vat_rate = 7 WHERE id = test.v('beer');
-SELECT results_eq($$SELECT name, unit_price, vat_rate::text FROM ledger.item
+SELECT results_eq($$SELECT name, unit_price::bigint, vat_rate::text FROM ledger.item
                      WHERE transaction_id = test.v('p1') AND line_no = 1$$,
                   $$VALUES ('Beer', 450::bigint, '19.00')$$,
                   'after the product became Beer XL at 500 and 7%, the item still says Beer, 450, 19%');
@@ -73,7 +73,7 @@ SELECT results_eq($$SELECT * FROM test.booking_lines(test.v('p1'))$$,
                            ('merchant:Bar', 'customer:B0B0B0B0', 150::bigint)$$,
                   'purchase lines: Bar <- customer 2 x 450 (the price as sold), deposit <- customer 200, Bar <- customer 150');
 SELECT is(test.held(test.v('e'), 'B0B0B0B0'), 0::bigint, 'committed: the hold is back to 0');
-SELECT is((SELECT held FROM ledger.transaction WHERE id = test.v('p1')), 0::bigint, 'committed: the transaction holds nothing');
+SELECT is((SELECT held::bigint FROM ledger.transaction WHERE id = test.v('p1')), 0::bigint, 'committed: the transaction holds nothing');
 SELECT is(test.balance(test.v('e'), 'B0B0B0B0'), 8750::bigint, 'committed: balance 10000 - 1250');
 SELECT is(test.account_balance(test.v('e'), 'merchant', 'Bar'), 1050::bigint, 'committed: merchant Bar received 1050');
 SELECT is(test.account_balance(test.v('e'), 'deposit', 'deposit'), 200::bigint, 'committed: deposit received 200');
@@ -94,7 +94,7 @@ SELECT throws_ok($$SELECT api.reserve(test.v('bar'), 2, 'B0B0B0B0', 1, 450,
 SELECT is((SELECT state FROM api.reserve(test.v('bar'), 2, 'B0B0B0B0', 1, 500,
                jsonb_build_array(jsonb_build_object('product_id', test.v('beer'), 'quantity', 1)))),
           'ReservePending', 'Beer XL at 500 reserves');
-SELECT results_eq($$SELECT name, unit_price, vat_rate::text FROM ledger.item
+SELECT results_eq($$SELECT name, unit_price::bigint, vat_rate::text FROM ledger.item
                      WHERE transaction_id = (SELECT transaction_id FROM api.terminal_transaction(test.v('bar'), 2))$$,
                   $$VALUES ('Beer XL', 500::bigint, '7.00')$$, 'the new sale stores Beer XL, 500, 7%');
 SELECT is((SELECT outcome FROM api.replicate(test.v('bar'), jsonb_build_array(jsonb_build_object(

@@ -20,7 +20,7 @@ SELECT is(test.res('refund', 'balance')::bigint, 7000::bigint, 'refund: answered
 SELECT results_eq($$SELECT * FROM test.booking_lines(test.v('refund'))$$,
                   $$VALUES ('cash:drawer ' || test.v('top'), 'customer:F1F1F1F1', 3000::bigint)$$,
                   'refund: exactly one line, drawer of this terminal <- customer 3000');
-SELECT results_eq($$SELECT type::text, payment::text, amount, fee FROM ledger.transaction WHERE id = test.v('refund')$$,
+SELECT results_eq($$SELECT type::text, payment::text, amount::bigint, fee::bigint FROM ledger.transaction WHERE id = test.v('refund')$$,
                   $$VALUES ('refund', 'cash', 3000::bigint, 0::bigint)$$, 'refund: type refund, cash, 3000, no fee');
 SELECT is(test.account_balance(test.v('e'), 'cash', 'drawer ' || test.v('top')), 3000::bigint,
           'refund: the drawer received 3000 (it paid it out in cash)');
@@ -75,7 +75,7 @@ SELECT results_eq($$SELECT * FROM test.booking_lines(test.v('payout'))$$,
                   $$VALUES ('payout:payout', 'customer:A0A0A0A0', 1900::bigint),
                            ('fee:fees', 'customer:A0A0A0A0', 100::bigint)$$,
                   'payout lines: payout <- customer 1900, fee <- customer 100');
-SELECT results_eq($$SELECT type::text, state::text, amount, fee FROM ledger.transaction WHERE id = test.v('payout')$$,
+SELECT results_eq($$SELECT type::text, state::text, amount::bigint, fee::bigint FROM ledger.transaction WHERE id = test.v('payout')$$,
                   $$VALUES ('payout', 'Committed', 2000::bigint, 100::bigint)$$, 'payout: Committed, amount 2000, fee 100');
 SELECT is(test.account_balance(test.v('e'), 'payout', 'payout'), 1900::bigint, 'the payout account received 1900');
 SELECT is(test.account_balance(test.v('e'), 'fee', 'fees'), 100::bigint, 'the fee account received 100');

@@ -37,7 +37,7 @@ SELECT results_eq(
     'tag sync at Food of two offline Bar purchases: both held, both acknowledged');
 SELECT is(pg_temp.txinfo(test.bartx(1)), 'Reserve held 450, 0 lines', 'Bar purchase 1 is a Reserve holding 450');
 SELECT is(pg_temp.txinfo(test.bartx(2)), 'Reserve held 350, 0 lines', 'Bar purchase 2 is a Reserve holding 350');
-SELECT results_eq($$SELECT t.tag_tx_number, t.amount, t.other_account_id, t.terminal_time FROM ledger.transaction t
+SELECT results_eq($$SELECT t.tag_tx_number::integer, t.amount::bigint, t.other_account_id, t.terminal_time FROM ledger.transaction t
                      WHERE t.id IN (test.bartx(1), test.bartx(2)) ORDER BY t.terminal_tx_number$$,
                   $$SELECT n, a, (SELECT account_id FROM ledger.merchant WHERE event_id = test.e() AND name = 'Bar'),
                            '2025-07-05T01:15:00+02:00'::timestamptz
@@ -55,7 +55,7 @@ SELECT results_eq(
 SELECT is(test.money('AB000001'), 'balance 9200 held 0', 'tag 1: 800 booked once, holds released');
 SELECT is(pg_temp.txinfo(test.bartx(1)), 'Committed held 0, 1 lines', 'purchase 1 committed with one line');
 SELECT is(pg_temp.txinfo(test.bartx(2)), 'Committed held 0, 1 lines', 'purchase 2 committed with one line');
-SELECT results_eq($$SELECT name, quantity, unit_price, vat_rate FROM ledger.item WHERE transaction_id = test.bartx(1)$$,
+SELECT results_eq($$SELECT name, quantity::integer, unit_price::bigint, vat_rate FROM ledger.item WHERE transaction_id = test.bartx(1)$$,
                   $$VALUES ('Beer'::text, 1, 450::bigint, 19.00::numeric(5,2))$$, 'the items of the replication are kept as sold');
 SELECT is(test.account_balance(test.e(), 'merchant', 'Bar'), 800::bigint, 'merchant Bar received 800');
 SELECT results_eq(

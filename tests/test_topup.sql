@@ -23,7 +23,7 @@ SELECT is(test.res('cash', 'balance')::bigint, 2000::bigint, 'cash top-up: answe
 SELECT results_eq($$SELECT * FROM test.booking_lines(test.v('cash'))$$,
                   $$VALUES ('customer:A1B2C3D4', 'cash:drawer ' || test.v('top'), 2000::bigint)$$,
                   'cash top-up: exactly one line, customer <- drawer of this terminal, 2000');
-SELECT results_eq($$SELECT type::text, state::text, payment::text, amount, fee, assignment_id, terminal_tx_number
+SELECT results_eq($$SELECT type::text, state::text, payment::text, amount::bigint, fee::bigint, assignment_id, terminal_tx_number::bigint
                       FROM ledger.transaction WHERE id = test.v('cash')$$,
                   $$VALUES ('topup', 'Committed', 'cash', 2000::bigint, 0::bigint, test.v('top'), 1::bigint)$$,
                   'cash top-up: transaction topup/Committed/cash, amount 2000, fee 0, terminal identity kept');
@@ -42,7 +42,7 @@ SELECT results_eq($$SELECT * FROM test.booking_lines(test.v('card'))$$,
                   $$VALUES ('customer:A1B2C3D4', 'topup:card', 5000::bigint),
                            ('fee:fees', 'customer:A1B2C3D4', 50::bigint)$$,
                   'card top-up: customer <- topup/card 5000, then fee <- customer 50');
-SELECT results_eq($$SELECT payment::text, amount, fee FROM ledger.transaction WHERE id = test.v('card')$$,
+SELECT results_eq($$SELECT payment::text, amount::bigint, fee::bigint FROM ledger.transaction WHERE id = test.v('card')$$,
                   $$VALUES ('card', 5000::bigint, 50::bigint)$$, 'card top-up: payment card, amount 5000, fee 50');
 SELECT is(test.balance(test.v('e'), 'A1B2C3D4'), 6950::bigint, 'card top-up: customer balance 6950');
 SELECT is(test.account_balance(test.v('e'), 'topup', 'card'), -5000::bigint, 'card top-up: topup/card paid 5000');

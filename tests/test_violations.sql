@@ -254,7 +254,7 @@ SELECT is(test.money('F0000001'), 'balance 10200 held 0', 'the valid purchases 4
 SELECT is(pg_temp.vcount(), (SELECT violations + 1 FROM snap WHERE k = 'batch'), 'exactly one violation row for the batch');
 SELECT is(test.violations(test.bartx(2)), 3, 'purchase 2 has its third violation');
 SELECT is(test.bartx(12), NULL, 'the entry with a wrong amount left no transaction behind');
-SELECT results_eq($$SELECT terminal_tx_number, state, test.lines(id) FROM ledger.transaction
+SELECT results_eq($$SELECT terminal_tx_number::bigint, state, test.lines(id) FROM ledger.transaction
                      WHERE assignment_id = test.bar() AND terminal_tx_number >= 10 ORDER BY 1$$,
                   $$VALUES (10::bigint, 'Committed'::ledger.tx_state, 1), (11, 'Aborted', 0), (13, 'Committed', 2),
                            (14, 'TerminalConfirmUnknown', 0)$$,
