@@ -38,9 +38,27 @@ CREATE TABLE ledger.account (
     balance    bigint NOT NULL DEFAULT 0,
     held       ledger.cents NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT account_name_unique UNIQUE (event_id, kind, name),
-    CONSTRAINT only_customers_keep_a_running_balance CHECK (kind = 'customer' OR (balance = 0 AND held = 0))
+    CONSTRAINT account_name_unique UNIQUE (event_id, kind, name)
 );
 COMMENT ON TABLE ledger.account IS 'Double-entry accounts. Customer rows carry balance and held; other kinds derive their balance from ledger.booking.';
+
+-- The rule of an account row that relates its columns, as one CHECK on the whole row (account_rules; see
+-- ledger.transaction_rules for why a function: each purchase updates a customer row twice).
+CREATE FUNCTION ledger.account_rules(a ledger.account)
+RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
+-- Checks an account row: only customer accounts keep a running balance and a held amount in the row.
+-- Returns true; raises check_violation (constraint account_rules) with the rule in the detail.
+BEGIN
+    IF a.kind = 'customer' OR (a.balance = 0 AND a.held = 0) THEN
+        RETURN true;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = 'check_violation', SCHEMA = 'ledger', TABLE = 'account',
+        CONSTRAINT = 'account_rules',
+        MESSAGE = 'new row for relation "account" violates check constraint "account_rules"',
+        DETAIL = format('only_customers_keep_a_running_balance: a %s account has balance %s and held %s',
+                        a.kind, a.balance, a.held);
+END
+$$;
+ALTER TABLE ledger.account ADD CONSTRAINT account_rules CHECK (ledger.account_rules(account));
 
 RESET ROLE;

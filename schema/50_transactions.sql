@@ -31,15 +31,40 @@ CREATE TABLE ledger.transaction (
     updated_at         timestamptz NOT NULL DEFAULT now(),
     expires_at         timestamptz,
     committed_at       timestamptz,
-    CONSTRAINT terminal_identity_unique UNIQUE (assignment_id, terminal_tx_number),
-    CONSTRAINT terminal_identity_complete CHECK ((assignment_id IS NULL) = (terminal_tx_number IS NULL)),
-    CONSTRAINT held_only_while_reserved CHECK (held = 0 OR state IN ('ReservePending', 'Reserve', 'TerminalConfirmUnknown')),
-    CONSTRAINT committed_at_iff_committed CHECK ((state = 'Committed') = (committed_at IS NOT NULL)),
-    CONSTRAINT two_sides CHECK (account_id <> other_account_id)
+    CONSTRAINT terminal_identity_unique UNIQUE (assignment_id, terminal_tx_number)
 );
 COMMENT ON TABLE ledger.transaction IS
     'A transaction: account_id is the customer it concerns, other_account_id the counterparty '
     '(merchant, top-up source, drawer, payout, deposit or receiving customer). held is what it reserves now.';
+-- The rules of a transaction row that relate two of its columns, as one CHECK on the whole row (transaction_rules).
+-- PostgreSQL reads every CHECK expression back from its stored form and plans it again in each INSERT and UPDATE
+-- statement; four rules written out cost a purchase (one INSERT, one UPDATE) 7 % of its CPU instructions, this one
+-- call 2.5 % (callgrind). The rules are the same; the error still names the one that is broken.
+CREATE FUNCTION ledger.transaction_rules(t ledger.transaction)
+RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
+-- Checks a transaction row: terminal identity complete, held only while reserved, committed_at iff Committed, two sides.
+-- Returns true; raises check_violation (constraint transaction_rules) with the broken rule in the detail.
+DECLARE
+    v_rule text;
+BEGIN
+    IF (t.assignment_id IS NULL) <> (t.terminal_tx_number IS NULL) THEN
+        v_rule := 'terminal_identity_complete: a terminal transaction has both an assignment and a terminal number';
+    ELSIF t.held <> 0 AND t.state NOT IN ('ReservePending', 'Reserve', 'TerminalConfirmUnknown') THEN
+        v_rule := format('held_only_while_reserved: a transaction in state %s holds %s', t.state, t.held);
+    ELSIF (t.state = 'Committed') <> (t.committed_at IS NOT NULL) THEN
+        v_rule := 'committed_at_iff_committed: committed_at is set exactly when the state is Committed';
+    ELSIF t.account_id = t.other_account_id THEN
+        v_rule := 'two_sides: account_id and other_account_id must differ';
+    ELSE
+        RETURN true;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = 'check_violation', SCHEMA = 'ledger', TABLE = 'transaction',
+        CONSTRAINT = 'transaction_rules',
+        MESSAGE = 'new row for relation "transaction" violates check constraint "transaction_rules"', DETAIL = v_rule;
+END
+$$;
+ALTER TABLE ledger.transaction ADD CONSTRAINT transaction_rules CHECK (ledger.transaction_rules(transaction));
+
 CREATE INDEX transaction_reserve_expiry ON ledger.transaction (expires_at) WHERE state = 'ReservePending';
 CREATE INDEX transaction_unknown_by_tag ON ledger.transaction (tag_id) WHERE state = 'TerminalConfirmUnknown';
 CREATE INDEX transaction_linked ON ledger.transaction (linked_id) WHERE linked_id IS NOT NULL;
