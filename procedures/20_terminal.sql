@@ -103,10 +103,10 @@ LANGUAGE plpgsql AS $$
 -- raises the named problem for bad input.
 DECLARE
     v_actor text := 'assignment:' || p_assignment_id;
-    v_number bigint := ledger.positive(ledger.json_int(p_entry, 'terminal_tx_number'), 'terminal_tx_number');
+    v_number bigint := ledger.json_int(p_entry, 'terminal_tx_number', p_positive => true);
     v_state text := p_entry ->> 'state';
     v_type text := coalesce(p_entry ->> 'type', 'purchase');
-    v_amount bigint := ledger.positive(ledger.json_int(p_entry, 'amount'), 'amount');
+    v_amount bigint := ledger.json_int(p_entry, 'amount', p_positive => true);
     v_tag ledger.tag;
     c record;
     t ledger.transaction;
@@ -274,8 +274,8 @@ BEGIN
             PERFORM ledger.fail('validation', 'each log entry must be an object', '{"field": "log"}');
         END IF;
         v_entry_assignment := ledger.json_int(v_entry, 'assignment_id');
-        v_entry_number := ledger.positive(ledger.json_int(v_entry, 'terminal_tx_number'), 'terminal_tx_number');
-        v_entry_amount := ledger.positive(ledger.json_int(v_entry, 'amount'), 'amount');
+        v_entry_number := ledger.json_int(v_entry, 'terminal_tx_number', p_positive => true);
+        v_entry_amount := ledger.json_int(v_entry, 'amount', p_positive => true);
         SELECT a.event_id, m.account_id INTO v_entry_event, v_merchant
           FROM ledger.assignment a JOIN ledger.position p ON p.id = a.position_id
           LEFT JOIN ledger.merchant m ON m.id = p.merchant_id
