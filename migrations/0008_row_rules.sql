@@ -4,7 +4,7 @@
 
 -- PostgreSQL reads every CHECK expression back from its stored text and plans it again in each INSERT and UPDATE
 -- statement, and a purchase writes a transaction row twice and a customer row twice. Measured with callgrind on a
--- purchase (api.reserve + api.replicate, single-user backend): 2.67 -> 2.48 million instructions (-7 %). Adding the
+-- purchase (api.reserve + api.replicate, single-user backend): 2.67 -> 2.49 million instructions (-7 %). Adding the
 -- constraints checks every existing row once (a function call per row).
 
 SET ROLE festpay_owner;
@@ -19,8 +19,8 @@ ALTER TABLE ledger.account
 
 -- The rules of a transaction row that relate two of its columns, as one CHECK on the whole row (transaction_rules).
 -- PostgreSQL reads every CHECK expression back from its stored form and plans it again in each INSERT and UPDATE
--- statement; four rules written out cost a purchase (one INSERT, one UPDATE) 7 % of its CPU instructions, this one
--- call 2.5 % (callgrind). The rules are the same; the error still names the one that is broken.
+-- statement; four rules written out cost a purchase (one INSERT, one UPDATE) 8 % of its CPU instructions, this one
+-- call 3 % (callgrind). The rules are the same; the error still names the one that is broken.
 CREATE FUNCTION ledger.transaction_rules(t ledger.transaction)
 RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
 -- Checks a transaction row: terminal identity complete, held only while reserved, committed_at iff Committed, two sides.

@@ -38,8 +38,8 @@ COMMENT ON TABLE ledger.transaction IS
     '(merchant, top-up source, drawer, payout, deposit or receiving customer). held is what it reserves now.';
 -- The rules of a transaction row that relate two of its columns, as one CHECK on the whole row (transaction_rules).
 -- PostgreSQL reads every CHECK expression back from its stored form and plans it again in each INSERT and UPDATE
--- statement; four rules written out cost a purchase (one INSERT, one UPDATE) 7 % of its CPU instructions, this one
--- call 2.5 % (callgrind). The rules are the same; the error still names the one that is broken.
+-- statement; four rules written out cost a purchase (one INSERT, one UPDATE) 8 % of its CPU instructions, this one
+-- call 3 % (callgrind). The rules are the same; the error still names the one that is broken.
 CREATE FUNCTION ledger.transaction_rules(t ledger.transaction)
 RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
 -- Checks a transaction row: terminal identity complete, held only while reserved, committed_at iff Committed, two sides.
