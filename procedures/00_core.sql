@@ -48,9 +48,9 @@ $$;
 CREATE OR REPLACE FUNCTION ledger.json_int(p_obj jsonb, p_key text, p_required boolean DEFAULT true,
                                            p_positive boolean DEFAULT false)
 RETURNS bigint LANGUAGE plpgsql IMMUTABLE AS $$
--- Reads the integer field p_key of a JSON object; with p_positive it must be more than 0 (ledger.positive in the
--- same call: a PL/pgSQL call costs ~20,000 CPU instructions). Returns it (NULL when absent and not required);
--- raises validation when missing, not a number, not whole, or not positive when it must be.
+-- Reads the integer field p_key of a JSON object; with p_positive it must be more than 0 (the caller saves a
+-- ledger.positive call on the way through: ~6,600 CPU instructions). Returns it (NULL when absent and not required);
+-- raises validation when missing, not a number, not whole, or (through ledger.positive) not positive when it must be.
 DECLARE
     v jsonb := p_obj -> p_key;
     n numeric;
@@ -59,8 +59,8 @@ BEGIN
         n := v::numeric;
         IF n = trunc(n) AND abs(n) <= 9007199254740991 AND (n > 0 OR NOT p_positive) THEN
             RETURN n;
-        ELSIF n = trunc(n) AND n <= 0 THEN
-            PERFORM ledger.fail('validation', format('%s must be greater than 0', p_key), jsonb_build_object('field', p_key));
+        ELSIF n = trunc(n) AND abs(n) <= 9007199254740991 THEN
+            RETURN ledger.positive(n::bigint, p_key);           -- 0 or less: raises its validation error
         END IF;
     ELSIF v IS NULL OR v = 'null'::jsonb THEN
         IF p_required THEN

@@ -1,7 +1,7 @@
 -- Purchases (SPEC 3): reserve at checkout, then the terminal replicates Committed. Lines per item, merchant <- customer,
 -- returnable items deposit <- customer; the hold; items keep name, price and VAT as sold; the checks of a reserve.
 BEGIN;
-SELECT plan(58);
+SELECT plan(60);
 
 -- Scratch: ids in test.ctx (read with test.v) and api answers in test.res (read with test.res); rolled back at the end.
 
@@ -114,6 +114,10 @@ SELECT throws_ok($$SELECT api.reserve(test.v('bar'), 3, 'B0B0B0B0', 2, 300, test
                  'FP001', NULL, 'Tip (variable price) without unit_price: validation');
 SELECT throws_ok($$SELECT api.reserve(test.v('bar'), 3, 'B0B0B0B0', 2, 0, test.items(test.v('e'), 'Tip:1:0'))$$,
                  'FP001', NULL, 'amount 0: validation');
+SELECT throws_ok($$SELECT api.reserve(test.v('bar'), 3, 'B0B0B0B0', 2, 350, test.items(test.v('e'), 'Pretzel:0'))$$,
+                 'FP001', 'validation: quantity must be greater than 0', 'an item of quantity 0: validation');
+SELECT is(test.error_detail($$SELECT api.reserve(test.v('bar'), 3, 'B0B0B0B0', 2, 350, test.items(test.v('e'), 'Pretzel:-1'))$$),
+          '{"field": "quantity"}'::jsonb, 'an item of quantity -1: validation names the field');
 SELECT is(test.held(test.v('e'), 'B0B0B0B0'), 0::bigint, 'refused reserves hold nothing');
 SELECT is((SELECT count(*) FROM ledger.transaction WHERE assignment_id = test.v('bar') AND terminal_tx_number = 3),
           0::bigint, 'refused reserves leave no transaction');
