@@ -311,3 +311,13 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.receipt IS 'The content of a receipt (KassenSichV section 6) with its TSE signature, or tse_failed. Returns JSON.';
+
+CREATE OR REPLACE FUNCTION api.terminal_receipt(p_assignment_id bigint, p_terminal_tx_number bigint)
+RETURNS jsonb LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- api.receipt of a till's own transaction, by its terminal number: a terminal reprints its own receipts only.
+-- Returns the receipt document; raises not-found for an unknown number or one that is no committed receipt.
+BEGIN
+    RETURN api.receipt((api.terminal_transaction(p_assignment_id, p_terminal_tx_number)).transaction_id);
+END
+$$;
+COMMENT ON FUNCTION api.terminal_receipt IS 'A till''s own receipt by its terminal transaction number (api.receipt). Returns JSON.';

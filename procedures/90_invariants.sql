@@ -1,6 +1,6 @@
 SET LOCAL ROLE festpay_owner;
 
--- Invariants of SPEC 10, checkable at any time, and the grants of the callable surface.
+-- Invariants of SPEC 10, checkable at any time.
 
 CREATE OR REPLACE FUNCTION api.check_invariants()
 RETURNS TABLE (invariant text, event_id bigint, subject text, detail text)
@@ -91,18 +91,3 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
      WHERE NOT EXISTS (SELECT FROM ledger.product p WHERE p.id = i.product_id AND p.event_id = t.event_id);
 $$;
 COMMENT ON FUNCTION api.check_invariants IS 'One row per broken ledger invariant (SPEC 10); no rows means healthy.';
-
--- The callable surface: every api function for the gateway, and the read-only ones for reporting.
-DO $$
-DECLARE
-    f regprocedure;
-BEGIN
-    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace IN ('api'::regnamespace, 'ledger'::regnamespace) LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
-    END LOOP;
-    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = 'api'::regnamespace LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO festpay_gateway', f);
-    END LOOP;
-END
-$$;
-GRANT EXECUTE ON FUNCTION api.check_invariants(), api.customer_statement(bigint, text), api.problem_types() TO festpay_report;

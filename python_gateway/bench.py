@@ -481,7 +481,7 @@ def run_purchase_scenario(bench: Bench, setup: FestpaySetup, name: str, merchant
         bench, f"purchase {name}", "festpay",
         ["-n", "-f", str(script), "-D", f"a0={setup.first_assignment}", "-D", f"n={first_number}",
          "-D", f"p={setup.product_id}"],
-        user="festpay_gateway", seconds=seconds,
+        user="festpay_terminal", seconds=seconds,
     )
     check_pgbench(bench, f"purchase_{name}", result)
     committed_after, other_after = purchase_counts(bench, setup.event_id)
@@ -646,7 +646,7 @@ def setup_gateway_db(bench: Bench, terminals: int, tags_per_terminal: int) -> di
 def start_gateways(bench: Bench, count: int, port: int, extra_args: list[str] | None = None,
                    ) -> list[tuple[subprocess.Popen, Path]]:
     """``count`` gateway processes on 127.0.0.1:port (SO_REUSEPORT when more than one), ready when they return."""
-    database_url = bench.cluster.url(GATEWAY_DBNAME, user="festpay_gateway")
+    database_url = bench.cluster.url(GATEWAY_DBNAME, user="festpay_terminal")
     procs: list[tuple[subprocess.Popen, Path]] = []
     try:
         for i in range(count):
@@ -836,10 +836,10 @@ def start_tse_service(bench: Bench, directory: Path) -> tuple[subprocess.Popen, 
 
 def start_relay(bench: Bench, tse_url: str) -> tuple[subprocess.Popen, Path]:
     """``festpay relay --tse-url URL`` (the production relay: one process, topic tse, default poll interval) against
-    the bench database as festpay_gateway; returns once it says it is signing."""
+    the bench database as festpay_relay; returns once it says it is signing."""
     logfile = bench.workdir / "relay.log"
-    database_url = bench.cluster.url(GATEWAY_DBNAME, user="festpay_gateway")
-    env = _tool_env() | {"DATABASE_URL": database_url, "FESTPAY_GATEWAY_DATABASE_URL": database_url}
+    database_url = bench.cluster.url(GATEWAY_DBNAME, user="festpay_relay")
+    env = _tool_env() | {"DATABASE_URL": database_url, "FESTPAY_RELAY_DATABASE_URL": database_url}
     cmd = [sys.executable, "-m", "python_gateway.cli", "relay", "--tse-url", tse_url]
     proc, _ = _start_logged(cmd, logfile, "Relay signing receipts", "the relay", env=env)
     return proc, logfile

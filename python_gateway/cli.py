@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .config import SQL_DIR, ConfigError, Settings, load_settings
 from .embedded import ClusterLocked, EmbeddedPostgres, EmbeddedPostgresError
@@ -67,20 +68,43 @@ def _cluster(settings: Settings) -> EmbeddedPostgres:
 
 
 def _mask_password(url: str) -> str:
-    return re.sub(r"(://[^:/@?]*:)[^@/?]*@", r"\1***@", url)
+    """The connection string without its password (URL or key=value form)."""
+    url = re.sub(r"(://[^:/@?]*:)[^@/?]*@", r"\1***@", url)
+    return re.sub(r"(\bpassword=)('(?:[^'\\]|\\.)*'|\S*)", r"\1***", url)
 
 
 # --------------------------------------------------------------------------- run
 
-GATEWAY_ROLE = "festpay_gateway"
+TERMINAL_ROLE = "festpay_terminal"
+RELAY_ROLE = "festpay_relay"
+
+
+def acting_as(url: str, role: str) -> str:
+    """``url`` with libpq's ``options=-c role=ROLE``: its login acts with ``role``'s privileges alone (the login
+    must be a member of ``role``; a superuser is)."""
+    conninfo = conninfo_to_dict(url)
+    options = " ".join(filter(None, [conninfo.get("options"), f"-c role={role}"]))
+    return make_conninfo(url, options=options)
+
+
+def _service_url(settings: Settings, role: str, own_url: str | None) -> str:
+    """Where a service logs in as ``role``: over the embedded cluster's socket, or with DATABASE_URL set, its own
+    URL (FESTPAY_GATEWAY_DATABASE_URL, FESTPAY_RELAY_DATABASE_URL) or else DATABASE_URL's login acting as ``role``."""
+    if settings.database_url:
+        if own_url:
+            return libpq_url(own_url)
+        return acting_as(libpq_url(settings.database_url), role)
+    return _cluster(settings).url("festpay", user=role)
 
 
 def gateway_database_url(settings: Settings) -> str:
-    """Where the gateway logs in: as festpay_gateway over the embedded cluster's socket, or with DATABASE_URL
-    set, FESTPAY_GATEWAY_DATABASE_URL (falling back to DATABASE_URL itself)."""
-    if settings.database_url:
-        return libpq_url(settings.gateway_database_url or settings.database_url)
-    return _cluster(settings).url("festpay", user=GATEWAY_ROLE)
+    """The terminal API's login: role festpay_terminal."""
+    return _service_url(settings, TERMINAL_ROLE, settings.gateway_database_url)
+
+
+def relay_database_url(settings: Settings) -> str:
+    """The relay's login: role festpay_relay."""
+    return _service_url(settings, RELAY_ROLE, settings.relay_database_url)
 
 
 def gateway_url(settings: Settings) -> str:
@@ -137,7 +161,7 @@ def _tse(url: str, settings: Settings) -> AbstractAsyncContextManager:
 def _relay(url: str, settings: Settings) -> AbstractAsyncContextManager:
     from .relay import TseHandler, make_tse, relay_service
 
-    return relay_service(gateway_database_url(settings), [TseHandler(make_tse(settings.relay_tse_url))],
+    return relay_service(relay_database_url(settings), [TseHandler(make_tse(settings.relay_tse_url))],
                          workers=settings.relay_workers)
 
 
@@ -225,7 +249,7 @@ def cmd_run(args, settings: Settings) -> int:
                                                    f"{settings.tse_directory})"),
                       ("relay", "signing committed receipts"),
                       ("gateway", gateway_url(settings)),
-                      ("", "festpay registration-code --position Bar   (a terminal's one-time code)")]
+                      ("", ".venv/bin/festpay registration-code --position Bar   (a terminal's one-time code)")]
 
             asyncio.run(serve(url, settings, ready=lambda: print(_banner(lines), flush=True)))
             # Shutting down: a second Ctrl-C must not cut the clean stop short.
@@ -283,7 +307,7 @@ def cmd_relay(args, settings: Settings) -> int:
     if not settings.database_url and not _cluster(settings).is_running():
         raise CliError("the embedded cluster is not running; start it with `festpay run` or `festpay db start`",
                        EXIT_NOT_RUNNING)
-    url = gateway_database_url(settings)
+    url = relay_database_url(settings)
     workers = args.workers if args.workers is not None else settings.relay_workers
     if workers < 1:
         raise CliError("--workers must be at least 1")

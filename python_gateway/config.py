@@ -64,8 +64,11 @@ class Settings:
     http_port: int
     """FESTPAY_HTTP_PORT: port of the HTTP gateway (default 8080)."""
     gateway_database_url: str | None = None
-    """FESTPAY_GATEWAY_DATABASE_URL: the gateway's own login (role festpay_gateway) when DATABASE_URL is set;
-    falls back to DATABASE_URL.  The embedded cluster needs none (socket login as festpay_gateway)."""
+    """FESTPAY_GATEWAY_DATABASE_URL: the terminal API's own login (role festpay_terminal) when DATABASE_URL is set.
+    Unset: DATABASE_URL's login acting as role festpay_terminal.  The embedded cluster needs none (socket login)."""
+    relay_database_url: str | None = None
+    """FESTPAY_RELAY_DATABASE_URL: the relay's own login (role festpay_relay) when DATABASE_URL is set.
+    Unset: DATABASE_URL's login acting as role festpay_relay.  The embedded cluster needs none (socket login)."""
     tse_url: str | None = None
     """FESTPAY_TSE_URL: the TSE service the relay signs with (``festpay tse serve`` or anything speaking its HTTP
     interface).  Unset: ``festpay run`` starts a local software TSE on FESTPAY_TSE_PORT and the relay uses that."""
@@ -103,6 +106,7 @@ def load_settings() -> Settings:
         pg_port=_env_int("FESTPAY_PG_PORT", 1, 65535, "a port number"),
         http_port=_env_int("FESTPAY_HTTP_PORT", 1, 65535, "a port number") or 8080,
         gateway_database_url=_env("FESTPAY_GATEWAY_DATABASE_URL"),
+        relay_database_url=_env("FESTPAY_RELAY_DATABASE_URL"),
         tse_url=tse_url.rstrip("/") if tse_url else None,
         tse_dir=(PROJECT_ROOT / Path(tse_dir).expanduser()) if tse_dir else None,
         tse_port=_env_int("FESTPAY_TSE_PORT", 1, 65535, "a port number") or 8081,

@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m python_gateway.loadgen", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run the gateway app on 127.0.0.1:PORT")
-    p.add_argument("--database-url", required=True, help="as festpay_gateway")
+    p.add_argument("--database-url", required=True, help="as festpay_terminal")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: several processes on one port")

@@ -3,7 +3,8 @@
 A booking writes a row into ``ledger.outbox`` (a topic, an ordering key, the transaction) and sends
 ``NOTIFY festpay_outbox, '<topic>'`` in its own database transaction.  A relay:
 
-- logs in as ``festpay_gateway`` (it may only execute ``api`` functions) and LISTENs on ``festpay_outbox``;
+- logs in as ``festpay_relay`` (it may execute only the outbox, TSE and expiry calls of the ``api``) and LISTENs
+  on ``festpay_outbox``;
 - at start, on every notification and after every poll interval (so a lost notification only delays) drains its
   topics: ``api.outbox_prepare(topic)`` gives new tills their lock row, then, in a transaction on its claim
   connection, ``api.outbox_claim(topic, limit)`` locks ONE ordering key (a till) FOR UPDATE SKIP LOCKED and hands
@@ -19,6 +20,9 @@ A booking writes a row into ``ledger.outbox`` (a topic, an ordering key, the tra
 Two relays side by side never handle one request at the same time (the row lock per key); for the TSE, the
 started record (``api.tse_started``, committed before finishing) and the TSE's idempotent repeated finish make a
 retry after a crash finish the same TSE transaction, so nothing is signed twice.
+
+Besides the outbox, the relay expires overdue reservations (``api.expire_reservations()`` every ``expire_s``
+seconds, SPEC §5: "a function that the listener calls periodically").
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ DEFAULT_BATCH = 100
 RECONNECT_MAX_S = 10.0
 DEFAULT_WORKERS = 4
 IDLE_NAP_S = 0.05        # a worker without work while others work looks again at least this often
+EXPIRE_INTERVAL_S = 5.0  # seconds between api.expire_reservations() calls
 
 
 @dataclass(frozen=True)
@@ -85,15 +90,17 @@ class Handler(Protocol):
 class Relay:
     """Drains the outbox for the registered handlers (one per topic) until :meth:`stop`.
 
-    ``database_url`` should log in as festpay_gateway.  ``poll_s`` bounds how long a lost notification or a backoff
+    ``database_url`` should log in as festpay_relay.  ``poll_s`` bounds how long a lost notification or a backoff
     can delay work; ``batch`` is the claim limit.  ``workers`` concurrent worker tasks, each with its OWN two database
     connections (claim: the transaction holding a till's lock row; work: the requests, autocommit), each draining:
     claim a till, handle its requests in order, give it back, repeat.  The relay tells the database it sleeps
-    (``api.relay_sleep``) only when no worker found work.
+    (``api.relay_sleep``) only when no worker found work.  ``expire_s``: seconds between reservation expiry runs
+    (None: none).
     """
 
     def __init__(self, database_url: str, handlers: Iterable[Handler], *, poll_s: float = DEFAULT_POLL_S,
-                 batch: int = DEFAULT_BATCH, name: str = APPLICATION_NAME, workers: int = DEFAULT_WORKERS) -> None:
+                 batch: int = DEFAULT_BATCH, name: str = APPLICATION_NAME, workers: int = DEFAULT_WORKERS,
+                 expire_s: float | None = EXPIRE_INTERVAL_S) -> None:
         self.database_url = libpq_url(database_url)
         self.handlers: dict[str, Handler] = {}
         for handler in handlers:
@@ -108,6 +115,7 @@ class Relay:
         self.batch = batch
         self.name = name
         self.workers = workers
+        self.expire_s = expire_s
         # Wake-ups: _kick() bumps the generation and sets the current event; a worker that saw generation g before
         # looking for work waits only while it is still g, so no kick between its look and its wait is lost.
         self._gen = 0
@@ -159,14 +167,41 @@ class Relay:
         database goes away."""
         listener = asyncio.create_task(self._listen(), name=f"{self.name}-listen")
         workers = [asyncio.create_task(self._worker(i), name=f"{self.name}-worker-{i}") for i in range(self.workers)]
+        helpers = [listener]
+        if self.expire_s:
+            helpers.append(asyncio.create_task(self._expire_forever(self.expire_s), name=f"{self.name}-expire"))
         try:
             await asyncio.gather(*workers)
         finally:
-            for task in (*workers, listener):
+            for task in (*workers, *helpers):
                 task.cancel()
-            for task in (*workers, listener):
+            for task in (*workers, *helpers):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+    async def _expire_forever(self, interval_s: float) -> None:
+        """Calls api.expire_reservations() every ``interval_s`` seconds until stop(); errors are logged."""
+        conn: psycopg.AsyncConnection | None = None
+        try:
+            while not self._stopping:
+                await self._pause(interval_s)
+                if self._stopping:
+                    break
+                try:
+                    if conn is None or conn.closed:
+                        conn = await self._connect()
+                    cur = await conn.execute("SELECT api.expire_reservations() AS expired")
+                    row = await cur.fetchone()
+                    if row and row["expired"]:
+                        log.info("expired %d reservation(s)", row["expired"])
+                except psycopg.Error as err:
+                    log.warning("api.expire_reservations() failed: %s", str(err).strip() or type(err).__name__)
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+        finally:
+            if conn is not None:
+                await conn.close()
 
     async def _worker(self, index: int) -> None:
         """One worker: its own claim and work connections, draining until stop()."""
@@ -403,10 +438,11 @@ def make_tse(url: str | None = None, directory: str | None = None) -> TSE:
 
 @contextlib.asynccontextmanager
 async def relay_service(database_url: str, handlers: Iterable[Handler], *, poll_s: float = DEFAULT_POLL_S,
-                        workers: int = DEFAULT_WORKERS, stop_timeout_s: float = 15.0) -> AsyncIterator[Relay]:
-    """Run a relay (``workers`` workers) in a task while the block runs; at the end each worker finishes the request
-    in hand and it stops."""
-    relay = Relay(database_url, handlers, poll_s=poll_s, workers=workers)
+                        workers: int = DEFAULT_WORKERS, expire_s: float | None = EXPIRE_INTERVAL_S,
+                        stop_timeout_s: float = 15.0) -> AsyncIterator[Relay]:
+    """Run a relay (``workers`` workers, reservation expiry every ``expire_s``) in a task while the block runs; at
+    the end each worker finishes the request in hand and it stops."""
+    relay = Relay(database_url, handlers, poll_s=poll_s, workers=workers, expire_s=expire_s)
     task = asyncio.create_task(relay.run(), name="festpay-relay")
     try:
         yield relay

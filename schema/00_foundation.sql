@@ -1,17 +1,21 @@
 -- Foundation: roles, schemas, extensions and default privileges.
 -- ledger: private tables (owner only); api: the callable surface; report: read-only views.
 
+-- One login role per audience, each granted only the api functions of procedures/99_grants.sql:
+-- festpay_terminal (the terminal API), festpay_relay (outbox, TSE, payment provider), festpay_web (admin site and
+-- customer portal), festpay_report (report views and reports).
 DO $$
+DECLARE
+    r text;
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'festpay_owner') THEN
         CREATE ROLE festpay_owner NOLOGIN;
     END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'festpay_gateway') THEN
-        CREATE ROLE festpay_gateway LOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'festpay_report') THEN
-        CREATE ROLE festpay_report LOGIN;
-    END IF;
+    FOREACH r IN ARRAY ARRAY['festpay_terminal', 'festpay_relay', 'festpay_web', 'festpay_report'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('CREATE ROLE %I LOGIN', r);
+        END IF;
+    END LOOP;
 END
 $$;
 
@@ -24,8 +28,10 @@ BEGIN
 END
 $$;
 COMMENT ON ROLE festpay_owner IS 'Owns every Festpay object; SECURITY DEFINER functions run as it.';
-COMMENT ON ROLE festpay_gateway IS 'The HTTP gateway: may only execute api functions.';
-COMMENT ON ROLE festpay_report IS 'Read-only reporting: report views and api.check_invariants().';
+COMMENT ON ROLE festpay_terminal IS 'The terminal API of the gateway: may execute the terminal calls of the api, nothing else.';
+COMMENT ON ROLE festpay_relay IS 'The outbox relay: may execute the outbox, TSE and payment-provider calls of the api.';
+COMMENT ON ROLE festpay_web IS 'The admin site and the customer portal: may execute their session-checked api functions.';
+COMMENT ON ROLE festpay_report IS 'Read-only reporting: report views and the read-only api functions.';
 
 CREATE SCHEMA extensions;
 CREATE EXTENSION pgcrypto WITH SCHEMA extensions;
@@ -40,7 +46,7 @@ COMMENT ON SCHEMA ledger IS 'Private tables of Festpay: not readable or writable
 COMMENT ON SCHEMA api IS 'The callable surface: SECURITY DEFINER functions, EXECUTE granted explicitly.';
 COMMENT ON SCHEMA report IS 'Read-only reporting views for the festpay_report role.';
 
-GRANT USAGE ON SCHEMA api TO festpay_gateway, festpay_report;
+GRANT USAGE ON SCHEMA api TO festpay_report, festpay_terminal, festpay_relay, festpay_web;
 GRANT USAGE ON SCHEMA report TO festpay_report;
 
 -- Nothing a later migration creates is callable or readable by PUBLIC unless granted explicitly.

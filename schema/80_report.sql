@@ -2,6 +2,11 @@
 
 SET ROLE festpay_owner;
 
+CREATE VIEW report.event AS
+SELECT e.id AS event_id, e.name, e.currency, e.time_zone, e.created_at
+  FROM ledger.event e;
+COMMENT ON VIEW report.event IS 'Every event by id and name, for reports that show names (no keys, limits or fees).';
+
 CREATE VIEW report.account_balance AS
 SELECT a.event_id, a.id AS account_id, a.kind, a.name,
        (coalesce(d.total, 0) - coalesce(c.total, 0))::bigint AS balance,
@@ -57,7 +62,7 @@ SELECT o.transaction_id, a.event_id, tg.uid, o.balance_after, o.flagged_at, o.re
   LEFT JOIN ledger.tag tg ON tg.account_id = a.id;
 COMMENT ON VIEW report.overdraft IS 'Bookings that took a customer below zero (tag already charged), with their review status.';
 
-GRANT SELECT ON report.account_balance, report.balance_by_kind, report.trial_balance, report.open_reservation,
+GRANT SELECT ON report.event, report.account_balance, report.balance_by_kind, report.trial_balance, report.open_reservation,
                 report.violation, report.tag_number_duplicate, report.overdraft TO festpay_report;
 
 RESET ROLE;

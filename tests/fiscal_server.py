@@ -2,7 +2,8 @@
 
 - :class:`TseProcess`: ``festpay tse serve`` in its own process on a fixed loopback port; stop() and start() it
   again to make an outage.
-- :class:`RunningRelay`: a relay (topic tse, a RemoteTSE) on its own event loop in a background thread.
+- :class:`RunningRelay`: a relay (topic tse, a RemoteTSE, or the handlers given) on its own event loop in a
+  background thread.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import sys
 import threading
 
 from python_gateway.config import PROJECT_ROOT
-from python_gateway.relay import DEFAULT_WORKERS, Relay, TseHandler
+from collections.abc import Sequence
+
+from python_gateway.relay import DEFAULT_WORKERS, Handler, Relay, TseHandler
 from python_gateway.tse.remote import RemoteTSE
 
 
@@ -51,14 +54,19 @@ class TseProcess:
 
 
 class RunningRelay:
-    """A relay (topic tse, a RemoteTSE) on its own event loop in a background thread."""
+    """A relay (topic tse with a RemoteTSE at ``tse_url``, or ``handlers``) on its own event loop in a background
+    thread; ``expire_s``: its reservation expiry interval (None: no expiry)."""
 
-    def __init__(self, database_url: str, tse_url: str, name: str = "test-relay", workers: int = DEFAULT_WORKERS):
+    def __init__(self, database_url: str, tse_url: str | None = None, name: str = "test-relay",
+                 workers: int = DEFAULT_WORKERS, *, handlers: Sequence[Handler] | None = None,
+                 expire_s: float | None = None):
+        if handlers is None:
+            assert tse_url is not None, "a relay needs a TSE URL or handlers"
+            handlers = [TseHandler(RemoteTSE(tse_url, timeout=5))]
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self.thread.start()
-        self.relay = Relay(database_url, [TseHandler(RemoteTSE(tse_url, timeout=5))], poll_s=0.3, name=name,
-                           workers=workers)
+        self.relay = Relay(database_url, handlers, poll_s=0.3, name=name, workers=workers, expire_s=expire_s)
         self.future = asyncio.run_coroutine_threadsafe(self.relay.run(), self.loop)
 
     def stop(self) -> None:

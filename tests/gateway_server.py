@@ -5,7 +5,7 @@ Shared by tests/test_gateway.py and tests/test_e2e.py (import the fixtures you u
     from tests.gateway_server import admin, client, gateway  # noqa: F401  (pytest fixtures)
 
 - :class:`RunningGateway`: the aiohttp gateway in a background thread with its own event loop (AppRunner/TCPSite,
-  logged in as festpay_gateway), stopped by :meth:`RunningGateway.stop` (the ``gateway`` fixture does it).
+  logged in as festpay_terminal), stopped by :meth:`RunningGateway.stop` (the ``gateway`` fixture does it).
 - :class:`Client`: plain HTTP (http.client) that signs a request for a terminal when asked; :class:`Reply` with a
   ``problem(slug, status)`` check of RFC 9457 answers.
 - fixtures ``gateway``, ``client`` (module scope) and ``admin`` (a superuser autocommit connection).
@@ -56,9 +56,9 @@ class RunningGateway:
 
 
 def start_gateway(pg_cluster: Any, **options: Any) -> RunningGateway:
-    """A gateway logged in as festpay_gateway to the test database (options: GatewayOptions fields)."""
-    opts = {"pool_min_size": 1, "pool_max_size": 8, "expire_interval_s": 0.5, **options}
-    return RunningGateway(pg_cluster.url(TEST_DBNAME, user="festpay_gateway"), GatewayOptions(**opts))
+    """A gateway logged in as festpay_terminal to the test database (options: GatewayOptions fields)."""
+    opts = {"pool_min_size": 1, "pool_max_size": 8, **options}
+    return RunningGateway(pg_cluster.url(TEST_DBNAME, user="festpay_terminal"), GatewayOptions(**opts))
 
 
 @dataclass
@@ -148,7 +148,7 @@ def admin(db_url: str) -> Iterator[psycopg.Connection]:
 
 @pytest.fixture(scope="module")
 def gateway(pg_cluster) -> Iterator[RunningGateway]:
-    """A real gateway on 127.0.0.1 for the module (expires reservations every 0.5 s); stopped afterwards."""
+    """A real gateway on 127.0.0.1 for the module; stopped afterwards."""
     gw = start_gateway(pg_cluster)
     try:
         yield gw

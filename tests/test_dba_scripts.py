@@ -1,4 +1,5 @@
-"""The DBA scripts in sql/: the demo event loads idempotently, and every report runs under psql on real data."""
+"""The DBA scripts in sql/: the demo event loads idempotently, and every report runs under psql on real data as
+festpay_report, the reporting role."""
 
 from __future__ import annotations
 
@@ -51,10 +52,14 @@ def test_reports_run_on_a_booked_event(pg_cluster, demo_db):
         code = conn.execute("SELECT api.create_registration_code(%s, 'Top-up')", (e,)).fetchone()[0]
         top = conn.execute("SELECT assignment_id FROM api.register_terminal(%s, 'dba')", (code,)).fetchone()[0]
         conn.execute("SELECT api.topup(%s, 1, 'DBA00001', 2000, 'card')", (top,))
+    as_report = pg_cluster.url("dba_scripts", user="festpay_report")
     for report in REPORTS:
-        out = subprocess.run([pg_cluster.psql_path, "-X", "-v", "ON_ERROR_STOP=1", "-d", demo_db, "-f", str(report)],
+        out = subprocess.run([pg_cluster.psql_path, "-X", "-v", "ON_ERROR_STOP=1", "-d", as_report, "-f", str(report)],
                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        assert out.returncode == 0, f"{report.name}: {out.stderr}"
-    trial = subprocess.run([pg_cluster.psql_path, "-X", "-A", "-t", "-d", demo_db, "-f", str(SQL_DIR / "reports" / "trial_balance.sql")],
+        assert out.returncode == 0, f"{report.name} as festpay_report: {out.stderr}"
+    trial = subprocess.run([pg_cluster.psql_path, "-X", "-A", "-t", "-d", as_report, "-f", str(SQL_DIR / "reports" / "trial_balance.sql")],
                            capture_output=True, text=True, check=True).stdout
     assert "Demo Festival|2000|-2000|0|balanced" in trial
+    kinds = subprocess.run([pg_cluster.psql_path, "-X", "-A", "-t", "-d", as_report, "-f", str(SQL_DIR / "reports" / "balances_by_kind.sql")],
+                           capture_output=True, text=True, check=True).stdout
+    assert "Demo Festival|customer|1|1950|0" in kinds

@@ -69,12 +69,17 @@ def admin(pg_cluster, fiscal_db: str) -> Iterator[psycopg.Connection]:
 
 @pytest.fixture(scope="module")
 def relay_url(pg_cluster, fiscal_db: str) -> str:
-    return pg_cluster.url(fiscal_db, user="festpay_gateway")
+    return pg_cluster.url(fiscal_db, user="festpay_relay")
 
 
 @pytest.fixture(scope="module")
-def gateway(pg_cluster, fiscal_db: str, relay_url: str) -> Iterator[gs.RunningGateway]:
-    gw = gs.RunningGateway(relay_url, GatewayOptions(pool_min_size=1, pool_max_size=8, expire_interval_s=None))
+def gateway_url(pg_cluster, fiscal_db: str) -> str:
+    return pg_cluster.url(fiscal_db, user="festpay_terminal")
+
+
+@pytest.fixture(scope="module")
+def gateway(pg_cluster, fiscal_db: str, gateway_url: str) -> Iterator[gs.RunningGateway]:
+    gw = gs.RunningGateway(gateway_url, GatewayOptions(pool_min_size=1, pool_max_size=8))
     try:
         yield gw
     finally:

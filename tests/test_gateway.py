@@ -1,7 +1,7 @@
 """The HTTP gateway (issue 3 part 1), against the real test PostgreSQL and a real server on 127.0.0.1.
 
 The gateway runs in a background thread with its own event loop (aiohttp AppRunner/TCPSite on a free port,
-logged in as festpay_gateway; tests/gateway_server.py, shared with the end-to-end tests); the tests talk HTTP
+logged in as festpay_terminal; tests/gateway_server.py, shared with the end-to-end tests); the tests talk HTTP
 to it with http.client / requests, and check the database as the superuser.
 """
 
@@ -28,6 +28,7 @@ from python_gateway.gateway import GatewayOptions
 from python_gateway.gateway.health import newest_migration
 from python_gateway.gateway.idempotency import request_hash
 from tests.conftest import TEST_DBNAME
+from tests.fiscal_server import RunningRelay
 from tests.gateway_server import (  # noqa: F401  (admin, client, gateway: pytest fixtures)
     PREFIX,
     Client,
@@ -427,9 +428,8 @@ def test_health(client: Client, pg_cluster, tmp_path):
     # a gateway shipping a newer migration than the database has is not ready
     (tmp_path / "0001_x.sql").write_text("")
     (tmp_path / "9999_future.sql").write_text("")
-    gw = RunningGateway(pg_cluster.url(TEST_DBNAME, user="festpay_gateway"),
-                        GatewayOptions(pool_min_size=1, pool_max_size=2, expire_interval_s=None,
-                                       migrations_dir=tmp_path))
+    gw = RunningGateway(pg_cluster.url(TEST_DBNAME, user="festpay_terminal"),
+                        GatewayOptions(pool_min_size=1, pool_max_size=2, migrations_dir=tmp_path))
     try:
         body = Client(gw.port).get("/health/ready").problem("not-ready", 503)
         assert body["expected_schema_version"] == "9999_future"
@@ -448,20 +448,37 @@ def test_problem_types(client: Client):
             "payload-too-large", "internal"} <= slugs
 
 
-def test_reservations_expire_in_the_background(client: Client, admin):
+class _NoTopic:
+    """A relay handler of a topic nobody enqueues: the relay below only expires reservations."""
+
+    topic = "test-nothing"
+
+    async def handle(self, conn, request):
+        raise AssertionError("nothing is enqueued for this topic")
+
+    async def failed(self, conn, request, error):
+        return None
+
+
+def test_relay_expires_reservations_in_the_background(pg_cluster, client: Client, admin):
     ev = make_event(admin, reserve_timeout_s=1)
     shop = register(client, code(admin, ev["id"], "Bar"))
     cash = register(client, code(admin, ev["id"], "Top-up"))
     uid = funded_tag(client, cash, 1000)
     body = reserve_body(ev, uid)
     assert client.post(f"{PREFIX}/reserve", body, terminal=shop).status == 201
-    deadline = time.monotonic() + 10
-    state = None
-    while time.monotonic() < deadline:
-        state = client.get(f"{PREFIX}/transactions/{body['terminal_tx_number']}", terminal=shop).json["state"]
-        if state == "ReserveExpired":
-            break
-        time.sleep(0.2)
+    relay = RunningRelay(pg_cluster.url(TEST_DBNAME, user="festpay_relay"), handlers=[_NoTopic()], expire_s=0.3,
+                         name="test-relay-expiry")
+    try:
+        deadline = time.monotonic() + 10
+        state = None
+        while time.monotonic() < deadline:
+            state = client.get(f"{PREFIX}/transactions/{body['terminal_tx_number']}", terminal=shop).json["state"]
+            if state == "ReserveExpired":
+                break
+            time.sleep(0.2)
+    finally:
+        relay.stop()
     assert state == "ReserveExpired"
 
 
@@ -613,7 +630,7 @@ def test_cli_registration_code(client: Client, db_url: str, event):
 def test_cli_serve(pg_cluster, db_url: str):
     port = free_port()
     env = _cli_env(db_url, FESTPAY_HTTP_PORT=str(port),
-                   FESTPAY_GATEWAY_DATABASE_URL=pg_cluster.url(TEST_DBNAME, user="festpay_gateway"))
+                   FESTPAY_GATEWAY_DATABASE_URL=pg_cluster.url(TEST_DBNAME, user="festpay_terminal"))
     proc = subprocess.Popen([sys.executable, "-m", "python_gateway.cli", "serve"], env=env, cwd=PROJECT_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -3,7 +3,7 @@
 BEGIN;
 SELECT plan(17);
 
-SET LOCAL ROLE festpay_gateway;   -- what the gateway may do is exactly what these calls need
+SET LOCAL ROLE festpay_terminal;   -- the terminal API's role may do exactly what these calls need
 SELECT is((SELECT outcome FROM api.idempotency_claim('assignment:1', 'k-1', repeat('a', 64))), 'new',
           'a first claim of a key: new');
 SELECT is((SELECT outcome FROM api.idempotency_claim('assignment:1', 'k-1', repeat('a', 64))), 'running',

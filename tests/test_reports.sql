@@ -148,8 +148,8 @@ SELECT is(pg_temp.as_role('festpay_report', $$SELECT balance_after FROM api.cust
           'festpay_report runs the customer statement');
 SELECT is(pg_temp.as_role('festpay_report', $$SELECT count(*) FROM ledger.booking$$), 'ERROR 42501',
           'festpay_report cannot read ledger.booking');
-SELECT is(pg_temp.as_role('festpay_gateway', $$SELECT count(*) FROM report.trial_balance$$), 'ERROR 42501',
-          'festpay_gateway cannot read reports');
+SELECT is(pg_temp.as_role('festpay_terminal', $$SELECT count(*) FROM report.trial_balance$$), 'ERROR 42501',
+          'festpay_terminal cannot read reports');
 
 SELECT is_empty($$SELECT * FROM api.check_invariants()$$, 'reports scenario: every invariant holds');
 

@@ -1,9 +1,8 @@
 """The aiohttp application of the gateway, and running it on 127.0.0.1.
 
-:func:`create_app` builds the app around a psycopg async pool logged in as ``festpay_gateway``; at start-up it
-opens the pool, loads the problem types (``api.problem_types()``), builds the OpenAPI document and starts the
-reservation expiry task (``api.expire_reservations()`` every 5 s); at shutdown it stops the task and closes the
-pool.  :func:`gateway_service` runs it on a TCP port for as long as its ``async with`` block lasts.
+:func:`create_app` builds the app around a psycopg async pool logged in as ``festpay_terminal``; at start-up it
+opens the pool, loads the problem types (``api.problem_types()``) and builds the OpenAPI document; at shutdown it
+closes the pool.  :func:`gateway_service` runs it on a TCP port for as long as its ``async with`` block lasts.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from .database import POOL_KEY, make_pool
 log = logging.getLogger("festpay.gateway")
 
 DEFAULT_HOST = "127.0.0.1"
-EXPIRE_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -34,34 +32,12 @@ class GatewayOptions:
     pool_max_size: int = 16
     pool_timeout_s: float = 10.0
     """How long a request waits for a database connection (then 503 not-ready)."""
-    expire_interval_s: float | None = EXPIRE_INTERVAL_S
-    """Seconds between api.expire_reservations() calls; None: no expiry task."""
     migrations_dir: Path = MIGRATIONS_DIR
     """Where the newest migration id for /health/ready comes from."""
 
 
-EXPIRY_TASK_KEY = web.AppKey("expiry_task", asyncio.Task)
-
-
-async def expire_reservations_forever(app: web.Application, interval_s: float) -> None:
-    """Calls api.expire_reservations() every ``interval_s`` seconds until cancelled; errors are logged."""
-    pool = app[POOL_KEY]
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            async with pool.connection() as conn:
-                cur = await conn.execute("SELECT api.expire_reservations() AS expired")
-                row = await cur.fetchone()
-            if row and row["expired"]:
-                log.info("expired %d reservation(s)", row["expired"])
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:
-            log.warning("api.expire_reservations() failed: %s", str(err).strip() or type(err).__name__)
-
-
 def create_app(database_url: str, options: GatewayOptions | None = None) -> web.Application:
-    """The gateway app; ``database_url`` logs in as ``festpay_gateway`` (any role with EXECUTE on api works)."""
+    """The gateway app; ``database_url`` logs in as ``festpay_terminal`` (any role with EXECUTE on api works)."""
     options = options or GatewayOptions()
     app = web.Application(
         middlewares=[problems.problem_middleware, auth_middleware],
@@ -80,18 +56,7 @@ def create_app(database_url: str, options: GatewayOptions | None = None) -> web.
             async with pool.connection() as conn:
                 await app[problems.REGISTRY_KEY].load(conn)
             app[openapi.DOCUMENT_KEY] = openapi.build_document(app[problems.REGISTRY_KEY].all())
-            task = None
-            if options.expire_interval_s:
-                task = asyncio.create_task(expire_reservations_forever(app, options.expire_interval_s),
-                                           name="festpay-expire-reservations")
-                app[EXPIRY_TASK_KEY] = task
-            try:
-                yield
-            finally:
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            yield
         finally:
             await pool.close()
 

@@ -1,4 +1,4 @@
-"""The gateway's database access: one psycopg async pool, logged in as ``festpay_gateway``.
+"""The gateway's database access: one psycopg async pool, logged in as ``festpay_terminal``.
 
 Handlers only ever run ``SELECT ... FROM api.fn(...)``; :func:`call_one` is the helper for that.
 """

@@ -162,19 +162,13 @@ async def get_transaction(request: web.Request) -> web.Response:
 
 
 async def get_receipt(request: web.Request) -> web.Response:
-    """GET /terminal/v1/transactions/{terminal_tx_number}/receipt -> text/html (api.terminal_transaction, api.receipt).
+    """GET /terminal/v1/transactions/{terminal_tx_number}/receipt -> text/html (api.terminal_receipt).
 
     A till prints its own receipts only; 404 not-found for an unknown number or one that is no committed receipt.
     """
     params = path_params(request, "getReceipt")
-    async with request.app[POOL_KEY].connection() as conn:
-        row = await call_one(
-            conn,
-            "SELECT transaction_id FROM api.terminal_transaction(%s::bigint, %s::bigint)",
-            (request[ASSIGNMENT], params["terminal_tx_number"]),
-        )
-        receipt = (await call_one(conn, "SELECT api.receipt(%s::bigint) AS receipt",
-                                  (row["transaction_id"],)))["receipt"]
+    receipt = (await _one(request, "SELECT api.terminal_receipt(%s::bigint, %s::bigint) AS receipt",
+                          (request[ASSIGNMENT], params["terminal_tx_number"])))["receipt"]
     # Rendering (the QR code above all) is CPU work: off the event loop.
     html = await asyncio.get_running_loop().run_in_executor(None, receipts.render_html, receipt)
     return web.Response(text=html, content_type="text/html", charset="utf-8")

@@ -1,3 +1,3 @@
 -- Every broken ledger invariant (SPEC 10); no rows means healthy.
--- Run: psql "$URL" -f sql/reports/invariants.sql
+-- Run as festpay_report: .venv/bin/festpay db psql -U festpay_report -- -f sql/reports/invariants.sql
 SELECT * FROM api.check_invariants();

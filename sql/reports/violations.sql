@@ -1,5 +1,5 @@
 -- Refused state transitions and inconsistent reports, newest first (the last 200).
--- Run: psql "$URL" -f sql/reports/violations.sql
+-- Run as festpay_report: .venv/bin/festpay db psql -U festpay_report -- -f sql/reports/violations.sql
 SELECT id, occurred_at, actor, transaction_id, from_state, to_state, reason, payload
   FROM report.violation
  ORDER BY id DESC

@@ -1,0 +1,92 @@
+SET LOCAL ROLE festpay_owner;
+
+-- Who may call what: the one list of the callable surface. Every api function has a row naming the audiences whose
+-- login role may execute it; an empty list means a DBA only (festpay_owner, a superuser). Applied on every migrate:
+-- each role gets exactly its rows, PUBLIC gets nothing, and no ledger function is callable from outside.
+--   terminal  festpay_terminal: the terminal API (SPEC 7), every call naming the assignment the gateway authenticated
+--   relay     festpay_relay: the outbox relay (TSE signing, reservation expiry, payment-provider answers)
+--   web       festpay_web: the admin site and the customer portal, each function checking a session
+--   report    festpay_report: read-only reports
+
+CREATE OR REPLACE FUNCTION ledger.api_grants()
+RETURNS TABLE (function_name text, audiences text[]) LANGUAGE sql IMMUTABLE AS $$
+-- The grant list of schema api, one row per function name (all overloads of a name alike).
+-- Returns (function name, audiences); tests/test_roles.sql fails for an api function without a row.
+    SELECT * FROM (VALUES
+        -- terminals
+        ('register_terminal',        '{terminal}'::text[]),
+        ('terminal_secret',          '{terminal}'),
+        ('terminal_config',          '{terminal}'),
+        ('tag_sync',                 '{terminal}'),
+        ('reserve',                  '{terminal}'),
+        ('replicate',                '{terminal}'),
+        ('topup',                    '{terminal}'),
+        ('refund',                   '{terminal}'),
+        ('deposit_return',           '{terminal}'),
+        ('open_loop_purchase',       '{terminal}'),
+        ('terminal_transaction',     '{terminal}'),
+        ('terminal_receipt',         '{terminal}'),
+        ('idempotency_claim',        '{terminal}'),
+        ('idempotency_complete',     '{terminal}'),
+        ('idempotency_release',      '{terminal}'),
+        -- the relay
+        ('relay_sleep',              '{relay}'),
+        ('outbox_prepare',           '{relay}'),
+        ('outbox_claim',             '{relay}'),
+        ('tse_request',              '{relay}'),
+        ('tse_started',              '{relay}'),
+        ('tse_store',                '{relay}'),
+        ('tse_failed',               '{relay}'),
+        ('expire_reservations',      '{relay}'),
+        ('idempotency_purge',        '{relay}'),
+        ('external_topup_result',    '{relay}'),
+        -- readiness and problem types: every service answers /health/ready and maps named errors
+        ('schema_version',           '{terminal,relay,web}'),
+        ('outbox_lag',               '{terminal,relay,web}'),
+        ('problem_types',            '{terminal,relay,web,report}'),
+        -- reports
+        ('check_invariants',         '{report}'),
+        ('customer_statement',       '{report}'),
+        -- a DBA's (and, once they check a session, the admin site's and the portal's)
+        ('create_event',             '{}'),
+        ('create_merchant',          '{}'),
+        ('create_position',          '{}'),
+        ('create_product',           '{}'),
+        ('create_registration_code', '{}'),
+        ('create_tag',               '{}'),
+        ('set_tag_blocked',          '{}'),
+        ('block_tag',                '{}'),
+        ('unblock_tag',              '{}'),
+        ('set_seller',               '{}'),
+        ('chargeback',               '{}'),
+        ('transfer',                 '{}'),
+        ('payout',                   '{}'),
+        ('external_topup_create',    '{}'),
+        ('external_topup_pending',   '{}'),
+        ('resolve_transaction',      '{}'),
+        ('receipt',                  '{}'),
+        ('close_cashpoint',          '{}'),
+        ('open_cashpoints',          '{}'),
+        ('dsfinvk_lines',            '{}'),
+        ('dsfinvk_receipts',         '{}')
+    ) AS g(function_name, audiences);
+$$;
+
+DO $$
+DECLARE
+    f record;
+    r text;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure AS sig, p.pronamespace = 'api'::regnamespace AS is_api, g.audiences
+               FROM pg_proc p LEFT JOIN ledger.api_grants() g ON g.function_name = p.proname
+              WHERE p.pronamespace IN ('api'::regnamespace, 'ledger'::regnamespace) LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, festpay_terminal, festpay_relay, festpay_web, festpay_report',
+                       f.sig);
+        IF f.is_api THEN
+            FOREACH r IN ARRAY coalesce(f.audiences, '{}') LOOP
+                EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f.sig, 'festpay_' || r);
+            END LOOP;
+        END IF;
+    END LOOP;
+END
+$$;
