@@ -14,10 +14,14 @@ BEGIN
                        OR (p.proname = 'add_items' AND p.prorettype <> 'integer'::regtype)
                        OR (p.proname = 'json_int' AND p.pronargs <> 4)
                        OR (p.proname = 'replicate_one' AND (p.proretset OR p.pronargs <> 3))
+                       OR (p.proname = 'same_request' AND p.pronargs <> 7)
                        OR (p.proname = 'new_transaction' AND p.pronargs <> 17)))
                  -- the first api.tse_started returned nothing (and overwrote an earlier start): see 50_fiscal.sql
                  OR (p.pronamespace = 'api'::regnamespace AND p.proname = 'tse_started'
-                     AND p.prorettype = 'void'::regtype) LOOP
+                     AND p.prorettype = 'void'::regtype)
+                 -- api.tag_sync takes 5 arguments and answers 7 columns (uid ... acknowledged, refused)
+                 OR (p.pronamespace = 'api'::regnamespace AND p.proname = 'tag_sync'
+                     AND coalesce(array_length(p.proallargtypes, 1), 0) <> 12) LOOP
         EXECUTE format('DROP FUNCTION %s', f);
     END LOOP;
 END
@@ -178,7 +182,7 @@ CREATE OR REPLACE FUNCTION ledger.lock_tag(p_event_id bigint, p_uid text, p_crea
 LANGUAGE plpgsql AS $$
 -- ledger.find_tag and ledger.lock_account in one: finds (or, when p_create, creates) the tag p_uid and locks its
 -- customer account for the rest of the transaction -- one query for a known tag, as every sale has.
--- Returns the tag and the locked account row; raises not-found when the tag does not exist and p_create is false.
+-- Returns the tag and the locked account row, both NULL when the tag does not exist and p_create is false.
 DECLARE
     v_uid text := ledger.normalize_uid(p_uid);
     r record;
@@ -190,8 +194,8 @@ BEGIN
     IF FOUND THEN
         tag := r.g;
         account := r.a;
-    ELSE
-        tag := ledger.find_tag(p_event_id, v_uid, p_create);
+    ELSIF p_create THEN
+        tag := ledger.find_tag(p_event_id, v_uid, true);
         account := ledger.lock_account(tag.account_id);
     END IF;
 END

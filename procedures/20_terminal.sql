@@ -3,21 +3,73 @@ SET LOCAL ROLE festpay_owner;
 -- What terminals do: tag sync, reserve, replication, top-up, refund, deposit return, open-loop purchase.
 -- Every function takes the assignment id the gateway authenticated; (assignment, terminal number) makes repeats safe.
 
-CREATE OR REPLACE FUNCTION ledger.same_request(t ledger.transaction, p_type ledger.tx_type, p_account_id bigint,
-                                               p_amount bigint, p_payment text DEFAULT NULL)
-RETURNS bigint LANGUAGE plpgsql AS $$
--- Checks that a repeated terminal transaction number carries the same request as the first time.
--- Returns the transaction's id; raises idempotency-conflict when type, customer, amount or (when given) payment
--- method differ.
+CREATE OR REPLACE FUNCTION ledger.request_differs(t ledger.transaction, p_type ledger.tx_type, p_account_id bigint,
+                                                  p_amount bigint, p_payment text DEFAULT NULL,
+                                                  p_tag_tx_number bigint DEFAULT NULL, p_items jsonb DEFAULT NULL)
+RETURNS boolean LANGUAGE plpgsql AS $$
+-- Compares a repeat of a terminal transaction number with its transaction: type, customer account, amount, and what
+-- the repeat gives of payment, tag number (when the transaction has one) and items (product, quantity, unit price when
+-- given, in order; a Reserve made from tag data has none yet and takes its replication's). Returns true when any differ.
+DECLARE
+    v_items jsonb := CASE WHEN jsonb_typeof(p_items) = 'array' THEN p_items ELSE '[]' END;
+    v_differs boolean := false;
 BEGIN
-    IF t.type <> p_type OR t.account_id <> p_account_id OR t.amount <> p_amount
-       OR (p_payment IS NOT NULL AND t.payment::text IS DISTINCT FROM p_payment) THEN
+    IF t.type <> p_type OR t.account_id IS DISTINCT FROM p_account_id OR t.amount IS DISTINCT FROM p_amount
+       OR (p_payment IS NOT NULL AND t.payment::text IS DISTINCT FROM p_payment)
+       OR (p_tag_tx_number IS NOT NULL AND t.tag_tx_number <> p_tag_tx_number) THEN
+        RETURN true;
+    END IF;
+    IF p_items IS NOT NULL THEN
+        -- One statement: the stored items joined to the request's by position.
+        SELECT count(*) > 0 AND (count(*) <> jsonb_array_length(v_items) OR NOT bool_and(coalesce(
+                   r.j -> 'product_id' = to_jsonb(i.product_id)
+                   AND r.j -> 'quantity' = to_jsonb(i.quantity::integer)
+                   AND (coalesce(r.j -> 'unit_price', 'null') = 'null' OR r.j -> 'unit_price' = to_jsonb(i.unit_price::bigint)),
+                   false)))
+          INTO v_differs
+          FROM ledger.item i
+          LEFT JOIN jsonb_array_elements(v_items) WITH ORDINALITY AS r(j, n) ON r.n = i.line_no::integer
+         WHERE i.transaction_id = t.id;
+    END IF;
+    RETURN v_differs;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.same_request(t ledger.transaction, p_type ledger.tx_type, p_account_id bigint,
+                                               p_amount bigint, p_payment text DEFAULT NULL,
+                                               p_tag_tx_number bigint DEFAULT NULL, p_items jsonb DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql AS $$
+-- Checks that a repeated terminal transaction number carries the same request as the first time (ledger.request_differs).
+-- Returns the transaction's id; raises idempotency-conflict when anything differs.
+BEGIN
+    IF ledger.request_differs(t, p_type, p_account_id, p_amount, p_payment, p_tag_tx_number, p_items) THEN
         PERFORM ledger.fail('idempotency-conflict',
-            format('terminal transaction %s was first sent as %s of %s', t.terminal_tx_number, t.type, t.amount),
+            format('terminal transaction %s was first sent with other content (%s of %s)', t.terminal_tx_number, t.type, t.amount),
             jsonb_build_object('transaction_id', t.id, 'state', t.state));
     END IF;
     RETURN t.id;
 END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.log_entry_mac(p_secret bytea, p_assignment_id bigint, p_terminal_tx_number bigint,
+                                               p_uid text, p_tag_tx_number bigint, p_amount bigint)
+RETURNS text LANGUAGE sql STABLE AS $$
+-- The MAC a terminal writes with each charge in a tag's log (SPEC 7): base64 of HMAC-SHA256, keyed with its assignment's
+-- secret, over assignment, terminal number, UID (normalised upper-case hex), tag number and amount, one a line.
+-- Returns it (44 characters), or NULL when any part is NULL.
+    SELECT encode(extensions.hmac(convert_to(p_assignment_id || E'\n' || p_terminal_tx_number || E'\n' || p_uid
+                                             || E'\n' || p_tag_tx_number || E'\n' || p_amount, 'UTF8'),
+                                  p_secret, 'sha256'), 'base64');
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.log_entry_mac_valid(p_secret bytea, p_assignment_id bigint, p_terminal_tx_number bigint,
+                                                     p_uid text, p_tag_tx_number bigint, p_amount bigint, p_mac text)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+-- Checks a tag log entry's MAC against ledger.log_entry_mac. Compares the SHA-256 digests of both, so the time it takes
+-- tells nothing about how much of a guess was right. Returns true when it verifies, false when it differs or is missing.
+    SELECT coalesce(extensions.digest(ledger.log_entry_mac(p_secret, p_assignment_id, p_terminal_tx_number, p_uid,
+                                                           p_tag_tx_number, p_amount), 'sha256')
+                    = extensions.digest(p_mac, 'sha256'), false);
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.terminal_tx(p_assignment_id bigint, p_terminal_tx_number bigint)
@@ -81,7 +133,7 @@ BEGIN
                                 jsonb_build_object('available', c.available));
         END IF;
         UPDATE ledger.account SET held = held - p_amount WHERE id = c.account_id;
-        transaction_id := ledger.same_request(t, 'purchase', c.account_id, p_amount);
+        transaction_id := ledger.same_request(t, 'purchase', c.account_id, p_amount, NULL, p_tag_tx_number, p_items);
         state := t.state; expires_at := t.expires_at; available := c.available;
         RETURN;
     END IF;
@@ -99,20 +151,23 @@ CREATE OR REPLACE FUNCTION ledger.replicate_one(p_assignment_id bigint, p_event_
                                                 OUT state text, OUT outcome text, OUT problem text)
 LANGUAGE plpgsql AS $$
 -- Applies one replicated terminal transaction (Committed, Aborted or TerminalConfirmUnknown) per SPEC 5.
--- Returns its outcome: booked, duplicate, or rejected with problem invalid-transition (violation logged);
--- raises the named problem for bad input.
+-- Returns its outcome: booked, duplicate, or rejected (violation logged) with problem invalid-transition,
+-- idempotency-conflict (it differs from what the backend holds under its number) or implausible-offline-charge (an
+-- unseen Committed sale above the offline limit or of an unknown tag); raises the named problem for bad input.
 DECLARE
     v_actor text := 'assignment:' || p_assignment_id;
     v_number bigint := ledger.json_int(p_entry, 'terminal_tx_number', p_positive => true);
     v_state text := p_entry ->> 'state';
     v_type text := coalesce(p_entry ->> 'type', 'purchase');
     v_amount bigint := ledger.json_int(p_entry, 'amount', p_positive => true);
+    v_tag_no integer := ledger.tag_number(ledger.json_int(p_entry, 'tag_tx_number', false));
     v_tag ledger.tag;
     c record;
     t ledger.transaction;
     v_target ledger.tx_state;
     v_result text;
     v_time timestamptz;
+    v_limit bigint;
 BEGIN
     terminal_tx_number := v_number;
     IF v_state IS NULL OR v_state NOT IN ('Committed', 'Aborted', 'TerminalConfirmUnknown') THEN
@@ -122,7 +177,8 @@ BEGIN
         PERFORM ledger.fail('validation', 'type must be purchase, topup, refund or deposit_return', '{"field": "type"}');
     END IF;
     v_time := ledger.json_time(p_entry, 'time');
-    c := ledger.lock_tag(p_event_id, p_entry ->> 'uid', true);
+    -- A Committed entry never creates its tag: top-ups need the backend online, so a tag it has not seen holds no money.
+    c := ledger.lock_tag(p_event_id, p_entry ->> 'uid', v_state <> 'Committed');
     v_tag := c.tag;
     t := ledger.terminal_tx(p_assignment_id, v_number);
 
@@ -131,10 +187,21 @@ BEGIN
         IF v_type <> 'purchase' THEN
             PERFORM ledger.fail('not-found', format('%s %s was never booked online', v_type, v_number));
         END IF;
+        IF v_state = 'Committed' THEN
+            SELECT e.offline_limit INTO v_limit FROM ledger.event e WHERE e.id = p_event_id;
+            IF v_tag.id IS NULL OR v_amount > v_limit THEN
+                PERFORM ledger.log_violation(v_actor, p_event_id, NULL, NULL, 'Committed',
+                    'implausible-offline-charge: ' || CASE WHEN v_tag.id IS NULL THEN 'an offline sale of a tag the backend does not know'
+                                                          ELSE format('an offline sale of %s, above the offline limit of %s', v_amount, v_limit) END,
+                    p_entry);
+                outcome := 'rejected'; problem := 'implausible-offline-charge';
+                RETURN;
+            END IF;
+        END IF;
         transaction_id := ledger.new_transaction(
             p_event_id, 'purchase', v_state::ledger.tx_state, v_tag.account_id,
             (ledger.terminal_context(p_assignment_id, 'sale')).merchant_account_id, v_amount,
-            p_tag_id => v_tag.id, p_tag_tx_number => ledger.tag_number(ledger.json_int(p_entry, 'tag_tx_number', false)),
+            p_tag_id => v_tag.id, p_tag_tx_number => v_tag_no,
             p_assignment_id => p_assignment_id, p_terminal_tx_number => v_number, p_terminal_time => v_time);
         PERFORM ledger.add_items(transaction_id, p_event_id, p_entry -> 'items', v_amount);
         IF v_state = 'Committed' THEN
@@ -145,7 +212,16 @@ BEGIN
         RETURN;
     END IF;
 
-    transaction_id := ledger.same_request(t, v_type::ledger.tx_type, v_tag.account_id, v_amount);
+    transaction_id := t.id;
+    IF ledger.request_differs(t, v_type::ledger.tx_type, v_tag.account_id, v_amount, p_entry ->> 'payment', v_tag_no,
+                              nullif(p_entry -> 'items', 'null')) THEN
+        -- Never booked with the content the backend holds: the terminal's record and the backend's disagree.
+        PERFORM ledger.log_violation(v_actor, p_event_id, t.id, t.state, v_state::ledger.tx_state,
+            format('idempotency-conflict: terminal transaction %s differs from the %s of %s the backend holds',
+                   v_number, t.type, t.amount), p_entry);
+        state := t.state; outcome := 'rejected'; problem := 'idempotency-conflict';
+        RETURN;
+    END IF;
     v_target := v_state::ledger.tx_state;
     IF v_target = 'TerminalConfirmUnknown' AND t.state = 'Reserve' THEN
         v_target := 'Committed';          -- uploaded tag data already proved the charge
@@ -217,25 +293,35 @@ COMMENT ON FUNCTION api.replicate IS
 
 CREATE OR REPLACE FUNCTION api.tag_sync(p_assignment_id bigint, p_uid text, p_tag_tx_number integer,
                                         p_balance bigint, p_log jsonb)
-RETURNS TABLE (uid text, status text, balance bigint, held bigint, available bigint, acknowledged jsonb)
+RETURNS TABLE (uid text, status text, balance bigint, held bigint, available bigint, acknowledged jsonb,
+               refused jsonb)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- First tap: books the tag's unacknowledged charges (unseen -> Reserve, ReservePending -> Reserve,
--- TerminalConfirmUnknown/ReserveExpired -> Committed) and aborts this tag's TerminalConfirmUnknown transactions that
--- the complete log shows were never written. Returns the online info and the entries to mark acknowledged on the tag.
+-- First tap: books the tag's trusted unacknowledged charges (unseen -> Reserve, ReservePending -> Reserve,
+-- TerminalConfirmUnknown/ReserveExpired -> Committed), refuses untrusted ones (SPEC 7: violation logged, nothing held)
+-- and aborts this tag's TerminalConfirmUnknown transactions that the complete log shows were never written.
+-- Returns the online info, the entries to mark acknowledged and the refused ones with their problem; raises
+-- validation for a malformed log.
 DECLARE
     ctx record := ledger.terminal_context(p_assignment_id);
     v_actor text := 'assignment:' || p_assignment_id;
     v_tag ledger.tag;
     v_account ledger.account;
+    v_limit bigint;
+    v_offline bigint := 0;
     v_entry jsonb;
     v_entry_assignment bigint;
     v_entry_number bigint;
+    v_entry_tag_no integer;
     v_entry_amount bigint;
     v_entry_event bigint;
     v_merchant bigint;
+    v_secret bytea;
+    v_problem text;
+    v_reason text;
     t ledger.transaction;
     v_seen bigint[] := '{}';
     v_ack jsonb := '[]';
+    v_refused jsonb := '[]';
     v_new_id bigint;
     v_unknown bigint;
 BEGIN
@@ -252,7 +338,7 @@ BEGIN
     IF NOT FOUND AND jsonb_array_length(p_log) = 0 THEN
         -- A tag the backend has never seen and that carries no charges: nothing to store.
         uid := ledger.normalize_uid(p_uid); status := 'new';
-        balance := 0; held := 0; available := 0; acknowledged := '[]';
+        balance := 0; held := 0; available := 0; acknowledged := '[]'; refused := '[]';
         RETURN NEXT;
         RETURN;
     END IF;
@@ -262,12 +348,13 @@ BEGIN
         -- Nothing to book and nothing to settle (the first tap of most purchases): answer without a lock, so this
         -- stays a read-only transaction that writes no WAL.
         SELECT a.balance, a.held INTO balance, held FROM ledger.account a WHERE a.id = v_tag.account_id;
-        uid := v_tag.uid; status := v_tag.status::text; available := balance - held; acknowledged := '[]';
+        uid := v_tag.uid; status := v_tag.status::text; available := balance - held; acknowledged := '[]'; refused := '[]';
         RETURN NEXT;
         RETURN;
     END IF;
     v_tag := ledger.find_tag(ctx.event_id, p_uid, true);
     v_account := ledger.lock_account(v_tag.account_id);
+    SELECT e.offline_limit INTO v_limit FROM ledger.event e WHERE e.id = ctx.event_id;
 
     FOR v_entry IN SELECT jsonb_array_elements(p_log) LOOP
         IF jsonb_typeof(v_entry) <> 'object' THEN
@@ -275,40 +362,64 @@ BEGIN
         END IF;
         v_entry_assignment := ledger.json_int(v_entry, 'assignment_id');
         v_entry_number := ledger.json_int(v_entry, 'terminal_tx_number', p_positive => true);
+        v_entry_tag_no := ledger.tag_number(ledger.json_int(v_entry, 'tag_tx_number'));
         v_entry_amount := ledger.json_int(v_entry, 'amount', p_positive => true);
-        SELECT a.event_id, m.account_id INTO v_entry_event, v_merchant
+        v_problem := NULL;
+        t := NULL;
+        -- Trusted only when written by a sale terminal of this event with its own secret, below the tag's next
+        -- number, and, for charges the backend has not seen, within the offline limit together (SPEC 7).
+        SELECT a.event_id, m.account_id, a.secret INTO v_entry_event, v_merchant, v_secret
           FROM ledger.assignment a JOIN ledger.position p ON p.id = a.position_id
           LEFT JOIN ledger.merchant m ON m.id = p.merchant_id
          WHERE a.id = v_entry_assignment;
-        IF v_entry_event IS DISTINCT FROM ctx.event_id OR v_merchant IS NULL THEN
-            -- Not a sale terminal of this event: keep it on the tag, and record the anomaly.
-            PERFORM ledger.log_violation(v_actor, ctx.event_id, NULL, NULL, 'Reserve',
-                                         'tag log entry from an unknown terminal or another event', v_entry);
+        IF NOT FOUND OR v_entry_event <> ctx.event_id OR v_merchant IS NULL THEN
+            v_problem := 'log-entry-foreign';
+            v_reason := format('assignment %s is not a sale terminal of this event', v_entry_assignment);
+        ELSIF NOT ledger.log_entry_mac_valid(v_secret, v_entry_assignment, v_entry_number, v_tag.uid, v_entry_tag_no,
+                                             v_entry_amount, v_entry ->> 'mac') THEN
+            v_problem := 'log-entry-forged';
+            v_reason := format('the MAC is missing or not that of assignment %s', v_entry_assignment);
+        ELSIF v_entry_tag_no >= p_tag_tx_number THEN
+            v_problem := 'log-entry-number-too-high';
+            v_reason := format('tag number %s is not below the tag''s next number %s', v_entry_tag_no, p_tag_tx_number);
+        ELSE
+            t := ledger.terminal_tx(v_entry_assignment, v_entry_number);
+            IF t.id IS NULL AND v_offline + v_entry_amount > v_limit THEN
+                v_problem := 'offline-limit-exceeded';
+                v_reason := format('%s more offline would make %s, above the offline limit of %s',
+                                   v_entry_amount, v_offline + v_entry_amount, v_limit);
+            ELSIF t.id IS NULL THEN
+                BEGIN
+                    v_new_id := ledger.new_transaction(
+                        ctx.event_id, 'purchase', 'Reserve', v_tag.account_id, v_merchant, v_entry_amount,
+                        p_held => v_entry_amount, p_tag_id => v_tag.id, p_tag_tx_number => v_entry_tag_no,
+                        p_assignment_id => v_entry_assignment, p_terminal_tx_number => v_entry_number,
+                        p_terminal_time => ledger.json_time(v_entry, 'time'));
+                    UPDATE ledger.account a SET held = a.held + v_entry_amount WHERE a.id = v_tag.account_id;
+                    v_offline := v_offline + v_entry_amount;
+                    v_seen := v_seen || v_new_id;
+                EXCEPTION WHEN SQLSTATE 'FP031' THEN
+                    -- Claimed for another tag at this very moment: judge the entry against that transaction.
+                    t := ledger.terminal_tx(v_entry_assignment, v_entry_number);
+                END;
+            END IF;
+            IF t.id IS NOT NULL AND ledger.request_differs(t, 'purchase', v_tag.account_id, v_entry_amount, NULL,
+                                                            v_entry_tag_no) THEN
+                v_problem := 'idempotency-conflict';
+                v_reason := format('terminal transaction %s of assignment %s is another charge (a %s of %s)',
+                                   v_entry_number, v_entry_assignment, t.type, t.amount);
+            END IF;
+        END IF;
+        IF v_problem IS NOT NULL THEN
+            -- Nothing is held or booked; the terminal drops the entry from the tag all the same.
+            PERFORM ledger.log_violation(v_actor, ctx.event_id, t.id, t.state,
+                                         CASE WHEN t.id IS NULL THEN 'Reserve' END::ledger.tx_state,
+                                         v_problem || ': ' || v_reason, v_entry);
+            v_refused := v_refused || jsonb_build_object('assignment_id', v_entry_assignment,
+                                                         'terminal_tx_number', v_entry_number, 'problem', v_problem);
             CONTINUE;
         END IF;
-        t := ledger.terminal_tx(v_entry_assignment, v_entry_number);
-        IF t.id IS NULL THEN
-            BEGIN
-                v_new_id := ledger.new_transaction(
-                    ctx.event_id, 'purchase', 'Reserve', v_tag.account_id, v_merchant, v_entry_amount,
-                    p_held => v_entry_amount, p_tag_id => v_tag.id,
-                    p_tag_tx_number => ledger.tag_number(ledger.json_int(v_entry, 'tag_tx_number', false)),
-                    p_assignment_id => v_entry_assignment, p_terminal_tx_number => v_entry_number,
-                    p_terminal_time => ledger.json_time(v_entry, 'time'));
-                UPDATE ledger.account a SET held = a.held + v_entry_amount WHERE a.id = v_tag.account_id;
-                v_seen := v_seen || v_new_id;
-            EXCEPTION WHEN SQLSTATE 'FP031' THEN
-                -- Claimed for another tag at this very moment: judge the entry against that transaction.
-                t := ledger.terminal_tx(v_entry_assignment, v_entry_number);
-            END;
-        END IF;
-        IF t.id IS NULL THEN
-            NULL;                                      -- recorded above as a new Reserve
-        ELSIF t.account_id <> v_tag.account_id OR t.amount <> v_entry_amount THEN
-            PERFORM ledger.log_violation(v_actor, ctx.event_id, t.id, t.state, NULL,
-                                         'tag log entry does not match the transaction (tag or amount)', v_entry);
-            v_seen := v_seen || t.id;
-        ELSE
+        IF t.id IS NOT NULL THEN
             v_seen := v_seen || t.id;
             CASE t.state
             WHEN 'ReservePending' THEN
@@ -325,8 +436,9 @@ BEGIN
     END LOOP;
 
     -- The log is complete evidence: an unknown outcome whose tag number is below or at the tag's next number and that
-    -- is absent from the log was not written (a write appends to the log and moves the next number past it; SPEC says
-    -- "below", and "at" is just as certain: a terminal reports an unknown outcome only after it stopped writing).
+    -- is absent from the log (or only in a refused entry) was not written (a write appends to the log and moves the
+    -- next number past it; SPEC says "below", and "at" is just as certain: a terminal reports an unknown outcome only
+    -- after it stopped writing).
     FOR v_unknown IN
         SELECT x.id FROM ledger.transaction x
          WHERE x.tag_id = v_tag.id AND x.state = 'TerminalConfirmUnknown'
@@ -342,9 +454,11 @@ BEGIN
     uid := v_tag.uid;
     available := balance - held;
     acknowledged := v_ack;
+    refused := v_refused;
     RETURN NEXT;
 END
 $$;
 COMMENT ON FUNCTION api.tag_sync IS
-    'First tap: uploads the tag''s unacknowledged log, books what it proves, resolves unknown outcomes. '
-    'Returns uid, status (new, active, blocked), balance, held, available and the acknowledged entries.';
+    'First tap: uploads the tag''s unacknowledged log, books what it proves, refuses untrusted entries, resolves unknown '
+    'outcomes. Returns uid, status (new, active, blocked), balance, held, available, the acknowledged and the refused '
+    'entries (with their problem).';

@@ -68,13 +68,13 @@ DECLARE
     v_fee bigint;
     v_id bigint;
 BEGIN
+    IF p_payment IS NULL OR p_payment NOT IN ('cash', 'card') THEN
+        PERFORM ledger.fail('validation', 'payment must be cash or card', '{"field": "payment"}');
+    END IF;
     IF t.id IS NOT NULL THEN
         PERFORM ledger.same_request(t, 'topup', v_tag.account_id, p_amount, p_payment);
         SELECT * INTO transaction_id, state, balance FROM ledger.balance_answer(t.id);
         RETURN;
-    END IF;
-    IF p_payment IS NULL OR p_payment NOT IN ('cash', 'card') THEN
-        PERFORM ledger.fail('validation', 'payment must be cash or card', '{"field": "payment"}');
     END IF;
     v_method := p_payment::ledger.payment_method;
     PERFORM ledger.positive(p_amount, 'amount');
@@ -139,7 +139,7 @@ BEGIN
     SELECT sum(ledger.json_int(i, 'quantity') * p.price) INTO v_amount
       FROM jsonb_array_elements(p_items) i LEFT JOIN ledger.product p ON p.id = ledger.json_int(i, 'product_id');
     IF t.id IS NOT NULL THEN
-        PERFORM ledger.same_request(t, 'deposit_return', v_tag.account_id, v_amount);
+        PERFORM ledger.same_request(t, 'deposit_return', v_tag.account_id, v_amount, p_items => p_items);
         SELECT * INTO transaction_id, state, balance FROM ledger.balance_answer(t.id);
         RETURN;
     END IF;
@@ -175,7 +175,7 @@ DECLARE
     v_fee bigint;
 BEGIN
     IF t.id IS NOT NULL THEN
-        PERFORM ledger.same_request(t, 'purchase', v_tag.account_id, p_amount, 'card');
+        PERFORM ledger.same_request(t, 'purchase', v_tag.account_id, p_amount, 'card', p_tag_tx_number, p_items);
         SELECT b.transaction_id, b.state, b.balance INTO transaction_id, state, balance FROM ledger.balance_answer(t.id) b;
         topup_transaction_id := t.linked_id;
         RETURN;

@@ -10,6 +10,11 @@ Every terminal request but ``register`` carries three headers:
 
 Used by the gateway (:func:`verify`) and by terminals (:func:`sign`,
 :func:`signed_headers`).
+
+The same secret signs each charge a terminal writes to a tag's log (:func:`log_entry_mac`): base64 of
+HMAC-SHA256 over ``assignment_id + "\n" + terminal_tx_number + "\n" + uid + "\n" + tag_tx_number + "\n" +
+amount`` (decimal integers, the UID in upper-case hex), so that no terminal can charge in another's name. The
+database checks it (``api.tag_sync``).
 """
 
 from __future__ import annotations
@@ -66,6 +71,15 @@ def verify(
     except (binascii.Error, ValueError, UnicodeError):
         return False
     return hmac.compare_digest(expected, given)
+
+
+def log_entry_mac(secret_b64: str, assignment_id: int, terminal_tx_number: int, uid: str, tag_tx_number: int,
+                  amount: int) -> str:
+    """The ``mac`` of one tag log entry, written by the charging terminal with its own assignment secret."""
+    text = "\n".join((str(int(assignment_id)), str(int(terminal_tx_number)), uid.upper(), str(int(tag_tx_number)),
+                      str(int(amount))))
+    digest = hmac.new(_key(secret_b64), text.encode("ascii"), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
 
 
 def timestamp_fresh(timestamp: int, now: float | None = None, max_skew_s: int = MAX_SKEW_S) -> bool:

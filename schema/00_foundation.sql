@@ -112,6 +112,11 @@ INSERT INTO ledger.problem (slug, sqlstate, http_status, title) VALUES
     ('idempotency-conflict',        'FP031', 422, 'The same terminal transaction was sent with a different payload'),
     ('wrong-position',              'FP032', 409, 'This position cannot do that'),
     ('registration-code-invalid',   'FP040', 403, 'The registration code is unknown or already used'),
-    ('append-only',                 'FP050', 409, 'Booking lines and audit records cannot be changed');
+    ('append-only',                 'FP050', 409, 'Booking lines and audit records cannot be changed'),
+    ('log-entry-forged',            'FP060', 422, 'A tag log entry does not carry the valid MAC of the terminal it names'),
+    ('log-entry-foreign',           'FP061', 422, 'A tag log entry names a terminal that is not a sale position of this event'),
+    ('log-entry-number-too-high',   'FP062', 422, 'A tag log entry''s tag number is not below the tag''s next number'),
+    ('offline-limit-exceeded',      'FP063', 422, 'The tag''s unreserved offline charges exceed the event''s offline limit'),
+    ('implausible-offline-charge',  'FP064', 422, 'An offline sale of an unknown tag or above the event''s offline limit');
 
 RESET ROLE;

@@ -172,12 +172,25 @@ RETURNS TABLE (state text, outcome text, problem text) LANGUAGE sql AS $$
     SELECT state, outcome, problem FROM api.replicate(test.bar(), jsonb_build_array(p_entry));
 $$;
 
-CREATE FUNCTION test.logentry(p_number integer, p_tag_no integer, p_amount bigint)
+CREATE FUNCTION test.mac(p_assignment bigint, p_number bigint, p_uid text, p_tag_no bigint, p_amount bigint)
+RETURNS text LANGUAGE sql AS $$
+-- The MAC a terminal writes with a charge in a tag's log (SPEC 7), computed here on its own (not by the ledger):
+-- base64 HMAC-SHA256 keyed with the assignment's secret over assignment, number, UID, tag number and amount, one a line.
+-- Returns it, or NULL for an unknown assignment.
+    SELECT encode(extensions.hmac(convert_to(concat_ws(E'\n', p_assignment, p_number, upper(translate(p_uid, ': ', '')),
+                                                       p_tag_no, p_amount), 'UTF8'), a.secret, 'sha256'), 'base64')
+      FROM ledger.assignment a WHERE a.id = p_assignment;
+$$;
+
+CREATE FUNCTION test.logentry(p_uid text, p_number integer, p_tag_no integer, p_amount bigint,
+                              p_assignment bigint DEFAULT NULL)
 RETURNS jsonb LANGUAGE sql AS $$
--- Builds one tag log entry written by the suite's Bar terminal.
+-- Builds one tag log entry of tag p_uid written by the suite's Bar terminal (or p_assignment), with its MAC (test.mac).
 -- Returns the entry object api.tag_sync takes (time: test.res('entry', 'time')).
-    SELECT jsonb_build_object('assignment_id', test.bar(), 'terminal_tx_number', p_number,
-                              'tag_tx_number', p_tag_no, 'amount', p_amount, 'time', test.res('entry', 'time'));
+    SELECT jsonb_build_object('assignment_id', a, 'terminal_tx_number', p_number, 'tag_tx_number', p_tag_no,
+                              'amount', p_amount, 'time', test.res('entry', 'time'),
+                              'mac', test.mac(a, p_number, p_uid, p_tag_no, p_amount))
+      FROM (SELECT coalesce(p_assignment, test.bar()) AS a) x;
 $$;
 
 -- ---------------------------------------------------------------- what the ledger holds

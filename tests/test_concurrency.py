@@ -1,8 +1,8 @@
 """Concurrency: real parallel PostgreSQL sessions against the ledger's api functions.
 
-Every race runs in threads that each hold their own psycopg connection, logged in as the gateway role
-``festpay_gateway`` (which may only EXECUTE api functions), and that start together at a
-``threading.Barrier``.  Each test builds its own event through the api (as superuser), then checks exact
+Every race runs in threads that each hold their own psycopg connection, logged in as the role that makes the call
+in production (``festpay_terminal`` for terminal calls, ``festpay_relay`` for reservation expiry; transfers are a
+DBA's call for now and run as the superuser), and that start together at a ``threading.Barrier``.  Each test builds its own event through the api (as superuser), then checks exact
 balances, held amounts, states and booking lines, and ends with ``api.check_invariants()`` returning no rows.
 Only the named problems a test expects may occur; anything else (a deadlock 40P01, a serialization failure,
 a unique violation, ...) fails the test.
@@ -25,7 +25,10 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-GATEWAY_ROLE = "festpay_gateway"
+from python_gateway.signing import log_entry_mac
+
+GATEWAY_ROLE = "festpay_terminal"
+RELAY_ROLE = "festpay_relay"
 BARRIER_TIMEOUT_S = 30
 
 INSUFFICIENT_BALANCE = "FP020"
@@ -225,7 +228,7 @@ def race(conns: list[psycopg.Connection], tasks: list[Callable[[psycopg.Connecti
 
 
 class Sessions:
-    """n open autocommit connections as the gateway role (each used by one thread at a time)."""
+    """n open autocommit connections to ``url`` (each used by one thread at a time)."""
 
     def __init__(self, url: str, n: int):
         self.conns: list[psycopg.Connection] = []
@@ -275,6 +278,11 @@ def gateway_url(db_url: str) -> str:
     return url
 
 
+@pytest.fixture(scope="module")
+def relay_url(db_url: str) -> str:
+    return make_conninfo(db_url, user=RELAY_ROLE)
+
+
 RESERVE_SQL = "SELECT * FROM api.reserve(%s, %s, %s, %s, %s, %s)"
 REPLICATE_SQL = "SELECT * FROM api.replicate(%s, %s)"
 
@@ -283,6 +291,15 @@ def replicate_entry(ev: Event, number: int, uid: str, tag_number: int, state: st
     return {"terminal_tx_number": number, "type": "purchase", "state": state, "uid": uid,
             "tag_tx_number": tag_number, "time": datetime.now(timezone.utc).isoformat(),
             "amount": ev.amount(*spec), "items": ev.items(*spec)}
+
+
+def log_entry(su: psycopg.Connection, assignment_id: int, number: int, uid: str, tag_number: int, amount: int,
+              **extra: Any) -> dict[str, Any]:
+    """One tag log entry as the terminal `assignment_id` writes it, with the MAC of its own secret (SPEC 7)."""
+    secret = su.execute("SELECT encode(secret, 'base64') FROM ledger.assignment WHERE id = %s",
+                        (assignment_id,)).fetchone()[0]
+    return {"assignment_id": assignment_id, "terminal_tx_number": number, "tag_tx_number": tag_number,
+            "amount": amount, **extra, "mac": log_entry_mac(secret, assignment_id, number, uid, tag_number, amount)}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -346,7 +363,7 @@ def test_parallel_reserves_never_overdraw(su, gateway_url):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def test_opposite_transfers_exact_and_deadlock_free(su, gateway_url):
+def test_opposite_transfers_exact_and_deadlock_free(su, db_url):
     ev = make_event(su, bar_terminals=0)
     start = 3000
     x = 700
@@ -360,7 +377,7 @@ def test_opposite_transfers_exact_and_deadlock_free(su, gateway_url):
     share = per_direction // sessions_per_direction
     tasks = ([transfers(a, b, share) for _ in range(sessions_per_direction)]
              + [transfers(b, a, share) for _ in range(sessions_per_direction)])
-    with Sessions(gateway_url, len(tasks)) as conns:
+    with Sessions(db_url, len(tasks)) as conns:
         results = race(conns, tasks)
 
     a_to_b = [o for r in results[:sessions_per_direction] for o in r]
@@ -424,7 +441,7 @@ def test_same_replication_from_ten_sessions_books_once(su, gateway_url):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def test_reserve_expiry_commit_races(su, gateway_url):
+def test_reserve_expiry_commit_races(su, gateway_url, relay_url):
     ev = make_event(su, bar_terminals=1, reserve_timeout_s=60)
     terminal = ev.bar_terminals[0]
     spec = ("Beer:1", "Pretzel:1")
@@ -435,10 +452,12 @@ def test_reserve_expiry_commit_races(su, gateway_url):
     expiry_won = Counter()
     finals = Counter()
 
-    with Sessions(gateway_url, 4) as conns:
+    # conns[0] is the relay's (expiry), the others are the terminal's.
+    with Sessions(relay_url, 1) as relay, Sessions(gateway_url, 3) as terminals:
+        conns = [*relay, *terminals]
         for number in range(1, rounds + 1):
             reserve_args = (terminal, number, uid, number, amount, Jsonb(ev.items(*spec)))
-            reserved = attempt(conns[0], RESERVE_SQL, reserve_args)
+            reserved = attempt(conns[1], RESERVE_SQL, reserve_args)
             assert reserved.ok, reserved.error
             tx_id = reserved.value[0]["transaction_id"]
             assert reserved.value[0]["state"] == "ReservePending"
@@ -524,8 +543,7 @@ def test_tag_sync_races_replication_of_same_charge(su, gateway_url):
             # Every third round the terminal only knows the outcome is unknown (tag write not confirmed).
             state = "TerminalConfirmUnknown" if number % 3 == 0 else "Committed"
             entry = replicate_entry(ev, number, uid, number - 1, state, *spec)
-            log = [{"assignment_id": seller, "terminal_tx_number": number, "tag_tx_number": number - 1,
-                    "amount": amount, "time": entry["time"]}]
+            log = [log_entry(su, seller, number, uid, number - 1, amount, time=entry["time"])]
             sync_sql = "SELECT * FROM api.tag_sync(%s, %s, %s, %s, %s)"
             sync_args = (syncer, uid, number, balance - amount, Jsonb(log))
             tasks = [lambda c: attempt(c, sync_sql, sync_args),
@@ -566,8 +584,8 @@ def test_tag_sync_races_replication_of_same_charge(su, gateway_url):
 # A terminal number belongs to one transaction.  When two requests name the same (assignment, number) for two
 # different tags, the second must get the answer it gets when the two arrive one after the other: an
 # idempotency conflict (FP031; in a replication batch a 'rejected' row, the other entries still judged), or for
-# a tag log entry a logged violation.  The two requests lock different customer accounts, so here they really
-# overlap: the first stays uncommitted until the second is blocked on it.
+# a tag log entry a refused entry with a logged violation.  The two requests lock different customer accounts, so
+# here they really overlap: the first stays uncommitted until the second is blocked on it.
 
 
 def wait_until_blocked(su: psycopg.Connection, pid: int, timeout_s: float = 10) -> None:
@@ -610,7 +628,7 @@ def test_terminal_number_claimed_for_two_tags_at_once(su, gateway_url, case):
     a, b = funded_tag(su, ev, 10000), funded_tag(su, ev, 10000)
     number = 7
     other_entry = replicate_entry(ev, 8, b, 1, "Committed", *spec)   # an unrelated, valid entry of the batch
-    log_b = Jsonb([{"assignment_id": seller, "terminal_tx_number": number, "tag_tx_number": 0, "amount": amount}])
+    log_b = Jsonb([log_entry(su, seller, number, b, 0, amount)])
     rep_a = (REPLICATE_SQL, (seller, Jsonb([replicate_entry(ev, number, a, 0, "Committed", *spec)])))
 
     if case == "replicate+replicate":
@@ -633,9 +651,11 @@ def test_terminal_number_claimed_for_two_tags_at_once(su, gateway_url, case):
         assert two.ok, two.error
         assert two.value[0]["held"] == 0 and two.value[0]["balance"] == 10000
         tx = terminal_txs(su, seller, number)[0]
+        assert two.value[0]["refused"] == [{"assignment_id": seller, "terminal_tx_number": number,
+                                            "problem": "idempotency-conflict"}]
         reasons = su.execute("SELECT reason FROM ledger.violation WHERE transaction_id = %s", (tx["id"],)).fetchall()
-        # As when the sync comes after the replication: the mismatching log entry is recorded.
-        assert reasons == [("tag log entry does not match the transaction (tag or amount)",)]
+        # As when the sync comes after the replication: the mismatching log entry is refused and recorded.
+        assert [r.split(":")[0] for (r,) in reasons] == ["idempotency-conflict"]
         expected_b = 10000
     else:  # tag_sync+replicate
         one, two = overlap(su, gateway_url, (SYNC_SQL, (syncer, b, 1, 10000 - amount, log_b)), rep_a)

@@ -32,7 +32,7 @@ SELECT is(test.funded_tag(test.e(), 'AB000003', 5000), 5000::bigint, 'tag 3 fund
 -- ---------------------------------------------------------------- offline purchases uploaded at another terminal
 SELECT results_eq(
     $$SELECT uid, status, balance, held, available, acknowledged FROM api.tag_sync(test.food(), 'ab:00:00:01', 3, 9200,
-          jsonb_build_array(test.logentry(1, 1, 450), test.logentry(2, 2, 350)))$$,
+          jsonb_build_array(test.logentry('AB000001', 1, 1, 450), test.logentry('AB000001', 2, 2, 350)))$$,
     $$SELECT 'AB000001'::text, 'active'::text, 10000::bigint, 800::bigint, 9200::bigint, pg_temp.ack(1, 2)$$,
     'tag sync at Food of two offline Bar purchases: both held, both acknowledged');
 SELECT is(pg_temp.txinfo(test.bartx(1)), 'Reserve held 450, 0 lines', 'Bar purchase 1 is a Reserve holding 450');
@@ -67,7 +67,7 @@ SELECT is(test.money('AB000001'), 'balance 9200 held 0', 'nothing booked twice')
 SELECT is(test.account_balance(test.e(), 'merchant', 'Bar'), 800::bigint, 'merchant Bar still at 800');
 SELECT results_eq(
     $$SELECT balance, held, acknowledged FROM api.tag_sync(test.food(), 'AB000001', 3, 9200,
-          jsonb_build_array(test.logentry(1, 1, 450), test.logentry(2, 2, 350)))$$,
+          jsonb_build_array(test.logentry('AB000001', 1, 1, 450), test.logentry('AB000001', 2, 2, 350)))$$,
     $$SELECT 9200::bigint, 0::bigint, pg_temp.ack(1, 2)$$,
     'the same log uploaded again (acknowledgement lost) changes nothing and is acknowledged again');
 SELECT is(pg_temp.txinfo(test.bartx(1)) || ' / ' || pg_temp.txinfo(test.bartx(2)),
@@ -83,7 +83,7 @@ SELECT results_eq($$SELECT state, outcome FROM api.replicate(test.bar(), jsonb_b
 SELECT is(test.money('AB000002'), 'balance 10000 held 0', 'tag 2: nothing booked for the unknown outcome');
 SELECT results_eq(
     $$SELECT status, balance, held, available, acknowledged FROM api.tag_sync(test.food(), 'AB000002', 2, 9100,
-          jsonb_build_array(test.logentry(3, 1, 900)))$$,
+          jsonb_build_array(test.logentry('AB000002', 3, 1, 900)))$$,
     $$SELECT 'active'::text, 9100::bigint, 0::bigint, 9100::bigint, pg_temp.ack(3)$$,
     'the tag''s log has the charge: tag sync books it');
 SELECT is(pg_temp.txinfo(test.bartx(3)), 'Committed held 0, 1 lines', 'purchase 3 is Committed with its line of 900');
@@ -126,7 +126,7 @@ SELECT results_eq(
     $$VALUES (9100::bigint, 0::bigint)$$, 'the same sync again');
 SELECT is(pg_temp.txinfo(test.bartx(5)), 'TerminalConfirmUnknown held 0, 0 lines', 'purchase 5 still unknown');
 SELECT results_eq(
-    $$SELECT balance, held, acknowledged FROM api.tag_sync(test.food(), 'AB000002', 5, 8650, jsonb_build_array(test.logentry(5, 4, 450)))$$,
+    $$SELECT balance, held, acknowledged FROM api.tag_sync(test.food(), 'AB000002', 5, 8650, jsonb_build_array(test.logentry('AB000002', 5, 4, 450)))$$,
     $$SELECT 8650::bigint, 0::bigint, pg_temp.ack(5)$$, 'when its write shows up in the log, purchase 5 is booked');
 SELECT is(pg_temp.txinfo(test.bartx(5)), 'Committed held 0, 1 lines', 'purchase 5 Committed');
 SELECT is_empty($$SELECT * FROM api.check_invariants()$$, 'invariants hold after resolving unknown outcomes');
@@ -145,7 +145,7 @@ SELECT throws_ok($$SELECT * FROM api.tag_sync(test.food(), 'not-hex', 0, 0, '[]'
 SELECT is(api.block_tag(test.e(), 'AB000003'), 'blocked', 'tag 3 is blocked');
 SELECT results_eq(
     $$SELECT status, balance, held, available, acknowledged FROM api.tag_sync(test.food(), 'AB000003', 2, 4550,
-          jsonb_build_array(test.logentry(6, 1, 450)))$$,
+          jsonb_build_array(test.logentry('AB000003', 6, 1, 450)))$$,
     $$SELECT 'blocked'::text, 5000::bigint, 450::bigint, 4550::bigint, pg_temp.ack(6)$$,
     'sync of a blocked tag holds its offline charge and reports status blocked');
 SELECT is(pg_temp.txinfo(test.bartx(6)), 'Reserve held 450, 0 lines', 'the blocked tag''s charge is a Reserve');
@@ -162,12 +162,16 @@ SELECT results_eq(
     $$SELECT state FROM api.reserve(test.bar(), 8, 'AB000001', 3, 450, test.items(test.e(), 'Beer:1'))$$,
     $$VALUES ('ReservePending'::text)$$, 'Bar purchase 8 of tag 1 reserved for 450');
 INSERT INTO snap SELECT 'mismatch', pg_temp.ledger_state();
-SELECT lives_ok($$SELECT * FROM api.tag_sync(test.food(), 'AB000001', 4, 8750, jsonb_build_array(test.logentry(8, 3, 900)))$$,
-                'sync with a log entry claiming 900 for that purchase does not raise');
+SELECT results_eq(
+    $$SELECT acknowledged, refused FROM api.tag_sync(test.food(), 'AB000001', 4, 8750,
+          jsonb_build_array(test.logentry('AB000001', 8, 3, 900)))$$,
+    $$SELECT '[]'::jsonb, jsonb_build_array(jsonb_build_object('assignment_id', test.bar(), 'terminal_tx_number', 8,
+                                                                'problem', 'idempotency-conflict'))$$,
+    'sync with a log entry claiming 900 for that purchase does not raise: the entry is refused (idempotency-conflict)');
 SELECT results_eq($$SELECT actor, event_id, from_state::text, to_state::text, payload FROM ledger.violation
                      WHERE transaction_id = test.bartx(8)$$,
-                  $$SELECT 'assignment:' || test.food(), test.e(), 'ReservePending'::text, NULL::text, test.logentry(8, 3, 900)$$,
-                  'the mismatch is logged once as a violation with the log entry');
+                  $$SELECT 'assignment:' || test.food(), test.e(), 'ReservePending'::text, NULL::text, test.logentry('AB000001', 8, 3, 900)$$,
+                  'the mismatch is logged once as a violation with the whole log entry');
 SELECT is(pg_temp.txinfo(test.bartx(8)), 'ReservePending held 450, 0 lines', 'purchase 8 is untouched (not moved to Reserve)');
 SELECT is(pg_temp.ledger_state(), (SELECT s FROM snap WHERE k = 'mismatch'), 'nothing else changed');
 SELECT results_eq($$SELECT count(*)::integer FROM ledger.transaction WHERE assignment_id = test.bar() AND terminal_tx_number = 8$$,

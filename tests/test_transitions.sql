@@ -55,7 +55,7 @@ SELECT is(pg_temp.booked(test.bartx(1)), '0 lines, 0 cents', 'ReservePending has
 
 SELECT results_eq(
     $$SELECT status, balance, held, available, acknowledged
-        FROM api.tag_sync(test.food(), 'A0000001', 2, 9100, jsonb_build_array(test.logentry(1, 1, 900)))$$,
+        FROM api.tag_sync(test.food(), 'A0000001', 2, 9100, jsonb_build_array(test.logentry('A0000001', 1, 1, 900)))$$,
     $$SELECT 'active'::text, 10000::bigint, 900::bigint, 9100::bigint,
              jsonb_build_array(jsonb_build_object('assignment_id', test.bar(), 'terminal_tx_number', 1))$$,
     'tag sync with the charge in its log answers balance 10000, held 900 and acknowledges it');
@@ -79,7 +79,7 @@ SELECT is(test.account_balance(test.e(), 'merchant', 'Bar'), 900::bigint, 'merch
 -- ---------------------------------------------------------------- (new) -> Reserve (unseen charge in a tag log)
 SELECT results_eq(
     $$SELECT status, balance, held, available
-        FROM api.tag_sync(test.food(), 'A0000001', 3, 8750, jsonb_build_array(test.logentry(2, 2, 350)))$$,
+        FROM api.tag_sync(test.food(), 'A0000001', 3, 8750, jsonb_build_array(test.logentry('A0000001', 2, 2, 350)))$$,
     $$VALUES ('active'::text, 9100::bigint, 350::bigint, 8750::bigint)$$,
     'tag sync with an unseen charge of 350 holds it');
 SELECT is(pg_temp.observe(test.bartx(2), 'api.tag_sync'), 'Reserve', '(new) -> Reserve by tag sync');
@@ -204,7 +204,7 @@ SELECT is(test.money('C0000003'), 'balance 10000 held 0', 'an unseen TerminalCon
 SELECT results_eq($$SELECT * FROM test.replicate(test.entry(10, 'TerminalConfirmUnknown', 'C0000003', 1, 450, 'Beer:1'))$$,
                   $$VALUES ('TerminalConfirmUnknown'::text, 'duplicate'::text, NULL::text)$$, 'repeated TerminalConfirmUnknown is a duplicate');
 SELECT results_eq(
-    $$SELECT status, balance, held FROM api.tag_sync(test.food(), 'C0000003', 2, 9550, jsonb_build_array(test.logentry(10, 1, 450)))$$,
+    $$SELECT status, balance, held FROM api.tag_sync(test.food(), 'C0000003', 2, 9550, jsonb_build_array(test.logentry('C0000003', 10, 1, 450)))$$,
     $$VALUES ('active'::text, 9550::bigint, 0::bigint)$$, 'tag sync whose log has the charge books it');
 SELECT is(pg_temp.observe(test.bartx(10), 'api.tag_sync'), 'Committed', 'TerminalConfirmUnknown -> Committed by tag sync');
 SELECT is(test.money('C0000003'), 'balance 9550 held 0', 'the 450 is booked');

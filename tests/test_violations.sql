@@ -71,7 +71,7 @@ SELECT is(test.lines(test.bartx(2)), 0, 'the aborted purchase has no lines');
 
 -- ---------------------------------------------------------------- Reserve -> Aborted by replication
 SELECT results_eq(
-    $$SELECT status, held FROM api.tag_sync(test.food(), 'F0000001', 4, 9200, jsonb_build_array(test.logentry(3, 3, 350)))$$,
+    $$SELECT status, held FROM api.tag_sync(test.food(), 'F0000001', 4, 9200, jsonb_build_array(test.logentry('F0000001', 3, 3, 350)))$$,
     $$VALUES ('active'::text, 350::bigint)$$, 'setup: a tag log proves purchase 3 (Reserve, 350 held)');
 SELECT is(test.state(test.bartx(3)), 'Reserve', 'purchase 3 is in Reserve');
 INSERT INTO snap SELECT 'reserve->aborted', pg_temp.ledger_state(), pg_temp.vcount();
@@ -112,12 +112,12 @@ SELECT is(test.money('F0000001'), 'balance 9200 held 0', 'tag F: no hold');
 -- ---------------------------------------------------------------- a refused charge in a tag log (Aborted -> Reserve)
 INSERT INTO snap SELECT 'aborted->reserve', pg_temp.ledger_state(), pg_temp.vcount();
 SELECT results_eq(
-    $$SELECT status, balance, held FROM api.tag_sync(test.food(), 'F0000001', 6, 9200, jsonb_build_array(test.logentry(2, 2, 350)))$$,
+    $$SELECT status, balance, held FROM api.tag_sync(test.food(), 'F0000001', 6, 9200, jsonb_build_array(test.logentry('F0000001', 2, 2, 350)))$$,
     $$VALUES ('active'::text, 9200::bigint, 0::bigint)$$, 'a tag log naming the aborted purchase 2 books nothing');
 SELECT is(test.state(test.bartx(2)), 'Aborted', 'purchase 2 stays Aborted');
 SELECT is(pg_temp.vcount(), (SELECT violations + 1 FROM snap WHERE k = 'aborted->reserve'), 'exactly one violation row');
 SELECT results_eq($$SELECT from_state, to_state, payload FROM pg_temp.violation_rows(test.bartx(2)) OFFSET 1$$,
-                  $$SELECT 'Aborted'::text, 'Reserve'::text, test.logentry(2, 2, 350)$$,
+                  $$SELECT 'Aborted'::text, 'Reserve'::text, test.logentry('F0000001', 2, 2, 350)$$,
                   'the violation row: Aborted -> Reserve with the log entry');
 SELECT is(pg_temp.ledger_state(), (SELECT s FROM snap WHERE k = 'aborted->reserve'), 'nothing changed');
 
