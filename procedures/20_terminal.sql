@@ -189,9 +189,10 @@ BEGIN
         END IF;
         IF v_state = 'Committed' THEN
             SELECT e.offline_limit INTO v_limit FROM ledger.event e WHERE e.id = p_event_id;
-            IF v_tag.id IS NULL OR v_amount > v_limit THEN
+            IF v_tag.id IS NULL OR v_tag.status = 'new' OR v_amount > v_limit THEN
                 PERFORM ledger.log_violation(v_actor, p_event_id, NULL, NULL, 'Committed',
-                    'implausible-offline-charge: ' || CASE WHEN v_tag.id IS NULL THEN 'an offline sale of a tag the backend does not know'
+                    'implausible-offline-charge: ' || CASE WHEN v_tag.id IS NULL OR v_tag.status = 'new'
+                                                          THEN 'an offline sale of a tag that never received money (unknown to the backend, or new)'
                                                           ELSE format('an offline sale of %s, above the offline limit of %s', v_amount, v_limit) END,
                     p_entry);
                 outcome := 'rejected'; problem := 'implausible-offline-charge';
@@ -304,6 +305,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 DECLARE
     ctx record := ledger.terminal_context(p_assignment_id);
     v_actor text := 'assignment:' || p_assignment_id;
+    v_uid text := ledger.normalize_uid(p_uid);
     v_tag ledger.tag;
     v_account ledger.account;
     v_limit bigint;
@@ -334,10 +336,10 @@ BEGIN
     IF jsonb_typeof(p_log) <> 'array' OR jsonb_array_length(p_log) > 255 THEN
         PERFORM ledger.fail('validation', 'log must be a list of at most 255 entries', '{"field": "log"}');
     END IF;
-    SELECT * INTO v_tag FROM ledger.tag tg WHERE tg.event_id = ctx.event_id AND tg.uid = ledger.normalize_uid(p_uid);
+    SELECT * INTO v_tag FROM ledger.tag tg WHERE tg.event_id = ctx.event_id AND tg.uid = v_uid;
     IF NOT FOUND AND jsonb_array_length(p_log) = 0 THEN
         -- A tag the backend has never seen and that carries no charges: nothing to store.
-        uid := ledger.normalize_uid(p_uid); status := 'new';
+        uid := v_uid; status := 'new';
         balance := 0; held := 0; available := 0; acknowledged := '[]'; refused := '[]';
         RETURN NEXT;
         RETURN;
@@ -352,8 +354,11 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
-    v_tag := ledger.find_tag(ctx.event_id, p_uid, true);
-    v_account := ledger.lock_account(v_tag.account_id);
+    -- A tag the backend does not know is not created here: it never received money, so it holds no charge.
+    IF v_tag.id IS NOT NULL THEN
+        v_account := ledger.lock_account(v_tag.account_id);
+        SELECT * INTO v_tag FROM ledger.tag tg WHERE tg.id = v_tag.id;        -- as it is under the lock
+    END IF;
     SELECT e.offline_limit INTO v_limit FROM ledger.event e WHERE e.id = ctx.event_id;
 
     FOR v_entry IN SELECT jsonb_array_elements(p_log) LOOP
@@ -375,7 +380,7 @@ BEGIN
         IF NOT FOUND OR v_entry_event <> ctx.event_id OR v_merchant IS NULL THEN
             v_problem := 'log-entry-foreign';
             v_reason := format('assignment %s is not a sale terminal of this event', v_entry_assignment);
-        ELSIF NOT ledger.log_entry_mac_valid(v_secret, v_entry_assignment, v_entry_number, v_tag.uid, v_entry_tag_no,
+        ELSIF NOT ledger.log_entry_mac_valid(v_secret, v_entry_assignment, v_entry_number, v_uid, v_entry_tag_no,
                                              v_entry_amount, v_entry ->> 'mac') THEN
             v_problem := 'log-entry-forged';
             v_reason := format('the MAC is missing or not that of assignment %s', v_entry_assignment);
@@ -384,7 +389,10 @@ BEGIN
             v_reason := format('tag number %s is not below the tag''s next number %s', v_entry_tag_no, p_tag_tx_number);
         ELSE
             t := ledger.terminal_tx(v_entry_assignment, v_entry_number);
-            IF t.id IS NULL AND v_offline + v_entry_amount > v_limit THEN
+            IF t.id IS NULL AND (v_tag.id IS NULL OR v_tag.status = 'new') THEN
+                v_problem := 'implausible-offline-charge';
+                v_reason := 'an offline charge on a tag that never received money (unknown to the backend, or new)';
+            ELSIF t.id IS NULL AND v_offline + v_entry_amount > v_limit THEN
                 v_problem := 'offline-limit-exceeded';
                 v_reason := format('%s more offline would make %s, above the offline limit of %s',
                                    v_entry_amount, v_offline + v_entry_amount, v_limit);
@@ -451,7 +459,8 @@ BEGIN
 
     SELECT a.balance, a.held INTO balance, held FROM ledger.account a WHERE a.id = v_tag.account_id;
     SELECT tg.status::text INTO status FROM ledger.tag tg WHERE tg.id = v_tag.id;
-    uid := v_tag.uid;
+    uid := v_uid;
+    balance := coalesce(balance, 0); held := coalesce(held, 0); status := coalesce(status, 'new');
     available := balance - held;
     acknowledged := v_ack;
     refused := v_refused;

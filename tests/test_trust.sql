@@ -3,7 +3,7 @@
 -- unknown tag or above the offline limit is implausible; a repeated terminal number must carry the same request.
 -- Every refusal holds and books nothing and keeps the whole entry in the violation log.
 BEGIN;
-SELECT plan(175);
+SELECT plan(195);
 
 -- ---------------------------------------------------------------- fixtures
 INSERT INTO test.ctx SELECT 'e', test.event('pgTAP trust');
@@ -222,6 +222,19 @@ SELECT is(test.money('C2000002'), 'balance 5000 held 0', 'tag C2 paid 5000');
 SELECT results_eq($$SELECT * FROM test.replicate(test.entry(53, 'TerminalConfirmUnknown', 'C8888888', 0, 450, 'Beer:1'))$$,
                   $$VALUES ('TerminalConfirmUnknown'::text, 'booked'::text, NULL::text)$$,
                   'an unknown outcome at an unknown tag is still recorded (it holds nothing)');
+
+-- ---------------------------------------------------------------- offline charges on a tag that never received money
+SELECT pg_temp.sync_refused('a trusted entry on a tag the backend does not know', 'C7777777', 1,
+    test.logentry('C7777777', 91, 0, 450), 'implausible-offline-charge');
+SELECT is_empty($$SELECT * FROM ledger.tag WHERE event_id = test.e() AND uid = 'C7777777'$$, 'the sync created no tag for it');
+SELECT results_eq($$SELECT * FROM test.replicate(test.entry(91, 'Committed', 'C7777777', 0, 450, 'Beer:1'))$$,
+                  $$VALUES (NULL::text, 'rejected'::text, 'implausible-offline-charge'::text)$$,
+                  'nor can its replication book it afterwards');
+SELECT isnt(api.create_tag(test.e(), 'C6666666'), NULL, 'tag C6 registered: status new, never topped up');
+SELECT pg_temp.sync_refused('a trusted entry on a new tag', 'C6666666', 1,
+    test.logentry('C6666666', 92, 0, 450), 'implausible-offline-charge');
+SELECT pg_temp.replication_refused('an offline sale of a new tag',
+    test.entry(93, 'Committed', 'C6666666', 0, 450, 'Beer:1'), 'implausible-offline-charge', NULL);
 
 -- ---------------------------------------------------------------- repeated reserves
 SELECT results_eq(
