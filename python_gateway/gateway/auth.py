@@ -3,7 +3,9 @@
 Every ``/terminal/v1/*`` request except ``register`` and ``openapi.json`` must carry
 ``X-Festpay-Assignment``, ``X-Festpay-Timestamp`` (within 300 s of our clock) and
 ``X-Festpay-Signature`` (see :mod:`python_gateway.signing`).  Anything missing, stale, unknown or
-wrong is a 401 problem ``unauthorized``; the signature is compared in constant time.  Assignment
+wrong is a 401 problem ``unauthorized``; the signature is compared in constant time.  The three headers are
+visible ASCII (a decimal id, decimal seconds, base64): any other byte, NUL, a control character or one that is not
+UTF-8 (aiohttp hands those on as lone surrogates), is a 401 before any database call.  Assignment
 secrets come from ``api.terminal_secret`` and are cached (an assignment's secret never changes).
 """
 
@@ -28,7 +30,10 @@ UNSIGNED_PATHS = frozenset({"/terminal/v1/register", "/terminal/v1/openapi.json"
 ASSIGNMENT = web.RequestKey("assignment_id", int)
 
 MAX_BODY = 64 * 1024
-_INT = re.compile(r"^-?[0-9]{1,19}$")
+_INT = re.compile("-?[0-9]{1,19}")
+AUTH_HEADERS = (signing.HEADER_ASSIGNMENT, signing.HEADER_TIMESTAMP, signing.HEADER_SIGNATURE)
+MAX_HEADER = 512
+_TOKEN = re.compile(f"[\\x21-\\x7e]{{1,{MAX_HEADER}}}")  # what the three headers are made of
 _BIGINT_MAX = 2**63 - 1
 
 
@@ -83,19 +88,17 @@ async def read_body(request: web.Request) -> bytes:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not needs_signature(request.path):
         return await handler(request)
-    headers = request.headers
-    assignment_h = headers.get(signing.HEADER_ASSIGNMENT)
-    timestamp_h = headers.get(signing.HEADER_TIMESTAMP)
-    signature_h = headers.get(signing.HEADER_SIGNATURE)
-    missing = [name for name, value in ((signing.HEADER_ASSIGNMENT, assignment_h),
-                                        (signing.HEADER_TIMESTAMP, timestamp_h),
-                                        (signing.HEADER_SIGNATURE, signature_h)) if not value]
+    given = {name: request.headers.get(name) for name in AUTH_HEADERS}
+    missing = [name for name, value in given.items() if not value]
     if missing:
         raise _unauthorized("missing header(s): " + ", ".join(missing))
-    assert assignment_h and timestamp_h and signature_h
-    if not _INT.match(assignment_h) or not 0 < int(assignment_h) <= _BIGINT_MAX:
+    malformed = [name for name, value in given.items() if not _TOKEN.fullmatch(value or "")]
+    if malformed:
+        raise _unauthorized(f"not 1 to {MAX_HEADER} visible ASCII characters: " + ", ".join(malformed))
+    assignment_h, timestamp_h, signature_h = (given[name] or "" for name in AUTH_HEADERS)
+    if not _INT.fullmatch(assignment_h) or not 0 < int(assignment_h) <= _BIGINT_MAX:
         raise _unauthorized(f"{signing.HEADER_ASSIGNMENT} must be an assignment id")
-    if not _INT.match(timestamp_h):
+    if not _INT.fullmatch(timestamp_h):
         raise _unauthorized(f"{signing.HEADER_TIMESTAMP} must be Unix seconds")
     now = time.time()
     if not signing.timestamp_fresh(int(timestamp_h), now):

@@ -8,6 +8,8 @@
 - A repeat with the same request gets the stored status and body (header ``Idempotency-Replayed: true``);
   another request under the same key gets 422 ``idempotency-key-reused``.
 - When the work fails (a problem), the claim is released so that a retry runs it again.
+- The key is 1 to 255 visible ASCII characters (the document's ``Idempotency-Key`` parameter); any other is a 400
+  ``validation`` problem before any database call.
 - Keys expire after 24 hours (``api.idempotency_claim``'s default); a claim left running for 60 s by a
   gateway that died may be taken over.
 """
@@ -24,11 +26,13 @@ from aiohttp import web
 from psycopg.types.json import Jsonb
 
 from .database import POOL_KEY, call_one
+from .openapi import IDEMPOTENCY_KEY
 from .problems import Problem
+from .validation import header_param
 
 log = logging.getLogger("festpay.gateway")
 
-HEADER = "Idempotency-Key"
+HEADER: str = IDEMPOTENCY_KEY["name"]
 REPLAYED_HEADER = "Idempotency-Replayed"
 KEY_TTL_S = 86_400
 
@@ -36,9 +40,9 @@ Work = Callable[[psycopg.AsyncConnection], Awaitable[tuple[int, dict[str, Any]]]
 
 
 def request_hash(method: str, path_qs: str, body: bytes) -> str:
-    """Hex SHA-256 over ``METHOD \\n path-with-query \\n body``."""
+    """Hex SHA-256 over ``METHOD \\n path-with-query \\n body``, the path as the bytes that were sent."""
     digest = hashlib.sha256()
-    digest.update(method.upper().encode() + b"\n" + path_qs.encode() + b"\n")
+    digest.update(method.upper().encode() + b"\n" + path_qs.encode("utf-8", "surrogateescape") + b"\n")
     digest.update(body)
     return digest.hexdigest()
 
@@ -46,7 +50,7 @@ def request_hash(method: str, path_qs: str, body: bytes) -> str:
 async def run_idempotent(request: web.Request, scope: str, body: bytes, work: Work) -> web.Response:
     """Run ``work`` (one api call, returning status and answer) under the request's Idempotency-Key, if any."""
     pool = request.app[POOL_KEY]
-    key = request.headers.get(HEADER)
+    key = header_param(request, IDEMPOTENCY_KEY)
     if key is None:
         async with pool.connection() as conn:       # one api call: it commits on its own (autocommit pool)
             status, answer = await work(conn)

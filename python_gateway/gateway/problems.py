@@ -4,6 +4,9 @@ The problem types are the database's named errors (``api.problem_types()``, SQLS
 start-up) plus a few that only the gateway raises (:data:`GATEWAY_PROBLEMS`).  A database error is mapped by its
 SQLSTATE: a named one to its type (the JSON in the error's DETAIL becomes extension members, e.g. ``available``),
 class 22/23 (bad data, constraint) to ``validation``, anything else to ``internal`` (logged, no trace sent).
+
+A problem body is always valid UTF-8 JSON: text quoted back from a hostile request (a path, a header value that was
+not UTF-8 and so holds lone surrogates) has its lone surrogates written out as ``\\udcff`` text.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ class ProblemRegistry:
             body["detail"] = problem.detail
         return web.Response(
             status=pt.status,
-            body=json.dumps(body, separators=(",", ":")).encode(),
+            body=json.dumps(unicode_safe(body), separators=(",", ":")).encode(),
             content_type=PROBLEM_CONTENT_TYPE,
             headers=problem.headers,
         )
@@ -150,6 +153,17 @@ class ProblemRegistry:
             # Bad data that got past the edge (a number out of range, an impossible date, a constraint).
             return Problem("validation", primary or None)
         return None
+
+
+def unicode_safe(value: Any) -> Any:
+    """``value`` (JSON-like) with every lone surrogate in its strings written out as backslash text."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {unicode_safe(k): unicode_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [unicode_safe(v) for v in value]
+    return value
 
 
 REGISTRY_KEY = web.AppKey("problem_registry", ProblemRegistry)
