@@ -1,9 +1,13 @@
-"""End to end (issue 3 part 3): the reference terminal library, a real gateway, the real PostgreSQL ledger.
+"""End to end: the reference terminal library, a real gateway, the real PostgreSQL ledger.
 
 Every test registers its own terminals with one-time codes of a demo-like event made through api functions, drives
 them as a till would (python_gateway.terminal: virtual tag files, the terminal's own SQLite database), and checks
 both sides: the terminal's database and tag, and the ledger (as the superuser).  After every test
 ``api.check_invariants()`` returns no rows.
+
+A forging terminal is a reference terminal whose tag writes are made by hand (it holds the event's tag key, so the
+tag reads as valid): log entries in another terminal's name, numbered past the tag, beyond the offline limit, or
+charges on tags the backend never issued.
 
 The gateway runs on 127.0.0.1 (tests/gateway_server.py, shared with test_gateway.py).  Lost answers are made by
 :class:`LossyProxy`, a small HTTP proxy on 127.0.0.1 that lets the gateway do the work and then drops the connection
@@ -13,12 +17,14 @@ instead of answering.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import secrets
 import sqlite3
 import time
 from collections.abc import Awaitable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,13 +37,16 @@ from yarl import URL
 
 from python_gateway import signing
 from python_gateway.terminal import (
+    LogEntry,
     Problem,
     SimulatedCrash,
     State,
     SyncStatus,
     TagTampered,
+    TapResult,
     Terminal,
     TerminalError,
+    VirtualTag,
     new_tag,
 )
 from python_gateway.terminal.home import DATABASE_FILE, TerminalSettings
@@ -445,13 +454,17 @@ def test_offline_purchases_synced_elsewhere_then_replicated(world: World, event)
             for r in (first, second):
                 assert r.state is State.COMMITTED and not r.online and r.transaction_id is None, r
             assert tag_file(tag)["balance"] == 2000 - 900 - 300 and len(tag_file(tag)["log"]) == 2
+            # each entry carries A's own MAC of it
+            assert [e["mac"] for e in tag_file(tag)["log"]] == [
+                signing.log_entry_mac(a.settings.secret, a.assignment_id, r.terminal_tx_number, uid, r.tag_tx_number,
+                                      r.amount) for r in (first, second)]
             assert world.tx(a, first.terminal_tx_number) is None          # the backend knows nothing yet
             assert world.customer(uid)["held"] == 0
             assert local_tx(a.home, first.terminal_tx_number)["offline"] == 1
 
             # the tag is tapped at B: its log proves both charges -> Reserve, held
             tap = await b.sync_tag(tag)
-            assert tap.acknowledged == 2 and tap.unacknowledged == 0
+            assert tap.acknowledged == 2 and tap.unacknowledged == 0 and tap.refused == ()
             assert (tap.balance, tap.held, tap.available) == (2000, 1200, 800)
             assert tag_file(tag)["log"] == [] and tag_file(tag)["balance"] == 800
             for r in (first, second):
@@ -478,6 +491,239 @@ def test_offline_purchases_synced_elsewhere_then_replicated(world: World, event)
             tap = await b.sync_tag(tag)
             assert (tap.balance, tap.held, tap.acknowledged) == (800, 0, 0)
             assert world.customer(uid)["lines"] == acct["lines"]
+
+    run(scenario())
+
+
+# ============================================================================= forged and implausible charges
+
+
+def write_entry(terminal: Terminal, tag: Path, entry: LogEntry, *, bump: bool = True) -> None:
+    """What a forging terminal does: writes ``entry`` to the tag's log with the event's tag key, by hand.
+    ``bump=False`` leaves the tag's next number where it is (the entry is numbered at it, not below)."""
+    data = terminal.read_tag(tag)
+    written = data.charged(entry) if bump else replace(data, balance=data.balance - entry.amount,
+                                                        log=data.log + (entry,))
+    VirtualTag(tag).write(written, terminal.settings.tag_key)
+
+
+def forged_entry(terminal: Terminal, tag: Path, assignment_id: int, number: int, amount: int,
+                 mac: str | None) -> LogEntry:
+    """A log entry naming ``assignment_id`` at the tag's next number, carrying ``mac``."""
+    return LogEntry(assignment_id, number, terminal.read_tag(tag).next_tag_tx_number, amount, "2025-07-10T12:00:00Z",
+                    mac)
+
+
+def own_mac(terminal: Terminal, uid: str, number: int, tag_tx_number: int, amount: int,
+            assignment_id: int | None = None) -> str:
+    """The MAC ``terminal`` writes with its own secret (naming ``assignment_id``, default its own)."""
+    return signing.log_entry_mac(terminal.settings.secret, assignment_id or terminal.assignment_id, number, uid,
+                                 tag_tx_number, amount)
+
+
+def violations_after(admin: psycopg.Connection, last_id: int) -> list[dict[str, Any]]:
+    return rows(admin, "SELECT reason, payload FROM ledger.violation WHERE id > %s ORDER BY id", (last_id,))
+
+
+def last_violation(admin: psycopg.Connection) -> int:
+    return gs.scalar(admin, "SELECT coalesce(max(id), 0) FROM ledger.violation")
+
+
+def refusals(tap: TapResult) -> list[tuple[int, int, str]]:
+    """(assignment, terminal number, problem) of each entry the tap's sync refused, sorted."""
+    return sorted((r.assignment_id, r.terminal_tx_number, r.problem) for r in tap.refused)
+
+
+def test_entry_in_another_terminals_name_is_refused(world: World, admin):
+    """A writes entries naming B (with A's secret, with no MAC, with a random MAC) beside one honest entry of its
+    own, and syncs the tag at A: B's are refused as forged and hold nothing; B's own numbers stay B's."""
+    async def scenario() -> None:
+        async with await world.terminal("till", "Top-up") as till, await world.terminal("bar-a") as a, \
+                await world.terminal("bar-b") as b:
+            tag, uid = await world.funded_tag(till, 3000)
+            honest = await a.buy(tag, ["Cola"], offline=True)
+            assert honest.state is State.COMMITTED
+            random_mac = base64.b64encode(secrets.token_bytes(32)).decode()
+            for number, how in ((1, "a's secret"), (2, "no mac"), (3, "random")):
+                at = a.read_tag(tag).next_tag_tx_number
+                mac = {"a's secret": own_mac(a, uid, number, at, 450, assignment_id=b.assignment_id),
+                       "no mac": None, "random": random_mac}[how]
+                write_entry(a, tag, forged_entry(a, tag, b.assignment_id, number, 450, mac))
+            assert tag_file(tag)["balance"] == 3000 - 300 - 3 * 450
+            seen = last_violation(admin)
+
+            tap = await a.sync_tag(tag)
+            assert tap.acknowledged == 1 and tap.unacknowledged == 0
+            assert refusals(tap) == [(b.assignment_id, n, "log-entry-forged") for n in (1, 2, 3)]
+            assert (tap.balance, tap.held, tap.available) == (3000, 300, 2700)      # only the honest charge held
+            assert tag_file(tag)["log"] == [] and tag_file(tag)["balance"] == 2700
+            for n in (1, 2, 3):
+                assert world.tx(b, n) is None
+            logged = violations_after(admin, seen)
+            assert len(logged) == 3 and all("log-entry-forged" in v["reason"] for v in logged), logged
+            assert {v["payload"]["terminal_tx_number"] for v in logged} == {1, 2, 3}
+
+            # B's own transactions with those numbers are B's alone
+            for n in (1, 2, 3):
+                bought = await b.buy(tag, ["Beer"])
+                assert bought.state is State.COMMITTED and bought.online, bought
+                assert bought.terminal_tx_number == n and world.tx(b, n)["state"] == "ReservePending"
+            rep = await b.replicate(deadline_s=10)
+            assert (rep.booked, rep.rejected, rep.remaining) == (3, 0, 0), rep
+            assert (await a.replicate(deadline_s=10)).booked == 1
+            acct = world.customer(uid)
+            assert (acct["balance"], acct["held"]) == (3000 - 300 - 3 * 450, 0)
+
+    run(scenario())
+
+
+def test_entry_numbered_past_the_tag_is_refused(world: World, admin):
+    async def scenario() -> None:
+        async with await world.terminal("till", "Top-up") as till, await world.terminal("bar") as a:
+            tag, uid = await world.funded_tag(till, 2000)
+            data = a.read_tag(tag)
+            at = data.next_tag_tx_number
+            # A's own genuine MAC, but the entry is numbered at the tag's next number (and one far beyond)
+            write_entry(a, tag, LogEntry(a.assignment_id, 1001, at, 450, "2025-07-10T12:00:00Z",
+                                         own_mac(a, uid, 1001, at, 450)), bump=False)
+            write_entry(a, tag, LogEntry(a.assignment_id, 1002, at + 7, 300, "2025-07-10T12:00:00Z",
+                                         own_mac(a, uid, 1002, at + 7, 300)), bump=False)
+            seen = last_violation(admin)
+            tap = await a.sync_tag(tag)
+            assert refusals(tap) == [(a.assignment_id, 1001, "log-entry-number-too-high"),
+                                     (a.assignment_id, 1002, "log-entry-number-too-high")]
+            assert tap.acknowledged == 0 and (tap.held, tap.available) == (0, 2000)
+            assert tag_file(tag)["log"] == [] and tag_file(tag)["balance"] == 2000
+            assert world.tx(a, 1001) is None and world.tx(a, 1002) is None
+            assert len(violations_after(admin, seen)) == 2
+
+    run(scenario())
+
+
+def test_offline_entries_beyond_the_offline_limit_are_refused(world: World, admin, event):
+    """The event's offline limit is 5000: entries the backend holds no reserve for may not add up to more."""
+    async def scenario() -> None:
+        async with await world.terminal("till", "Top-up") as till, await world.terminal("bar") as a:
+            tag, uid = await world.funded_tag(till, 9000)
+            numbered = {}
+            for number, amount in ((1001, 3000), (1002, 1500), (1003, 1000)):          # 3000, 4500, 5500
+                at = numbered[number] = a.read_tag(tag).next_tag_tx_number
+                write_entry(a, tag, LogEntry(a.assignment_id, number, at, amount, "2025-07-10T12:00:00Z",
+                                             own_mac(a, uid, number, at, amount)))
+            tap = await a.sync_tag(tag)
+            assert refusals(tap) == [(a.assignment_id, 1003, "offline-limit-exceeded")]
+            assert tap.acknowledged == 2 and (tap.balance, tap.held, tap.available) == (9000, 4500, 4500)
+            assert tag_file(tag)["log"] == [] and tag_file(tag)["balance"] == 4500
+            assert world.tx(a, 1003) is None
+            assert [world.tx(a, n)["state"] for n in (1001, 1002)] == ["Reserve", "Reserve"]
+            # the two held charges are settled by their replication (open price: a tip)
+            tip = event["products"]["Tip"]
+            answers = await a.client.replicate([
+                {"terminal_tx_number": n, "type": "purchase", "state": "Committed", "uid": uid, "amount": amount,
+                 "tag_tx_number": numbered[n], "items": [{"product_id": tip, "quantity": 1, "unit_price": amount}]}
+                for n, amount in ((1001, 3000), (1002, 1500))])
+            assert [x["outcome"] for x in answers] == ["booked", "booked"], answers
+            acct = world.customer(uid)
+            assert (acct["balance"], acct["held"]) == (4500, 0)
+
+    run(scenario())
+
+
+def test_implausible_offline_sales_are_rejected(world: World, admin, client: gs.Client):
+    """Replicated Committed sales the backend never reserved: on a tag it never issued, or over the offline
+    limit: rejected implausible-offline-charge, nothing booked, no receipt."""
+    async def scenario() -> None:
+        async with await world.terminal("till", "Top-up") as till, await world.terminal("bar") as a:
+            # a tag the backend never issued, "funded" by writing a balance with the tag key
+            stray, stray_uid = world.tag(a)
+            VirtualTag(stray).write(replace(a.read_tag(stray), balance=5000, next_tag_tx_number=1),
+                                    a.settings.tag_key)
+            unknown = await a.buy(stray, ["Beer"], offline=True)
+            assert unknown.state is State.COMMITTED
+            # a funded tag, charged offline beyond the event's limit by a terminal that ignores it
+            tag, uid = await world.funded_tag(till, 9000)
+            a.settings.config["event"]["offline_limit"] = 100_000
+            over = await a.buy(tag, ["Bratwurst:10"], offline=True)                  # 5500 > 5000
+            assert over.state is State.COMMITTED and over.amount == 5500
+            before = world.customer(uid)
+            seen = last_violation(admin)
+
+            rep = await a.replicate(deadline_s=10)
+            assert (rep.rejected, rep.booked, rep.remaining) == (2, 0, 0), rep
+            assert {r["terminal_tx_number"]: r["problem"] for r in rep.results} == {
+                unknown.terminal_tx_number: "implausible-offline-charge",
+                over.terminal_tx_number: "implausible-offline-charge"}
+            assert len(violations_after(admin, seen)) == 2
+            for r in (unknown, over):
+                tx = world.tx(a, r.terminal_tx_number)
+                assert tx is None or (tx["state"] != "Committed" and tx["lines"] == []), tx
+                local = local_tx(a.home, r.terminal_tx_number)
+                assert (local["sync_status"], local["sync_problem"]) == ("synced", "implausible-offline-charge")
+                client.get(f"{PREFIX}/transactions/{r.terminal_tx_number}/receipt",
+                           terminal=credentials(a)).problem("not-found", 404)
+            assert rows(admin, "SELECT 1 FROM ledger.tag WHERE event_id = %s AND uid = %s",
+                        (world.event["id"], stray_uid)) == []
+            after = world.customer(uid)
+            assert (after["balance"], after["held"], after["lines"]) == (before["balance"], before["held"],
+                                                                          before["lines"])
+            # the over-limit charge on the tag is refused at its next tap too, and the tag drops it
+            tap = await a.sync_tag(tag)
+            assert refusals(tap) == [(a.assignment_id, over.terminal_tx_number, "offline-limit-exceeded")]
+            assert (tap.held, tag_file(tag)["balance"]) == (0, 9000)
+
+    run(scenario())
+
+
+def test_changed_repeat_is_an_idempotency_conflict(world: World, client: gs.Client):
+    """The same terminal number with other content is 422 idempotency-conflict and changes nothing."""
+    async def scenario() -> None:
+        async with await world.terminal("till", "Top-up") as till:
+            tag, uid = await world.funded_tag(till, 2000)
+            other_tag, other_uid = await world.funded_tag(till, 2000)
+        desk = credentials(await _registered(world, "desk", "Top-up"))
+        shop = credentials(await _registered(world, "shop", "Bar"))
+        cola = world.event["products"]["Cola 0.3 l"]
+        before = (world.customer(uid), world.customer(other_uid))
+
+        topup = {"terminal_tx_number": 1, "uid": uid, "amount": 1000, "payment": "cash"}
+        first = client.post(f"{PREFIX}/topups", topup, terminal=desk)
+        assert first.status == 201, first.raw
+        for change in ({"amount": 1500}, {"payment": "card"}, {"uid": other_uid}):
+            client.post(f"{PREFIX}/topups", {**topup, **change}, terminal=desk).problem("idempotency-conflict", 422)
+        again = client.post(f"{PREFIX}/topups", topup, terminal=desk)
+        assert again.status == 201 and again.json == first.json
+
+        refund = {"terminal_tx_number": 2, "uid": uid, "amount": 500}
+        assert client.post(f"{PREFIX}/refunds", refund, terminal=desk).status == 201
+        for change in ({"amount": 400}, {"uid": other_uid}):
+            client.post(f"{PREFIX}/refunds", {**refund, **change}, terminal=desk).problem("idempotency-conflict",
+                                                                                         422)
+
+        reserve = {"terminal_tx_number": 1, "uid": uid, "tag_tx_number": 9, "amount": 300,
+                   "items": [{"product_id": cola, "quantity": 1, "unit_price": 300}]}
+        first = client.post(f"{PREFIX}/reserve", reserve, terminal=shop)
+        assert first.status == 201, first.raw
+        tip = world.event["products"]["Tip"]
+        for change in ({"uid": other_uid}, {"tag_tx_number": 10},
+                       {"items": [{"product_id": tip, "quantity": 1, "unit_price": 300}]},
+                       {"amount": 600, "items": [{"product_id": cola, "quantity": 2, "unit_price": 300}]}):
+            client.post(f"{PREFIX}/reserve", {**reserve, **change}, terminal=shop).problem("idempotency-conflict",
+                                                                                          422)
+        # a replicated entry that differs from its reserve is rejected the same way, never booked
+        answer = client.post(f"{PREFIX}/transactions", {"transactions": [
+            {"terminal_tx_number": 1, "type": "purchase", "state": "Committed", "uid": uid, "tag_tx_number": 9,
+             "amount": 300, "items": [{"product_id": tip, "quantity": 1, "unit_price": 300}]}]}, terminal=shop)
+        assert answer.status == 200 and answer.json["results"][0]["outcome"] == "rejected", answer.raw
+        assert answer.json["results"][0]["problem"] == "idempotency-conflict"
+        settle = client.post(f"{PREFIX}/transactions", {"transactions": [
+            {"terminal_tx_number": 1, "type": "purchase", "state": "Aborted", "uid": uid, "tag_tx_number": 9,
+             "amount": 300, "items": reserve["items"]}]}, terminal=shop)
+        assert settle.json["results"][0]["state"] == "Aborted", settle.raw
+
+        after = (world.customer(uid), world.customer(other_uid))
+        assert (after[0]["balance"], after[0]["held"]) == (before[0]["balance"] + 1000 - 500, 0)
+        assert (after[1]["balance"], after[1]["held"], after[1]["lines"]) == (
+            before[1]["balance"], 0, before[1]["lines"])
 
     run(scenario())
 
@@ -882,9 +1128,12 @@ def test_bad_signatures_are_refused(world: World, client: gs.Client, admin):
                 before["balance"], before["held"], before["transactions"])
             assert gs.scalar(admin, "SELECT count(*) FROM ledger.transaction WHERE assignment_id = %s",
                              (bar.assignment_id,)) == 0
-            # the genuine bar's tap books the impostor's charge from the tag log as bar's (it is bar's number)
+            # the genuine bar's tap refuses the impostor's entry: it names bar, but its MAC is not bar's
             tap = await bar.sync_tag(tag)
-            assert tap.acknowledged == 1 and tap.held == 450
+            assert tap.acknowledged == 0 and tap.held == 0
+            assert [(r.assignment_id, r.terminal_tx_number, r.problem) for r in tap.refused] == [
+                (bar.assignment_id, offline.terminal_tx_number, "log-entry-forged")]
+            assert tag_file(tag)["log"] == [] and tag_file(tag)["balance"] == before["balance"]
 
             # ... and settle it: with the genuine secret, the kept record replicates
             settings.secret = bar.settings.secret

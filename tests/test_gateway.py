@@ -223,7 +223,7 @@ def test_topup_sync_reserve_replicate_lookup(client: Client, admin, bar, till, e
                         terminal=bar)
     assert reply.status == 200
     assert reply.json == {"uid": uid, "status": "active", "balance": 2000, "held": 0, "available": 2000,
-                          "acknowledged": []}
+                          "acknowledged": [], "refused": []}
 
     body = reserve_body(event, uid, 2)
     reply = client.post(f"{PREFIX}/reserve", body, terminal=bar)
@@ -263,16 +263,25 @@ def test_topup_sync_reserve_replicate_lookup(client: Client, admin, bar, till, e
     assert reply.json["balance"] == 2000 - 900 - 600 and reply.json["state"] == "Committed"
 
 
+def log_entry(terminal: Terminal, terminal_tx_number: int, uid: str, tag_tx_number: int, amount: int, *,
+              signer: Terminal | None = None, **overrides: Any) -> dict[str, Any]:
+    """A tag log entry naming ``terminal``, with the MAC ``signer`` (default: that terminal itself) writes."""
+    mac = signing.log_entry_mac((signer or terminal).secret, terminal.assignment_id, terminal_tx_number, uid,
+                                tag_tx_number, amount)
+    return {"assignment_id": terminal.assignment_id, "terminal_tx_number": terminal_tx_number,
+            "tag_tx_number": tag_tx_number, "amount": amount, "time": "2025-07-01T12:00:00Z", "mac": mac,
+            **overrides}
+
+
 def test_offline_log_sync_with_idempotency_key(client: Client, admin, bar, till, event):
     uid = funded_tag(client, till, 1000)
     n = next_number()
-    body = {"tag_tx_number": 1, "balance": 550, "log": [
-        {"assignment_id": bar.assignment_id, "terminal_tx_number": n, "tag_tx_number": 0, "amount": 450,
-         "time": "2025-07-01T12:00:00Z"}]}
+    body = {"tag_tx_number": 1, "balance": 550, "log": [log_entry(bar, n, uid, 0, 450)]}
     key = {"Idempotency-Key": f"sync-{secrets.token_hex(6)}"}
     reply = client.post(f"{PREFIX}/tags/{uid}/sync", body, terminal=bar, headers=key)
     assert reply.status == 200, reply.raw
     assert reply.json["acknowledged"] == [{"assignment_id": bar.assignment_id, "terminal_tx_number": n}]
+    assert reply.json["refused"] == []
     assert reply.json["held"] == 450 and reply.json["available"] == 550
     assert scalar(admin, "SELECT state::text FROM ledger.transaction WHERE assignment_id = %s"
                          " AND terminal_tx_number = %s", (bar.assignment_id, n)) == "Reserve"
@@ -288,6 +297,44 @@ def test_offline_log_sync_with_idempotency_key(client: Client, admin, bar, till,
         {"terminal_tx_number": n, "state": "Committed", "uid": uid, "amount": 450, "tag_tx_number": 0,
          "items": [{"product_id": event["beer"], "quantity": 1}]}]}, terminal=bar)
     assert reply.json["results"][0]["outcome"] == "booked" and reply.json["results"][0]["state"] == "Committed"
+
+
+def test_sync_refuses_log_entries_it_cannot_trust(client: Client, admin, bar, till, event):
+    """Each entry is judged alone: a wrong or missing MAC, a number not below the tag's, another event's
+    assignment are refused with their problem and hold nothing; the honest entry beside them is held."""
+    uid = funded_tag(client, till, 2000)
+    other = register(client, code(admin, make_event(admin)["id"], "Bar"), "another event's till")
+    honest, forged, bare, future, foreign = (next_number() for _ in range(5))
+    log = [log_entry(bar, honest, uid, 0, 450),
+           log_entry(bar, forged, uid, 1, 300, signer=till),                   # bar's name, till's secret
+           {k: v for k, v in log_entry(bar, bare, uid, 2, 200).items() if k != "mac"},
+           log_entry(bar, future, uid, 5, 100),                                # not below the tag's next number
+           log_entry(other, foreign, uid, 3, 100)]                             # not of the tag's event
+    before = snapshot(admin)
+    reply = client.post(f"{PREFIX}/tags/{uid}/sync", {"tag_tx_number": 5, "balance": 950, "log": log},
+                        terminal=bar)
+    assert reply.status == 200, reply.raw
+    assert reply.json["acknowledged"] == [{"assignment_id": bar.assignment_id, "terminal_tx_number": honest}]
+    assert sorted((r["terminal_tx_number"], r["problem"]) for r in reply.json["refused"]) == sorted([
+        (forged, "log-entry-forged"), (bare, "log-entry-forged"), (future, "log-entry-number-too-high"),
+        (foreign, "log-entry-foreign")])
+    assert {r["assignment_id"] for r in reply.json["refused"]} == {bar.assignment_id, other.assignment_id}
+    assert (reply.json["held"], reply.json["available"]) == (450, 1550)
+    assert scalar(admin, "SELECT count(*) FROM ledger.transaction WHERE assignment_id = %s"
+                         " AND terminal_tx_number = ANY(%s)", (bar.assignment_id, [forged, bare, future])) == 0
+    assert snapshot(admin)[:2] == (before[0] + 1, before[1])                  # one reserve, nothing booked
+    # the refused numbers stay free for bar's own transactions
+    reply = client.post(f"{PREFIX}/reserve", reserve_body(event, uid, terminal_tx_number=forged), terminal=bar)
+    assert reply.status == 201 and reply.json["available"] == 1100, reply.raw
+    reply = client.post(f"{PREFIX}/transactions", {"transactions": [
+        {"terminal_tx_number": honest, "state": "Committed", "uid": uid, "amount": 450, "tag_tx_number": 0,
+         "items": [{"product_id": event["beer"], "quantity": 1}]},
+        {"terminal_tx_number": forged, "state": "Aborted", "uid": uid, "amount": 450}]}, terminal=bar)
+    assert [r["state"] for r in reply.json["results"]] == ["Committed", "Aborted"], reply.raw
+    # a MAC that is not base64 of 32 bytes is malformed input: the whole request is refused
+    bad = log_entry(bar, next_number(), uid, 0, 450, mac="bm90IGEgbWFj")
+    client.post(f"{PREFIX}/tags/{uid}/sync", {"tag_tx_number": 1, "balance": 0, "log": [bad]},
+                terminal=bar).problem("validation", 400)
 
 
 def test_reserve_problems(client: Client, admin, bar, till, event):
@@ -390,6 +437,9 @@ BAD_INPUTS = [
      "application/json", "validation", 400),
     ("bad uid", "refunds", b'{"terminal_tx_number": 1, "uid": "zz", "amount": 5}',
      "application/json", "validation", 400),
+    ("log entry mac not 32 bytes", "tags/04A1B2C3/sync",
+     b'{"tag_tx_number": 1, "balance": 0, "log": [{"assignment_id": 1, "terminal_tx_number": 1,'
+     b' "tag_tx_number": 0, "amount": 5, "mac": "AAAA"}]}', "application/json", "validation", 400),
     ("bool in a batch", "transactions",
      b'{"transactions": [{"terminal_tx_number": 1, "state": "Committed", "uid": "04A1B2C3", "amount": false}]}',
      "application/json", "validation", 400),
@@ -530,12 +580,67 @@ def test_every_documented_path_answers(client: Client, bar, till, event):
         assert str(reply.status) in operation["responses"], (method, concrete, reply.status)
 
 
+UNSTORABLE_CHARS = ("\x00", "\ud800", "\udbff", "\udc00", "\udfff")  # NUL, lone surrogates: no PostgreSQL text
+
+
+def _pointer_token(key: Any) -> str:
+    return str(key).replace("~", "~0").replace("/", "~1")
+
+
+def with_hostile_text(document: Any, text: str, pick: Any) -> tuple[Any, str]:
+    """A copy of the JSON ``document`` with ``text`` in one spot that ``pick`` (a choice among a list) chooses: a
+    string value replaced, a member renamed, or a member or array item added; and the JSON pointer of that spot."""
+    import copy
+
+    document = copy.deepcopy(document)
+    spots: list[tuple[str, str, Any, Any]] = []  # (what, pointer of the container, container, member name/index)
+    stack: list[tuple[str, Any]] = [("", document)]
+    while stack:
+        pointer, value = stack.pop()
+        if isinstance(value, dict):
+            spots.append(("add", pointer, value, None))
+            for key, item in value.items():
+                spots.append(("rename", pointer, value, key))
+                if isinstance(item, str):
+                    spots.append(("replace", pointer, value, key))
+                stack.append((f"{pointer}/{_pointer_token(key)}", item))
+        elif isinstance(value, list):
+            spots.append(("add", pointer, value, None))
+            for index, item in enumerate(value):
+                if isinstance(item, str):
+                    spots.append(("replace", pointer, value, index))
+                stack.append((f"{pointer}/{index}", item))
+    if not spots:
+        return text, ""
+    what, pointer, container, key = pick(spots)
+    if what == "replace":
+        container[key] = text
+        return document, f"{pointer}/{key if isinstance(key, int) else _pointer_token(key)}"
+    if what == "rename":
+        container[text] = container.pop(key)
+        return document, f"{pointer}/{_pointer_token(text)}"
+    if isinstance(container, list):
+        container.append(text)
+        return document, f"{pointer}/{len(container) - 1}"
+    name = "x"
+    while name in container:
+        name += "x"
+    container[name] = text
+    return document, f"{pointer}/{name}"
+
+
 def test_fuzz_finds_no_server_error(gateway: RunningGateway, client: Client, admin, bar, till, event):
     """Property-based fuzz (schemathesis, positive and negative data) of every operation: no 5xx, and 2xx
-    answers match the documented schema."""
+    answers match the documented schema.  Then hostile text: positive bodies with a NUL or a lone surrogate put
+    in a value, a member name or a new member or item, at any depth, and path parameters with a NUL: each is
+    a 400 ``validation`` problem naming the spot (413 when the body grew past 64 KiB)."""
     schemathesis = pytest.importorskip("schemathesis")
     import requests
     from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from python_gateway.gateway.auth import MAX_BODY
+    from python_gateway.gateway.problems import unicode_safe
     from hypothesis.errors import Unsatisfiable
     from jsonschema import Draft202012Validator
     from referencing import Registry, Resource
@@ -549,9 +654,11 @@ def test_fuzz_finds_no_server_error(gateway: RunningGateway, client: Client, adm
     failures: list[str] = []
     sent = 0
 
-    def send(case: Any, terminal: Terminal) -> None:
+    def send(case: Any, terminal: Terminal, **override: Any) -> tuple[bytes, requests.Response]:
+        """Sends ``case`` signed by ``terminal``; ``override`` replaces transport arguments (e.g. json: hostile
+        text that schemathesis itself cannot take, as it re-validates a changed case's body as UTF-8)."""
         nonlocal sent
-        kwargs = case.as_transport_kwargs(base_url=base)
+        kwargs = {**case.as_transport_kwargs(base_url=base), **override}
         prepared = session.prepare_request(requests.Request(
             method=kwargs["method"], url=kwargs["url"], headers=kwargs.get("headers"), params=kwargs.get("params"),
             data=kwargs.get("data"), json=kwargs.get("json")))
@@ -565,12 +672,12 @@ def test_fuzz_finds_no_server_error(gateway: RunningGateway, client: Client, adm
         if response.status_code >= 500:
             failures.append(f"{prepared.method} {prepared.path_url} {body[:300]!r} -> {response.status_code} "
                             f"{response.text[:300]}")
-            return
+            return body, response
         op = doc["paths"][case.operation.path][case.method.lower()]
         documented = op["responses"].get(str(response.status_code))
         if documented is None:
             failures.append(f"{prepared.method} {prepared.path_url} -> undocumented {response.status_code}")
-            return
+            return body, response
         if 200 <= response.status_code < 300 and "application/json" in documented.get("content", {}):
             resp_schema = documented["content"]["application/json"]["schema"]
             if "$ref" in resp_schema:
@@ -578,6 +685,22 @@ def test_fuzz_finds_no_server_error(gateway: RunningGateway, client: Client, adm
             errors = list(Draft202012Validator(resp_schema, registry=registry).iter_errors(response.json()))
             if errors:
                 failures.append(f"{prepared.method} {prepared.path_url} -> body off the schema: {errors[0].message}")
+        return body, response
+
+    def refused_at(response: requests.Response, body: bytes, pointer: str, where: str) -> None:
+        """The answer must be the edge's 400 validation naming ``pointer`` (413 for a body over 64 KiB)."""
+        if len(body) > MAX_BODY and response.status_code == 413:
+            return
+        problem = response.json() if response.headers.get("Content-Type", "").startswith(
+            "application/problem+json") else {}
+        pointers = [e.get("pointer") for e in problem.get("errors", [])]
+        if (response.status_code, problem.get("type")) != (400, "/problems/validation") or \
+                unicode_safe(pointer) not in pointers:
+            failures.append(f"hostile text at {where} {pointer!r} -> {response.status_code} {response.text[:300]}")
+
+    hostile_text = st.builds(lambda before, bad, after: before + bad + after, st.text(max_size=4),
+                             st.sampled_from(UNSTORABLE_CHARS) | st.characters(categories=["Cs"]),
+                             st.text(max_size=4))
 
     modes = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
     started = time.monotonic()
@@ -595,9 +718,33 @@ def test_fuzz_finds_no_server_error(gateway: RunningGateway, client: Client, adm
                 run()
             except Unsatisfiable:  # nothing to break in, e.g. negative data for GET /health
                 assert mode == schemathesis.GenerationMode.NEGATIVE
+        documented_op = doc["paths"][operation.path][operation.method.lower()]
+        text_params = [p["name"] for p in documented_op.get("parameters", [])
+                       if p["in"] == "path" and p["schema"].get("type") == "string"]
+        if "requestBody" not in documented_op and not text_params:
+            continue
+
+        @settings(max_examples=25, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy(generation_mode=schemathesis.GenerationMode.POSITIVE), data=st.data(),
+               text=hostile_text)
+        def run_hostile(case: Any, data: Any, text: str) -> None:
+            if text_params and ("requestBody" not in documented_op or data.draw(st.booleans())):
+                name = data.draw(st.sampled_from(text_params))
+                case.path_parameters = {**case.path_parameters, name: case.path_parameters[name] + "\x00"}
+                _, response = send(case, terminal)
+                if (response.status_code, response.json().get("type")) not in (
+                        (400, "/problems/validation"), (404, "/problems/not-found")):
+                    failures.append(f"NUL in path parameter {name} -> {response.status_code} {response.text[:300]}")
+                return
+            document, pointer = with_hostile_text(case.body, text, lambda spots: data.draw(st.sampled_from(spots)))
+            body, response = send(case, terminal, json=document, data=None)
+            refused_at(response, body, pointer, f"{operation.method.upper()} {operation.path}")
+
+        run_hostile()
     elapsed = time.monotonic() - started
     assert not failures, "\n".join(failures[:20])
-    assert sent >= 200, sent
+    assert sent >= 300, sent
     assert elapsed < 60, elapsed
 
 

@@ -1,16 +1,20 @@
 """Unit tests of the reference terminal (python_gateway/terminal): no PostgreSQL, no real gateway.
 
-Tag MAC and tamper detection, the tag's offline limits and log-full refusal, the terminal state machine and its
-cleanup, SQLite persistence across restarts, offline purchases and simulated crashes, and the HTTP side against a
-small in-process fake gateway (signatures checked, replication retried through 503s).
+Tag MAC and tamper detection, the per-entry MAC each charge carries, the tag's offline limits and log-full refusal,
+the terminal state machine and its cleanup, SQLite persistence across restarts, offline purchases and simulated
+crashes, and the HTTP side against a small in-process fake gateway (signatures and entry MACs checked, refused log
+entries dropped, replication retried through 503s, the command line's ledger transaction id).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,6 +92,11 @@ def tamper(path: Path, **changes) -> None:
     path.write_text(json.dumps(obj))
 
 
+def entry_mac(assignment_id: int, terminal_tx_number: int, tag_tx_number: int, amount: int, uid: str = UID,
+              secret: str = SECRET) -> str:
+    return signing.log_entry_mac(secret, assignment_id, terminal_tx_number, uid, tag_tx_number, amount)
+
+
 # ------------------------------------------------------------------------------------------ tag MAC
 
 
@@ -116,6 +125,40 @@ def test_tampered_tag_is_refused(tmp_path, change):
     tamper(path, **change)
     with pytest.raises(TagTampered):
         tag.read(TAG_KEY)
+
+
+def test_entry_mac_is_kept_and_covered_by_the_tag_mac(tmp_path):
+    path = tmp_path / "t.json"
+    mac = entry_mac(7, 2, 2, 450)
+    data = TagData(UID, 1500, 3, (LogEntry(7, 2, 2, 450, "2025-07-10T12:00:00Z", mac),))
+    VirtualTag(path).write(data, TAG_KEY)
+    assert json.loads(path.read_text())["log"][0]["mac"] == mac
+    assert VirtualTag(path).read(TAG_KEY) == data
+    obj = json.loads(path.read_text())
+    obj["log"][0]["mac"] = entry_mac(7, 2, 2, 450, secret=base64.b64encode(b"o" * 32).decode())
+    path.write_text(json.dumps(obj))                 # another terminal's MAC swapped in: the tag MAC breaks
+    with pytest.raises(TagTampered):
+        VirtualTag(path).read(TAG_KEY)
+    obj["log"][0]["mac"] = 42
+    path.write_text(json.dumps(obj))
+    with pytest.raises(TagCorrupt):
+        VirtualTag(path).read(TAG_KEY)
+
+
+def test_tag_file_with_entries_without_mac_still_reads(tmp_path):
+    """A file whose entries carry no ``mac``: they read as mac=None and are written back without the member."""
+    path = tmp_path / "t.json"
+    data = TagData(UID, 1500, 3, (LogEntry(7, 2, 2, 450, "2025-07-10T12:00:00Z"),))
+    obj = {"format": 1, "uid": UID, "balance": 1500, "next_tag_tx_number": 3,
+           "log": [{"assignment_id": 7, "terminal_tx_number": 2, "tag_tx_number": 2, "amount": 450,
+                    "time": "2025-07-10T12:00:00Z"}]}
+    obj["mac"] = compute_mac(data, TAG_KEY)
+    path.write_text(json.dumps(obj))
+    read = VirtualTag(path).read(TAG_KEY)
+    assert read == data and read.log[0].mac is None
+    assert "mac" not in read.log[0].to_json()
+    VirtualTag(path).write(read, TAG_KEY)
+    assert json.loads(path.read_text())["mac"] == obj["mac"]
 
 
 def test_tag_mac_needs_the_event_key(tmp_path):
@@ -273,6 +316,7 @@ def test_offline_purchase_commits_and_charges_the_tag(tmp_path):
             assert (data.balance, data.next_tag_tx_number) == (1300, 2)
             assert [(e.assignment_id, e.terminal_tx_number, e.tag_tx_number, e.amount) for e in data.log] == [
                 (7, 1, 1, 700)]
+            assert data.log[0].mac == entry_mac(7, 1, 1, 700)        # written with the terminal's own secret
             stored = t.store.get(7, 1)
             assert stored.status is State.COMMITTED and stored.sync_status is SyncStatus.PENDING and stored.offline
             assert [i.product_name for i in stored.items] == ["Beer 0.5 l", "Water 0.5 l"]
@@ -390,8 +434,9 @@ def test_cli_offline_buy_and_status(tmp_path, capsys):
     assert terminal_cli(["terminal", "buy", "--home", str(home), "--tag", str(tag), "--item", "Water:2",
                          "--offline"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[-1].startswith("state=Committed terminal_tx_number=1 ")
+    assert out[-1].startswith("state=Committed transaction_id=- terminal_tx_number=1 ")
     assert "amount=500" in out[-1] and "tag_balance=1500" in out[-1]
+    assert out[-2].startswith("Not in the ledger yet: `festpay terminal replicate --home ")
     assert terminal_cli(["terminal", "buy", "--home", str(home), "--tag", str(tag), "--item", "Beer",
                          "--offline", "--crash-after-write"]) == 70
     assert capsys.readouterr().out.strip().splitlines()[-1] == (
@@ -457,11 +502,18 @@ class FakeGateway:
 
     async def sync(self, request):
         body = await self._auth(request)
+        uid = request.match_info["uid"]
+        # only assignment 7's secret is known here: any other entry, or one without its MAC, is forged
+        genuine = [e for e in body["log"] if e["assignment_id"] == 7 and e.get("mac") == entry_mac(
+            e["assignment_id"], e["terminal_tx_number"], e["tag_tx_number"], e["amount"], uid=uid)]
         acked = [{"assignment_id": e["assignment_id"], "terminal_tx_number": e["terminal_tx_number"]}
-                 for e in body["log"]]
-        self.available -= sum(e["amount"] for e in body["log"] if e["terminal_tx_number"] not in self.seen)
-        return web.json_response({"uid": request.match_info["uid"], "status": "active", "balance": self.available,
-                                  "held": self.held, "available": self.available - self.held, "acknowledged": acked})
+                 for e in genuine]
+        refused = [{"assignment_id": e["assignment_id"], "terminal_tx_number": e["terminal_tx_number"],
+                    "problem": "log-entry-forged"} for e in body["log"] if e not in genuine]
+        self.available -= sum(e["amount"] for e in genuine if e["terminal_tx_number"] not in self.seen)
+        return web.json_response({"uid": uid, "status": "active", "balance": self.available, "held": self.held,
+                                  "available": self.available - self.held, "acknowledged": acked,
+                                  "refused": refused})
 
     async def reserve(self, request):
         body = await self._auth(request)
@@ -529,3 +581,89 @@ def test_online_flows_against_a_fake_gateway(tmp_path):
             await server.close()
 
     run(go())
+
+
+def test_refused_log_entries_are_dropped_from_the_tag(tmp_path):
+    fake = FakeGateway()
+    tag = make_tag(tmp_path, balance=2000)
+
+    async def go():
+        server = TestServer(fake.app(), host="127.0.0.1")
+        await server.start_server()
+        try:
+            home = make_home(tmp_path, url=str(server.make_url("")).rstrip("/"))
+            async with Terminal.open(home) as t:
+                assert (await t.buy(tag, ["Beer"], offline=True)).state is State.COMMITTED
+                # a terminal holding the tag key writes a charge in assignment 8's name: forged
+                data = t.read_tag(tag)
+                forged = LogEntry(8, 1, data.next_tag_tx_number, 300, "2025-07-10T12:00:00Z",
+                                  entry_mac(8, 1, data.next_tag_tx_number, 300))
+                nomac = LogEntry(7, 99, data.next_tag_tx_number + 1, 200, "2025-07-10T12:00:00Z")
+                VirtualTag(tag).write(data.charged(forged).charged(nomac), TAG_KEY)
+                sent_before = len(fake.calls)
+                tap = await t.sync_tag(tag)
+                body = fake.calls[sent_before][1]
+                assert [e.get("mac") for e in body["log"]] == [entry_mac(7, 1, 1, 450), forged.mac, None]
+                assert tap.acknowledged == 1 and tap.unacknowledged == 0
+                assert [(r.assignment_id, r.terminal_tx_number, r.problem, r.tag_tx_number, r.amount)
+                        for r in tap.refused] == [(8, 1, "log-entry-forged", 2, 300),
+                                                  (7, 99, "log-entry-forged", 3, 200)]
+                after = t.read_tag(tag)
+                # both settled: dropped from the tag, whose balance is the backend's available
+                assert after.log == () and after.balance == 5000 - 450 == tap.available
+                assert "refused=2" in tap.summary()
+        finally:
+            await server.close()
+
+    run(go())
+
+
+# ------------------------------------------------------------------------------------------ command line, online
+
+
+@contextlib.contextmanager
+def fake_gateway_in_a_thread(fake: FakeGateway) -> Iterator[str]:
+    """The fake gateway served by its own event loop in a thread (the command line runs its own loop); its URL."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runner = web.AppRunner(fake.app(), access_log=None)
+
+    async def start() -> str:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    try:
+        yield asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_cli_prints_the_ledger_transaction_id_for_the_receipt(tmp_path, capsys):
+    fake = FakeGateway()
+    with fake_gateway_in_a_thread(fake) as url:
+        home, tag = make_home(tmp_path, url=url), make_tag(tmp_path)
+        assert terminal_cli(["terminal", "topup", "--home", str(home), "--tag", str(tag), "--amount", "2000"]) == 0
+        out = capsys.readouterr().out.strip().splitlines()
+        assert out[-1].startswith("state=Committed transaction_id=101 type=topup terminal_tx_number=1 "), out
+        assert out[-2] == "Transaction 101 — its receipt: festpay receipt 101"
+        assert terminal_cli(["terminal", "buy", "--home", str(home), "--tag", str(tag), "--item", "Beer:2"]) == 0
+        out = capsys.readouterr().out.strip().splitlines()
+        assert out[-1].startswith("state=Committed transaction_id=102 terminal_tx_number=2 "), out
+        assert out[-2] == "Transaction 102 — its receipt: festpay receipt 102"
+        assert any(line.startswith("Total 9.00 EUR: Committed  (terminal's own number 2,") for line in out), out
+
+        # a refused log entry is reported by the sync command
+        data = VirtualTag(tag).read(TAG_KEY)
+        VirtualTag(tag).write(data.charged(LogEntry(8, 4, data.next_tag_tx_number, 100, "2025-07-10T12:00:00Z")),
+                              TAG_KEY)
+        assert terminal_cli(["terminal", "sync", "--home", str(home), "--tag", str(tag)]) == 0
+        out = capsys.readouterr().out.strip().splitlines()
+        assert "acknowledged=1 refused=1 unacknowledged=0" in out[-1], out
+        assert any("refused by the backend and dropped from the tag: assignment 8 #4" in line
+                   and "log-entry-forged" in line for line in out), out

@@ -25,6 +25,31 @@ TAG_TX = {"type": "integer", "minimum": 0, "maximum": 2147483647, "description":
 UID = {"type": "string", "pattern": "^[0-9A-Fa-f]{8,20}$", "description": "tag UID: 4 to 10 bytes of hex"}
 TIME = {"type": "string", "format": "date-time", "description": "RFC 3339 time"}
 NO_NUL = "^[^\\u0000]*$"  # PostgreSQL text cannot hold NUL characters
+# Base64 of exactly 32 bytes (an HMAC-SHA256), in the canonical form signing.log_entry_mac writes.
+MAC32 = {"type": "string", "minLength": 44, "maxLength": 44, "pattern": "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$",
+         "contentEncoding": "base64"}
+
+SYNC_RULES = (
+    "Every terminal of an event holds the event's tag key, so the tag's own MAC cannot tell which terminal wrote "
+    "a charge. Each log entry therefore carries `mac`, written by the charging terminal with the entry: base64 of "
+    "HMAC-SHA256, keyed with that terminal's base64-decoded assignment secret, over assignment_id + \"\\n\" + "
+    "terminal_tx_number + \"\\n\" + uid + \"\\n\" + tag_tx_number + \"\\n\" + amount (decimal integers, the "
+    "UID in upper-case hex). The backend trusts an uploaded entry only when its mac verifies with the secret of "
+    "the assignment it names and that assignment belongs to the tag's event, its tag_tx_number is below the "
+    "tag's next number, and the entries it holds no reserve for (offline charges) together stay within the "
+    "event's offline limit; an offline charge on a tag that never received money (unknown to the backend, or "
+    "new) is implausible. An entry that fails is refused: nothing is held or booked for it, it is logged as a "
+    "violation, and the answer lists it in `refused` with its problem (log-entry-forged, log-entry-foreign, "
+    "log-entry-number-too-high, offline-limit-exceeded, implausible-offline-charge, idempotency-conflict). An "
+    "entry without a mac is judged "
+    "forged. Entries the backend holds are listed in `acknowledged`. Both are settled: the terminal removes "
+    "them from the tag."
+)
+REPEAT_RULE = (
+    "A repeat under the same terminal_tx_number with the same content (uid, tag number, amount, payment, items) "
+    "returns the first answer and books nothing twice; the same number with any other content is 422 "
+    "idempotency-conflict."
+)
 
 
 def ref(name: str) -> dict[str, str]:
@@ -56,7 +81,9 @@ SCHEMAS: dict[str, Any] = {
         "tag_tx_number": TAG_TX,
         "amount": AMOUNT,
         "time": nullable(TIME),
-    }, "a charge written to the tag and not yet acknowledged by the backend"),
+        "mac": {**MAC32, "description": "the charging terminal's MAC of this entry (see the operation's "
+                                        "description); an entry without one is refused as log-entry-forged"},
+    }, "a charge written to the tag and not yet acknowledged by the backend, as the charging terminal wrote it"),
     "TagSyncRequest": obj(["tag_tx_number", "balance", "log"], {
         "tag_tx_number": {**TAG_TX, "description": "the tag's next transaction number"},
         "balance": {**CENTS, "description": "the balance as last written to the tag"},
@@ -127,13 +154,21 @@ SCHEMAS: dict[str, Any] = {
             })},
         "server_time": TIME,
     }),
-    "TagSyncResponse": obj(["uid", "status", "balance", "held", "available", "acknowledged"], {
+    "TagSyncResponse": obj(["uid", "status", "balance", "held", "available", "acknowledged", "refused"], {
         "uid": {"type": "string"},
         "status": {"type": "string", "enum": ["new", "active", "blocked"]},
         "balance": CENTS, "held": CENTS, "available": CENTS,
         "acknowledged": {"type": "array", "items": obj(["assignment_id", "terminal_tx_number"], {
             "assignment_id": ID, "terminal_tx_number": ID}),
             "description": "log entries the backend now holds: mark them acknowledged on the tag"},
+        "refused": {"type": "array", "items": obj(["assignment_id", "terminal_tx_number", "problem"], {
+            "assignment_id": ID, "terminal_tx_number": ID,
+            "problem": {"type": "string", "description": "slug of the problem type: log-entry-forged, "
+                                                          "log-entry-foreign, log-entry-number-too-high, "
+                                                          "offline-limit-exceeded, implausible-offline-charge "
+                                                          "or idempotency-conflict"}}),
+            "description": "log entries the backend refused: nothing is held or booked for them; they are "
+                           "settled too, so the terminal drops them from the tag"},
     }),
     "ReserveResponse": obj(["transaction_id", "state", "available", "expires_at"], {
         "transaction_id": ID, "state": {"type": "string"}, "available": CENTS, "expires_at": TIME,
@@ -257,25 +292,27 @@ def _paths() -> dict[str, Any]:
         "/terminal/v1/tags/{uid}/sync": {"post": {
             "operationId": "syncTag",
             "summary": "First tap: upload the tag's unacknowledged log; get the customer's online info",
+            "description": SYNC_RULES,
             "parameters": [*_path_params("syncTag"), IDEMPOTENCY_KEY], "requestBody": _body("TagSyncRequest"),
-            "responses": {**_json(200, "online info and the entries to acknowledge", "TagSyncResponse"),
+            "responses": {**_json(200, "online info, and the log entries acknowledged and refused",
+                                  "TagSyncResponse"),
                           **_problem_responses(*COMMON, 403, 404, 409, 422)},
         }},
         "/terminal/v1/reserve": {"post": {
             "operationId": "reserve", "summary": "Reserve a purchase at checkout (-> ReservePending)",
-            "requestBody": _body("ReserveRequest"),
+            "description": REPEAT_RULE, "requestBody": _body("ReserveRequest"),
             "responses": {**_json(201, "reserved (a repeat returns the first answer)", "ReserveResponse"),
                           **_problem_responses(*COMMON, 402, 403, 404, 409, 422)},
         }},
         "/terminal/v1/topups": {"post": {
             "operationId": "topup", "summary": "Top up a tag (cash or card), at a top-up position",
-            "requestBody": _body("TopupRequest"),
+            "description": REPEAT_RULE, "requestBody": _body("TopupRequest"),
             "responses": {**_json(201, "booked (a repeat returns the first answer)", "BookingResponse"),
                           **_problem_responses(*COMMON, 403, 409, 422)},
         }},
         "/terminal/v1/refunds": {"post": {
             "operationId": "refund", "summary": "Pay leftover money out in cash, at a top-up position",
-            "requestBody": _body("RefundRequest"),
+            "description": REPEAT_RULE, "requestBody": _body("RefundRequest"),
             "responses": {**_json(201, "booked (a repeat returns the first answer)", "BookingResponse"),
                           **_problem_responses(*COMMON, 402, 403, 404, 409, 422)},
         }},
@@ -283,7 +320,13 @@ def _paths() -> dict[str, Any]:
             "operationId": "replicate",
             "summary": "Replicate terminal transactions (Committed, Aborted, TerminalConfirmUnknown)",
             "description": "Each entry is judged alone: outcome booked, duplicate, or rejected with the slug of "
-                           "its problem. A body that does not match the schema is refused as a whole (400).",
+                           "its problem. An entry that differs from its reserve in uid, tag number, amount, "
+                           "payment or items is rejected with idempotency-conflict, never booked with the "
+                           "reserve's content. A Committed sale the backend never reserved (an offline sale) is "
+                           "rejected with implausible-offline-charge when its amount exceeds the event's offline "
+                           "limit or the tag never received money (unknown to the backend, or new); it is logged "
+                           "as a violation for an admin to decide. A body that does not match the schema is "
+                           "refused as a whole (400).",
             "requestBody": _body("TransactionsRequest"),
             "responses": {**_json(200, "one result per entry, in order", "TransactionsResponse"),
                           **_problem_responses(*COMMON, 409, 422)},

@@ -36,7 +36,7 @@ def _pick(entry: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
 
 
 ITEM_FIELDS = ("product_id", "quantity", "unit_price")
-LOG_FIELDS = ("assignment_id", "terminal_tx_number", "tag_tx_number", "amount", "time")
+LOG_FIELDS = ("assignment_id", "terminal_tx_number", "tag_tx_number", "amount", "time", "mac")
 REPLICATED_FIELDS = ("terminal_tx_number", "type", "state", "uid", "tag_tx_number", "time", "amount", "payment")
 
 
@@ -75,7 +75,11 @@ async def config(request: web.Request) -> web.Response:
 
 
 async def sync_tag(request: web.Request) -> web.Response:
-    """POST /terminal/v1/tags/{uid}/sync (api.tag_sync); Idempotency-Key honoured."""
+    """POST /terminal/v1/tags/{uid}/sync (api.tag_sync); Idempotency-Key honoured.
+
+    The ledger judges each log entry (its ``mac`` among others) and answers which it holds (``acknowledged``) and
+    which it refused, with the problem (``refused``); the terminal drops both from the tag.
+    """
     params = path_params(request, "syncTag")
     body, raw = await json_body(request, "syncTag")
     assignment_id = request[ASSIGNMENT]
@@ -84,12 +88,13 @@ async def sync_tag(request: web.Request) -> web.Response:
     async def work(conn: psycopg.AsyncConnection) -> tuple[int, dict[str, Any]]:
         row = await call_one(
             conn,
-            "SELECT uid, status, balance, held, available, acknowledged"
+            "SELECT uid, status, balance, held, available, acknowledged, refused"
             " FROM api.tag_sync(%s::bigint, %s::text, %s::integer, %s::bigint, %s::jsonb)",
             (assignment_id, params["uid"], body["tag_tx_number"], body["balance"], Jsonb(log)),
         )
         return 200, {"uid": row["uid"], "status": row["status"], "balance": row["balance"], "held": row["held"],
-                     "available": row["available"], "acknowledged": row["acknowledged"]}
+                     "available": row["available"], "acknowledged": row["acknowledged"],
+                     "refused": row["refused"]}
 
     return await run_idempotent(request, f"assignment:{assignment_id}", raw, work)
 

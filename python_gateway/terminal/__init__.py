@@ -14,6 +14,7 @@ from .flows import (
     BookingResult,
     ItemRequest,
     PurchaseResult,
+    RefusedEntry,
     ReplicationResult,
     SimulatedCrash,
     TapResult,
@@ -27,7 +28,7 @@ from .tag import LogEntry, TagCorrupt, TagData, TagError, TagRefused, TagTampere
 
 __all__ = [
     "BookingResult", "Credentials", "GatewayClient", "Item", "ItemRequest", "LogEntry", "NotRegistered", "Problem",
-    "PurchaseResult", "ReplicationResult", "SimulatedCrash", "State", "Store", "StoredTransaction", "SyncStatus",
-    "TagCorrupt", "TagData", "TagError", "TagRefused", "TagTampered", "TapResult", "Terminal", "TerminalBusy",
-    "TerminalError", "TerminalSettings", "Unreachable", "VirtualTag", "new_tag", "normalize_uid",
+    "PurchaseResult", "RefusedEntry", "ReplicationResult", "SimulatedCrash", "State", "Store", "StoredTransaction",
+    "SyncStatus", "TagCorrupt", "TagData", "TagError", "TagRefused", "TagTampered", "TapResult", "Terminal",
+    "TerminalBusy", "TerminalError", "TerminalSettings", "Unreachable", "VirtualTag", "new_tag", "normalize_uid",
 ]

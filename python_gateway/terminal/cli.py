@@ -13,7 +13,9 @@
     festpay terminal status
 
 Human-readable lines first; the LAST line of stdout is a machine-readable summary of ``key=value`` pairs
-(e.g. ``state=Committed terminal_tx_number=3 transaction_id=17 ...``).
+(e.g. ``state=Committed transaction_id=17 terminal_tx_number=3 ...``).  ``transaction_id`` is the ledger's id of
+the transaction, the one ``festpay receipt TRANSACTION_ID`` prints; ``terminal_tx_number`` is the terminal's own
+number.
 
 Exit codes: 0 done, 1 error or refused before a transaction existed, 2 declined (transaction Aborted),
 3 outcome unknown (TerminalConfirmUnknown), 70 simulated crash.
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import ClientError, Problem
-from .flows import ItemRequest, SimulatedCrash, Terminal, TerminalError
+from .flows import ItemRequest, SimulatedCrash, TapResult, Terminal, TerminalError
 from .home import NotRegistered, TerminalBusy, TerminalSettings, default_home, default_tag_dir
 from .machine import State
 from .store import Store
@@ -78,6 +80,41 @@ def _refused(slug: str, message: str) -> int:
     _err(message)
     _out(f"state=Refused problem={slug}")
     return EXIT_ERROR
+
+
+def _festpay() -> str:
+    """How this command was started (``.venv/bin/festpay``, ``festpay``), so a printed hint runs as printed."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    return argv0 if Path(argv0).name == "festpay" else "festpay"
+
+
+def _which(args: argparse.Namespace) -> str:
+    """The ``--name``/``--home`` option this command was given, for a hint that runs as printed."""
+    if getattr(args, "home", None):
+        return f" --home {args.home}"
+    if getattr(args, "name", None):
+        return f" --name {args.name}"
+    return ""
+
+
+def _print_ledger_transaction(terminal: Terminal, terminal_tx_number: int, args: argparse.Namespace) -> None:
+    """The ledger's transaction id of a committed receipt and how to print it, or why it has none yet."""
+    stored = terminal.store.get(terminal.assignment_id, terminal_tx_number)
+    if stored.transaction_id is None:
+        _out(f"Not in the ledger yet: `{_festpay()} terminal replicate{_which(args)}` sends it; "
+             f"`{_festpay()} terminal status{_which(args)}` then shows its transaction id")
+    elif stored.backend_state == "Committed":
+        _out(f"Transaction {stored.transaction_id} — its receipt: {_festpay()} receipt {stored.transaction_id}")
+    else:
+        _out(f"Transaction {stored.transaction_id} ({stored.backend_state or 'state unknown'} in the ledger); its "
+             f"receipt once replicated: {_festpay()} receipt {stored.transaction_id}")
+
+
+def _print_refused(tap: TapResult) -> None:
+    for r in tap.refused:
+        _out(f"  refused by the backend and dropped from the tag: assignment {r.assignment_id} "
+             f"#{r.terminal_tx_number}" + (f" tag #{r.tag_tx_number} amount {r.amount}" if r.amount is not None
+                                           else "") + f": {r.problem}")
 
 
 def _print_cleanup(terminal: Terminal) -> None:
@@ -211,7 +248,8 @@ def cmd_show_tag(args, settings=None) -> int:
     _out(f"Tag {data.uid}: balance {data.balance}, next number {data.next_tag_tx_number}, "
          f"{len(data.log)} unacknowledged charges ({data.unacknowledged_total}); {verdict}")
     for e in data.log:
-        _out(f"  assignment {e.assignment_id} #{e.terminal_tx_number} tag #{e.tag_tx_number} {e.amount} at {e.time}")
+        _out(f"  assignment {e.assignment_id} #{e.terminal_tx_number} tag #{e.tag_tx_number} {e.amount} at {e.time}"
+             + ("" if e.mac else "  (no entry MAC: the backend will refuse it)"))
     _out(f"uid={data.uid} balance={data.balance} next_tag_tx_number={data.next_tag_tx_number} "
          f"log={len(data.log)} mac={'ok' if verdict in ('MAC ok', 'blank') else verdict.replace(' ', '-')}")
     return EXIT_OK if verdict != "tag-tampered" else EXIT_ERROR
@@ -247,25 +285,29 @@ def cmd_buy(args, settings=None) -> int:
                 _out(f"First tap: tag {tap.uid} " + (
                     f"online: status {tap.status}, available {_money(tap.available, cur)}, "
                     f"{tap.acknowledged} log entries acknowledged"
+                    + (f", {len(tap.refused)} refused" if tap.refused else "")
                     if tap.online else
                     f"OFFLINE ({tap.offline_reason}): last known status {tap.status}"
                     + (f" at {tap.snapshot_time}" if tap.snapshot_time else "")
                 ) + f"; tag balance {_money(tap.tag_balance, cur)}")
+                _print_refused(tap)
             stored = terminal.store.get(terminal.assignment_id, result.terminal_tx_number)
             for i in stored.items:
                 _out(f"  {i.quantity} x {i.product_name} @ {_money(i.unit_price, cur)} = {_money(i.total, cur)}"
                      f"  (VAT {i.vat_rate}%)")
-            _out(f"Total {_money(result.amount, cur)}; transaction {result.terminal_tx_number} "
-                 f"(tag number {result.tag_tx_number}): {result.state.value}"
-                 + (f" — {result.problem}: {result.detail}" if result.problem else ""))
+            _out(f"Total {_money(result.amount, cur)}: {result.state.value}"
+                 + (f" — {result.problem}: {result.detail}" if result.problem else "")
+                 + f"  (terminal's own number {result.terminal_tx_number}, tag number {result.tag_tx_number})")
             if result.ok:
                 _out(f"Tag charged: balance now {_money(result.tag_balance, cur)}")
             elif result.available is not None:
                 _out(f"Available: {_money(result.available, cur)}")
             if not args.offline and not args.no_replicate:
                 await _replicate_and_report(terminal, args.replicate_deadline)
-                stored = terminal.store.get(terminal.assignment_id, result.terminal_tx_number)
-                result = dataclasses.replace(result, transaction_id=stored.transaction_id)
+            stored = terminal.store.get(terminal.assignment_id, result.terminal_tx_number)
+            result = dataclasses.replace(result, transaction_id=stored.transaction_id)
+            if result.ok:
+                _print_ledger_transaction(terminal, result.terminal_tx_number, args)
             await terminal.close()
             _out(result.summary())
             return EXIT_OK if result.ok else EXIT_DECLINED
@@ -292,12 +334,17 @@ def _booking(kind: str):
                 except ClientError as err:
                     return _refused(getattr(err, 'slug', 'unreachable'), str(err))
                 _out(f"{'Top-up' if kind == 'topup' else 'Refund'} of {_money(result.amount, cur)} for tag "
-                     f"{result.uid}: transaction {result.terminal_tx_number} {result.state.value}"
-                     + (f" — {result.problem}: {result.detail}" if result.problem else ""))
+                     f"{result.uid}: {result.state.value}"
+                     + (f" — {result.problem}: {result.detail}" if result.problem else "")
+                     + f"  (terminal's own number {result.terminal_tx_number})")
                 if result.ok:
                     _out(f"Balance {_money(result.balance, cur)}; tag balance {_money(result.tag_balance, cur)}")
                 if not args.no_replicate:
                     await _replicate_and_report(terminal, args.replicate_deadline)
+                if result.ok or result.state is State.CONFIRM_UNKNOWN:
+                    _print_ledger_transaction(terminal, result.terminal_tx_number, args)
+                    stored = terminal.store.get(terminal.assignment_id, result.terminal_tx_number)
+                    result = dataclasses.replace(result, transaction_id=stored.transaction_id)
                 await terminal.close()
                 _out(result.summary())
                 if result.ok:
@@ -325,8 +372,9 @@ def cmd_sync(args, settings=None) -> int:
                 return _refused(getattr(err, 'slug', 'unreachable'), str(err))
             _out(f"Tag {tap.uid}: status {tap.status}, balance {_money(tap.balance, cur)}, held "
                  f"{_money(tap.held, cur)}, available {_money(tap.available, cur)}; {tap.acknowledged} log entries "
-                 f"acknowledged, {tap.unacknowledged} left; tag balance {_money(tap.tag_balance, cur)}, next number "
-                 f"{tap.next_tag_tx_number}")
+                 f"acknowledged, {len(tap.refused)} refused, {tap.unacknowledged} left; tag balance "
+                 f"{_money(tap.tag_balance, cur)}, next number {tap.next_tag_tx_number}")
+            _print_refused(tap)
             await terminal.close()
             _out(tap.summary())
             return EXIT_OK

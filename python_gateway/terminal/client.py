@@ -163,7 +163,9 @@ class GatewayClient:
 
     async def tag_sync(self, uid: str, tag_tx_number: int, balance: int, log: list[dict[str, Any]],
                        idempotency_key: str | None = None) -> dict[str, Any]:
-        """POST /tags/{uid}/sync -> {uid, status, balance, held, available, acknowledged}."""
+        """POST /tags/{uid}/sync -> {uid, status, balance, held, available, acknowledged, refused}.
+
+        ``log``: the tag's entries as written, each with the charging terminal's ``mac``."""
         _, answer = await self.request(
             "POST", f"{API}/tags/{quote(uid, safe='')}/sync",
             {"tag_tx_number": tag_tx_number, "balance": balance, "log": log},

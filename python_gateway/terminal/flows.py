@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import aiohttp
 
+from .. import signing
 from .client import Credentials, GatewayClient, Problem, Unreachable
 from .home import DATABASE_FILE, HomeLock, NotRegistered, TerminalSettings
 from .machine import State
@@ -93,6 +94,23 @@ class ItemRequest:
 
 
 @dataclass(frozen=True)
+class RefusedEntry:
+    """A log entry the backend refused at a tag sync (SPEC §7): nothing was held or booked for it, and the
+    terminal dropped it from the tag.  ``problem``: log-entry-forged, log-entry-foreign,
+    log-entry-number-too-high, offline-limit-exceeded, implausible-offline-charge or idempotency-conflict."""
+
+    assignment_id: int
+    terminal_tx_number: int
+    problem: str
+    tag_tx_number: int | None = None       # from the tag's entry (None if the tag did not hold it)
+    amount: int | None = None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.assignment_id, self.terminal_tx_number)
+
+
+@dataclass(frozen=True)
 class TapResult:
     """The first tap: what the tag says, and (online) what the backend says about its customer."""
 
@@ -103,6 +121,7 @@ class TapResult:
     next_tag_tx_number: int
     unacknowledged: int            # log entries still on the tag
     acknowledged: int = 0          # log entries the backend acknowledged at this tap
+    refused: tuple[RefusedEntry, ...] = ()   # log entries the backend refused at this tap (dropped from the tag)
     balance: int | None = None     # online info (or last snapshot when offline)
     held: int | None = None
     available: int | None = None
@@ -112,7 +131,8 @@ class TapResult:
     def summary(self) -> str:
         parts = [f"uid={self.uid}", f"online={'yes' if self.online else 'no'}", f"status={self.status}",
                  f"tag_balance={self.tag_balance}", f"next_tag_tx_number={self.next_tag_tx_number}",
-                 f"acknowledged={self.acknowledged}", f"unacknowledged={self.unacknowledged}"]
+                 f"acknowledged={self.acknowledged}", f"refused={len(self.refused)}",
+                 f"unacknowledged={self.unacknowledged}"]
         if self.available is not None:
             parts.append(f"available={self.available}")
         return " ".join(parts)
@@ -138,8 +158,9 @@ class PurchaseResult:
         return self.state is State.COMMITTED
 
     def summary(self) -> str:
-        parts = [f"state={self.state.value}", f"terminal_tx_number={self.terminal_tx_number}",
+        parts = [f"state={self.state.value}",
                  f"transaction_id={self.transaction_id if self.transaction_id is not None else '-'}",
+                 f"terminal_tx_number={self.terminal_tx_number}",
                  f"uid={self.uid}", f"amount={self.amount}", f"online={'yes' if self.online else 'no'}"]
         if self.tag_balance is not None:
             parts.append(f"tag_balance={self.tag_balance}")
@@ -170,8 +191,9 @@ class BookingResult:
         return self.state is State.COMMITTED
 
     def summary(self) -> str:
-        parts = [f"state={self.state.value}", f"type={self.kind}", f"terminal_tx_number={self.terminal_tx_number}",
+        parts = [f"state={self.state.value}",
                  f"transaction_id={self.transaction_id if self.transaction_id is not None else '-'}",
+                 f"type={self.kind}", f"terminal_tx_number={self.terminal_tx_number}",
                  f"uid={self.uid}", f"amount={self.amount}"]
         if self.balance is not None:
             parts.append(f"balance={self.balance}")
@@ -400,9 +422,9 @@ class Terminal:
         return self._tag(tag_path).read(self.settings.tag_key)
 
     async def first_tap(self, tag_path: Path | str, *, offline: bool = False) -> TapResult:
-        """Reads the tag; online, uploads its log (POST sync), removes what the backend acknowledged, writes the
-        backend's balance to it and keeps a snapshot; offline (or when the backend cannot be reached), combines
-        the tag with the last snapshot."""
+        """Reads the tag; online, uploads its log (POST sync), removes what the backend settled (acknowledged or
+        refused), writes the backend's balance to it and keeps a snapshot; offline (or when the backend cannot be
+        reached), combines the tag with the last snapshot."""
         tag = self._tag(tag_path)
         data = tag.read(self.settings.tag_key)
         reason = "forced offline" if offline else None
@@ -432,10 +454,17 @@ class Terminal:
 
     def _after_sync(self, tag: "_Tag", data: TagData, answer: dict[str, Any]) -> TapResult:
         acked = {(int(a["assignment_id"]), int(a["terminal_tx_number"])) for a in answer.get("acknowledged") or []}
-        remaining = sum(e.amount for e in data.log if e.key not in acked)
+        refused = _refused_entries(data, answer.get("refused") or [])
+        for r in refused:
+            log.warning("tag %s: the backend refused log entry %s/%s (tag number %s, amount %s): %s; "
+                        "dropped from the tag", data.uid, r.assignment_id, r.terminal_tx_number, r.tag_tx_number,
+                        r.amount, r.problem)
+        # A refused entry is settled like an acknowledged one: the backend holds nothing for it, the tag drops it.
+        settled = acked | {r.key for r in refused}
+        remaining = sum(e.amount for e in data.log if e.key not in settled)
         available = int(answer.get("available", 0))
-        # The tag learns the backend's view: what is available, less the charges it still carries unacknowledged.
-        new = data.acknowledged(acked, balance=available - remaining)
+        # The tag learns the backend's view: what is available, less the charges it still carries unsettled.
+        new = data.acknowledged(settled, balance=available - remaining)
         tag.write(new, self.settings.tag_key)
         status = str(answer.get("status", "unknown"))
         self.store.put_snapshot(new.uid, status=status, balance=int(answer.get("balance", 0)),
@@ -444,7 +473,8 @@ class Terminal:
         return TapResult(
             uid=new.uid, online=True, status=status, tag_balance=new.balance,
             next_tag_tx_number=new.next_tag_tx_number, unacknowledged=len(new.log),
-            acknowledged=len(data.log) - len(new.log), balance=int(answer.get("balance", 0)),
+            acknowledged=sum(1 for e in data.log if e.key in acked), refused=tuple(refused),
+            balance=int(answer.get("balance", 0)),
             held=int(answer.get("held", 0)), available=available,
         )
 
@@ -547,7 +577,9 @@ class Terminal:
                               offline_limit=self.settings.offline_limit)
         except TagRefused as err:
             return aborted(err.slug, f"second tap: {err}", available, transaction_id)
-        entry = LogEntry(self.assignment_id, number, tx.tag_tx_number, amount, _rfc3339(tx.transaction_time))
+        entry = LogEntry(self.assignment_id, number, tx.tag_tx_number, amount, _rfc3339(tx.transaction_time),
+                         mac=signing.log_entry_mac(self.settings.secret, self.assignment_id, number, tap.uid,
+                                                   tx.tag_tx_number, amount))
         written = data.charged(entry)
         tag.write(written, self.settings.tag_key)
         if crash == "after-write":
@@ -782,6 +814,18 @@ async def _retry(call, *, attempts: int = 3, base_delay: float = 0.2):
                 raise _TransientProblem(err.status, err.body) from err
         await asyncio.sleep(base_delay * (2 ** (attempt - 1)) * (0.5 + random.random()))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _refused_entries(data: TagData, refused: list[dict[str, Any]]) -> list[RefusedEntry]:
+    """The sync answer's ``refused`` list, with tag number and amount from the tag's own entries."""
+    by_key = {e.key: e for e in data.log}
+    result = []
+    for r in refused:
+        key = (int(r["assignment_id"]), int(r["terminal_tx_number"]))
+        entry = by_key.get(key)
+        result.append(RefusedEntry(key[0], key[1], str(r.get("problem") or "refused"),
+                                   entry.tag_tx_number if entry else None, entry.amount if entry else None))
+    return result
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -10,7 +10,15 @@ A *blank* tag (as it comes from the factory, ``mac: null``) is accepted only whe
 pristine: balance 0, next number 0, empty log.  The first terminal write signs it.
 
 Every write increments the tag transaction number (SPEC §4): a charge, the rewrite after
-the backend acknowledged the log at the first tap, and a top-up or refund balance write.
+the backend settled the log at the first tap, and a top-up or refund balance write.
+
+Every terminal of an event holds the tag key, so the tag's MAC cannot tell which terminal
+wrote a charge.  Each log entry therefore carries its own ``mac``, written by the charging
+terminal with its assignment secret (:func:`python_gateway.signing.log_entry_mac`); the
+backend trusts an uploaded entry only when it verifies.  The tag's MAC covers the entries'
+``mac`` too.  A file may hold entries without a ``mac``: they read as ``mac=None`` and are
+written back without the member, so the file still verifies; the backend refuses such an
+entry as forged.
 """
 
 from __future__ import annotations
@@ -78,13 +86,18 @@ class LogEntry:
     tag_tx_number: int
     amount: int
     time: str
+    mac: str | None = None
+    """The charging terminal's MAC of the entry (base64); None for an entry written without one."""
 
     @property
     def key(self) -> tuple[int, int]:
         return (self.assignment_id, self.terminal_tx_number)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        obj = asdict(self)
+        if self.mac is None:
+            del obj["mac"]
+        return obj
 
 
 @dataclass(frozen=True)
@@ -156,7 +169,8 @@ class TagData:
         )
 
     def acknowledged(self, keys: set[tuple[int, int]], balance: int | None = None) -> "TagData":
-        """The tag after the backend acknowledged ``keys`` (and, online, told the balance)."""
+        """The tag after the backend settled ``keys`` (acknowledged or refused them) and, online, told the
+        balance: those entries leave the log."""
         return replace(
             self,
             balance=self.balance if balance is None else balance,
@@ -220,6 +234,9 @@ def parse(raw: bytes | str) -> tuple[TagData, str | None]:
     for item in log_raw:
         if not isinstance(item, dict) or not isinstance(item.get("time"), str):
             raise TagCorrupt(f"bad log entry {item!r}")
+        entry_mac = item.get("mac")
+        if entry_mac is not None and not isinstance(entry_mac, str):
+            raise TagCorrupt(f"log entry field 'mac' must be a string, not {entry_mac!r}")
         log.append(
             LogEntry(
                 assignment_id=_int(item, "assignment_id", 1),
@@ -227,6 +244,7 @@ def parse(raw: bytes | str) -> tuple[TagData, str | None]:
                 tag_tx_number=_int(item, "tag_tx_number"),
                 amount=_int(item, "amount", 1),
                 time=item["time"],
+                mac=entry_mac,
             )
         )
     mac = obj.get("mac")
