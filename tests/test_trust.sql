@@ -3,7 +3,7 @@
 -- unknown tag or above the offline limit is implausible; a repeated terminal number must carry the same request.
 -- Every refusal holds and books nothing and keeps the whole entry in the violation log.
 BEGIN;
-SELECT plan(195);
+SELECT plan(200);
 
 -- ---------------------------------------------------------------- fixtures
 INSERT INTO test.ctx SELECT 'e', test.event('pgTAP trust');
@@ -215,6 +215,8 @@ SELECT pg_temp.replication_refused('an offline sale of a tag the backend does no
 SELECT is_empty($$SELECT * FROM ledger.tag WHERE event_id = test.e() AND uid = 'C9999999'$$, 'no tag was created for it');
 SELECT pg_temp.replication_refused('an offline sale of 5450, above the offline limit',
     test.entry(51, 'Committed', 'C2000002', 0, 5450, 'Beer:1', 'Tip:1:5000'), 'implausible-offline-charge', NULL);
+SELECT pg_temp.replication_refused('an offline sale of 9007199254740991 (the largest amount JSON carries exactly)',
+    test.entry(54, 'Committed', 'C2000002', 0, 9007199254740991, 'Beer:1'), 'implausible-offline-charge', NULL);
 SELECT is(test.money('C2000002'), 'balance 10000 held 0', 'tag C2 paid nothing');
 SELECT results_eq($$SELECT * FROM test.replicate(test.entry(52, 'Committed', 'C2000002', 1, 5000, 'Tip:1:5000'))$$,
                   $$VALUES ('Committed'::text, 'booked'::text, NULL::text)$$, 'an offline sale of exactly the limit is booked');
