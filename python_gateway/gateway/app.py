@@ -7,7 +7,6 @@ closes the pool.  :func:`gateway_service` runs it on a TCP port for as long as i
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
