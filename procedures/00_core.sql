@@ -246,13 +246,6 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ledger.holds(p_state ledger.tx_state)
-RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
--- Tells whether a transaction in this state may hold customer money.
--- Returns true for ReservePending, Reserve and TerminalConfirmUnknown.
-    SELECT p_state IN ('ReservePending', 'Reserve', 'TerminalConfirmUnknown');
-$$;
-
 CREATE OR REPLACE FUNCTION ledger.log_violation(
     p_actor text, p_event_id bigint, p_tx_id bigint, p_from ledger.tx_state, p_to ledger.tx_state,
     p_reason text, p_payload jsonb DEFAULT '{}')

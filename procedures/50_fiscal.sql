@@ -55,40 +55,113 @@ RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN p_cents < 0 THEN '-' ELSE '' END || (abs(p_cents) / 100)::text || '.' || lpad((abs(p_cents) % 100)::text, 2, '0');
 $$;
 
+-- The receipt rules: every receipt, its signed process data and the DSFinV-K export are made from ledger.receipt_lines,
+-- so they agree to the cent. The VAT treatment of each line, with the source it follows, is described in
+-- python_gateway/dsfinvk.py.
+
+CREATE OR REPLACE FUNCTION ledger.receipt_sign(p_type ledger.tx_type)
+RETURNS integer LANGUAGE sql IMMUTABLE AS $$
+-- From the till's side: a sale or a top-up brings money in (+1); a refund, payout, chargeback or deposit return pays out.
+-- Returns 1 or -1.
+    SELECT CASE WHEN p_type IN ('purchase', 'topup') THEN 1 ELSE -1 END;
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.vat_key(p_rate numeric)
+RETURNS integer LANGUAGE sql IMMUTABLE AS $$
+-- The DSFinV-K VAT key (USt-Schluessel) of a rate, also its slot in the process data: 1 = 19 %, 2 = 7 %, 3 = 10.7 %,
+-- 4 = 5.5 %, 5 = 0 % (not taxable). Returns the key, NULL for any other rate.
+    SELECT CASE p_rate WHEN 19 THEN 1 WHEN 7 THEN 2 WHEN 10.7 THEN 3 WHEN 5.5 THEN 4 WHEN 0 THEN 5 END;
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.fee_vat_rate()
+RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
+-- The VAT rate of a fee the festival charges for a top-up or a payout: a service of its own at the general rate.
+-- Returns 19 (percent).
+    SELECT 19::numeric;
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.payment_type(p_payment ledger.payment_method)
+RETURNS text LANGUAGE sql IMMUTABLE AS $$
+-- The DSFinV-K payment type (ZAHLART_TYP) of a receipt and the last field of its process data.
+-- Returns Bar for cash, Unbar for card, online and credit (NULL payment).
+    SELECT CASE WHEN p_payment = 'cash' THEN 'Bar' ELSE 'Unbar' END;
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.payment_name(p_type ledger.tx_type, p_payment ledger.payment_method)
+RETURNS text LANGUAGE sql IMMUTABLE AS $$
+-- The DSFinV-K payment name (ZAHLART_NAME) of a receipt: Bar, Karte, Online, Ueberweisung (a payout by bank) or
+-- Mehrzweckgutschein (paid with credit). Returns text.
+    SELECT CASE WHEN p_type = 'payout' AND p_payment = 'online' THEN 'Ueberweisung'
+                WHEN p_payment = 'cash' THEN 'Bar' WHEN p_payment = 'card' THEN 'Karte'
+                WHEN p_payment = 'online' THEN 'Online' ELSE 'Mehrzweckgutschein' END;
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.receipt_lines(p_tx_id bigint)
+RETURNS TABLE (line_no integer, kind text, name text, quantity integer, unit_price bigint, vat_rate numeric,
+               vat_key integer, gross bigint, net bigint, tax bigint)
+LANGUAGE sql STABLE AS $$
+-- The lines of a receipt, money into the till positive: a sale's or deposit return's items at their own rates (kind
+-- item or deposit); money without items one voucher line at 0 % (a top-up without its fee); a fee its own line at the
+-- general rate. A line's tax is its share of its rate's tax, so the lines of a rate add up to exactly
+-- round(gross * rate / (100 + rate)) of the whole receipt. Returns the lines in order (none for an unknown id).
+    WITH t AS (SELECT * FROM ledger.transaction WHERE id = p_tx_id),
+    has_items AS (SELECT t.type IN ('purchase', 'deposit_return')
+                         AND EXISTS (SELECT FROM ledger.item i WHERE i.transaction_id = t.id) AS yes FROM t),
+    lines AS (
+        SELECT i.line_no::integer AS line_no, CASE WHEN i.returnable THEN 'deposit' ELSE 'item' END AS kind, i.name,
+               i.quantity, i.unit_price, i.vat_rate, ledger.receipt_sign(t.type) * i.quantity * i.unit_price AS gross
+          FROM t JOIN ledger.item i ON i.transaction_id = t.id, has_items h
+         WHERE h.yes
+        UNION ALL
+        SELECT 1, 'voucher', initcap(replace(t.type::text, '_', ' ')), 1,
+               t.amount - CASE WHEN t.type = 'topup' THEN t.fee ELSE 0 END, 0::numeric,
+               ledger.receipt_sign(t.type) * (t.amount - CASE WHEN t.type = 'topup' THEN t.fee ELSE 0 END)
+          FROM t, has_items h
+         WHERE NOT h.yes
+        UNION ALL
+        SELECT 2, 'fee', CASE WHEN t.type = 'topup' THEN 'Top-up fee' ELSE 'Payout fee' END, 1, t.fee,
+               ledger.fee_vat_rate(), t.fee
+          FROM t WHERE t.fee > 0 AND t.type IN ('topup', 'payout')),
+    running AS (
+        SELECT l.*, sum(l.gross) OVER (PARTITION BY l.vat_rate ORDER BY l.line_no) AS upto FROM lines l)
+    SELECT r.line_no, r.kind, r.name, r.quantity, r.unit_price, r.vat_rate, ledger.vat_key(r.vat_rate), r.gross,
+           r.gross - x.tax, x.tax
+      FROM running r,
+           LATERAL (SELECT (round(r.upto * r.vat_rate / (100 + r.vat_rate))
+                            - round((r.upto - r.gross) * r.vat_rate / (100 + r.vat_rate)))::bigint AS tax) x
+     ORDER BY r.line_no;
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.receipt_vat(p_tx_id bigint)
+RETURNS TABLE (vat_key integer, vat_rate numeric, gross bigint, net bigint, tax bigint)
+LANGUAGE sql STABLE AS $$
+-- A receipt's sums per VAT rate (DSFinV-K Bonkopf_USt, the receipt's VAT block): tax rounded once per rate.
+-- Returns one row per rate, highest rate first.
+    SELECT l.vat_key, l.vat_rate, sum(l.gross)::bigint, sum(l.net)::bigint, sum(l.tax)::bigint
+      FROM ledger.receipt_lines(p_tx_id) l GROUP BY l.vat_key, l.vat_rate ORDER BY l.vat_rate DESC;
+$$;
+
 CREATE OR REPLACE FUNCTION ledger.tse_process_data(p_tx_id bigint)
 RETURNS text LANGUAGE plpgsql STABLE AS $$
--- The process data of a receipt (process type Kassenbeleg-V1): Beleg^<gross per VAT rate 19_7_10.7_5.5_0>^<amount>:<Bar|Unbar>,
--- money leaving the customer for the till positive. Top-ups, payouts and transfers of credit (vouchers) are not taxable and
--- stand at 0 %. Raises validation for a VAT rate outside the five DSFinV-K rates.
+-- The process data of a receipt (process type Kassenbeleg-V1): Beleg^<gross per VAT key 19_7_10.7_5.5_0>^<total>:<Bar|Unbar>,
+-- from ledger.receipt_lines (money into the till positive). Raises validation for a VAT rate outside DSFinV-K's five.
 DECLARE
-    t ledger.transaction;
-    v_sign integer;
     v_gross bigint[] := ARRAY[0, 0, 0, 0, 0];
+    v_payment ledger.payment_method;
     r record;
-    v_slot integer;
 BEGIN
-    SELECT * INTO t FROM ledger.transaction WHERE id = p_tx_id;
-    -- From the till's side: a sale or a top-up brings money in, a refund, payout, chargeback or deposit return pays out.
-    v_sign := CASE WHEN t.type IN ('purchase', 'topup') THEN 1 ELSE -1 END;
-    IF t.type = 'purchase' AND EXISTS (SELECT FROM ledger.item i WHERE i.transaction_id = t.id) THEN
-        FOR r IN SELECT i.vat_rate, sum(i.quantity * i.unit_price)::bigint AS gross
-                   FROM ledger.item i WHERE i.transaction_id = t.id GROUP BY i.vat_rate LOOP
-            v_slot := CASE r.vat_rate WHEN 19 THEN 1 WHEN 7 THEN 2 WHEN 10.7 THEN 3 WHEN 5.5 THEN 4 WHEN 0 THEN 5 END;
-            IF v_slot IS NULL THEN
-                PERFORM ledger.fail('validation', format('VAT rate %s is not one of DSFinV-K''s five', r.vat_rate));
-            END IF;
-            v_gross[v_slot] := v_gross[v_slot] + v_sign * r.gross;
-        END LOOP;
-    ELSIF t.type = 'deposit_return' THEN
-        v_gross[5] := v_sign * (SELECT sum(i.quantity * i.unit_price) FROM ledger.item i WHERE i.transaction_id = t.id)::bigint;
-    ELSE
-        v_gross[5] := v_sign * t.amount;
-    END IF;
+    SELECT t.payment INTO v_payment FROM ledger.transaction t WHERE t.id = p_tx_id;
+    FOR r IN SELECT v.vat_key, v.vat_rate, v.gross FROM ledger.receipt_vat(p_tx_id) v LOOP
+        IF r.vat_key IS NULL THEN
+            PERFORM ledger.fail('validation', format('VAT rate %s is not one of DSFinV-K''s five', r.vat_rate));
+        END IF;
+        v_gross[r.vat_key] := r.gross;
+    END LOOP;
     RETURN format('Beleg^%s_%s_%s_%s_%s^%s:%s',
                   ledger.money(v_gross[1]), ledger.money(v_gross[2]), ledger.money(v_gross[3]),
                   ledger.money(v_gross[4]), ledger.money(v_gross[5]),
                   ledger.money(v_gross[1] + v_gross[2] + v_gross[3] + v_gross[4] + v_gross[5]),
-                  CASE WHEN t.payment = 'cash' THEN 'Bar' ELSE 'Unbar' END);
+                  ledger.payment_type(v_payment));
 END
 $$;
 
@@ -235,27 +308,59 @@ END
 $$;
 COMMENT ON FUNCTION api.tse_failed IS 'Records a failed signing attempt (backoff) and opens a TSE outage. Returns when it is due again.';
 
-CREATE OR REPLACE FUNCTION api.set_seller(p_event_id bigint, p_name text, p_address text)
+CREATE OR REPLACE FUNCTION api.set_seller(p_event_id bigint, p_name text, p_street text, p_postcode text,
+                                           p_city text, p_tax_number text DEFAULT '', p_vat_id text DEFAULT '')
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- Sets the seller (name and address) that every receipt of the event names, as KassenSichV section 6 asks.
--- Returns nothing; raises not-found for an unknown event, validation for an empty name or address.
+-- Sets the seller that every receipt names (KassenSichV section 6) and the DSFinV-K export's master data: name,
+-- street, postcode, city, tax number (StNr) and VAT id (USt-IdNr). Raises not-found, or validation naming the field.
+DECLARE
+    v_field text;
 BEGIN
-    IF coalesce(btrim(p_name), '') = '' OR coalesce(btrim(p_address), '') = '' THEN
-        PERFORM ledger.fail('validation', 'a receipt needs the seller''s name and address');
-    END IF;
-    UPDATE ledger.event SET seller_name = btrim(p_name), seller_address = btrim(p_address) WHERE id = p_event_id;
+    FOREACH v_field IN ARRAY ARRAY['name', 'street', 'postcode', 'city'] LOOP
+        IF coalesce(btrim(CASE v_field WHEN 'name' THEN p_name WHEN 'street' THEN p_street
+                                       WHEN 'postcode' THEN p_postcode ELSE p_city END), '') = '' THEN
+            PERFORM ledger.fail('validation', format('a receipt needs the seller''s %s', v_field),
+                                jsonb_build_object('field', CASE v_field WHEN 'name' THEN 'seller_name'
+                                                                         ELSE 'seller_' || v_field END));
+        END IF;
+    END LOOP;
+    BEGIN
+        UPDATE ledger.event
+           SET seller_name = btrim(p_name), seller_street = btrim(p_street), seller_postcode = btrim(p_postcode),
+               seller_city = btrim(p_city), tax_number = btrim(coalesce(p_tax_number, '')),
+               vat_id = upper(replace(btrim(coalesce(p_vat_id, '')), ' ', ''))
+         WHERE id = p_event_id;
+    EXCEPTION WHEN check_violation THEN
+        v_field := substring(SQLERRM FROM 'constraint "event_(.*)_check"');
+        PERFORM ledger.fail('validation',
+                            CASE v_field WHEN 'tax_number' THEN 'a tax number (StNr) has digits, spaces and slashes'
+                                         WHEN 'vat_id' THEN 'a VAT id (USt-IdNr) is a country code and 2 to 12 characters, e.g. DE123456789'
+                                         WHEN 'seller_postcode' THEN 'a postcode has at most 10 letters or digits'
+                                         ELSE format('%s is too long', v_field) END,
+                            jsonb_build_object('field', v_field));
+    END;
     IF NOT FOUND THEN
         PERFORM ledger.fail('not-found', format('event %s does not exist', p_event_id));
     END IF;
 END
 $$;
-COMMENT ON FUNCTION api.set_seller IS 'Sets the seller name and address printed on the event''s receipts.';
+COMMENT ON FUNCTION api.set_seller IS 'Sets the seller name, address, tax number and VAT id printed on receipts and exported.';
+
+CREATE OR REPLACE FUNCTION ledger.seller(p_event_id bigint)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+-- The seller of an event as receipts and the DSFinV-K export show it: name (the event's when unset), street, postcode,
+-- city, country, tax number and VAT id. Returns a JSON object.
+    SELECT jsonb_build_object('name', coalesce(nullif(e.seller_name, ''), e.name), 'street', e.seller_street,
+                              'postcode', e.seller_postcode, 'city', e.seller_city, 'country', 'DEU',
+                              'tax_number', e.tax_number, 'vat_id', e.vat_id)
+      FROM ledger.event e WHERE e.id = p_event_id;
+$$;
 
 CREATE OR REPLACE FUNCTION api.receipt(p_tx_id bigint)
 RETURNS jsonb LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- Everything a receipt shows (KassenSichV section 6): seller, till, start and end time, items, gross, net and tax per
--- VAT rate, total and payment, and the TSE signature with its numbers, or tse_failed when the TSE could not sign yet.
--- Returns a JSON document; raises not-found unless the transaction is a committed receipt.
+-- Everything a receipt shows (KassenSichV section 6): seller, till, start and end time, the lines and the gross, net
+-- and tax per VAT rate of ledger.receipt_lines (money into the till positive, as signed), total and payment, and the
+-- TSE signature, or tse_failed while the TSE could not sign. Raises not-found unless it is a committed receipt.
 DECLARE
     t ledger.transaction;
     v jsonb;
@@ -264,30 +369,23 @@ BEGIN
     IF NOT FOUND OR t.state <> 'Committed' OR t.type = 'transfer' THEN
         PERFORM ledger.fail('not-found', format('transaction %s is not a committed receipt', p_tx_id));
     END IF;
-    WITH lines AS (
-        SELECT i.line_no, i.name, i.quantity, i.unit_price, i.vat_rate, i.quantity * i.unit_price AS gross
-          FROM ledger.item i WHERE i.transaction_id = t.id
-        UNION ALL
-        -- Money without items (top-ups, refunds, payouts, chargebacks) is one untaxed line.
-        SELECT 1, initcap(replace(t.type::text, '_', ' ')), 1, t.amount, 0, t.amount
-         WHERE NOT EXISTS (SELECT FROM ledger.item i WHERE i.transaction_id = t.id)),
-    rates AS (
-        SELECT vat_rate, sum(gross)::bigint AS gross, round(sum(gross) * vat_rate / (100 + vat_rate))::bigint AS tax
-          FROM lines GROUP BY vat_rate)
     SELECT jsonb_build_object(
         'transaction_id', t.id, 'type', t.type,
-        'seller', jsonb_build_object('name', coalesce(nullif(e.seller_name, ''), e.name), 'address', e.seller_address,
-                                     'merchant', m.name),
+        'seller', ledger.seller(e.id) || jsonb_build_object('merchant', m.name),
         'event', jsonb_build_object('id', e.id, 'name', e.name, 'currency', e.currency, 'time_zone', e.time_zone),
         'till', jsonb_build_object('client_id', ledger.tse_client_id(t.assignment_id), 'assignment_id', t.assignment_id,
                                    'device', a.device, 'position', p.name),
         'started_at', t.created_at, 'ended_at', t.committed_at,
-        'items', (SELECT jsonb_agg(jsonb_build_object('name', l.name, 'quantity', l.quantity, 'unit_price', l.unit_price,
-                                                      'vat_rate', l.vat_rate, 'gross', l.gross) ORDER BY l.line_no) FROM lines l),
-        'vat', (SELECT jsonb_agg(jsonb_build_object('rate', r.vat_rate, 'gross', r.gross, 'tax', r.tax, 'net', r.gross - r.tax)
-                                 ORDER BY r.vat_rate DESC) FROM rates r),
-        'total', t.amount, 'fee', t.fee,
-        'payment', CASE WHEN t.payment = 'cash' THEN 'Bar' ELSE 'Unbar' END,
+        'items', (SELECT jsonb_agg(jsonb_build_object('name', l.name, 'kind', l.kind, 'quantity', l.quantity,
+                                                      'unit_price', sign(l.gross) * l.unit_price,
+                                                      'vat_rate', l.vat_rate, 'gross', l.gross) ORDER BY l.line_no)
+                    FROM ledger.receipt_lines(t.id) l),
+        'vat', (SELECT jsonb_agg(jsonb_build_object('rate', r.vat_rate, 'key', r.vat_key, 'gross', r.gross,
+                                                    'tax', r.tax, 'net', r.net) ORDER BY r.vat_rate DESC)
+                  FROM ledger.receipt_vat(t.id) r),
+        'total', (SELECT sum(l.gross)::bigint FROM ledger.receipt_lines(t.id) l), 'fee', t.fee,
+        'payment', ledger.payment_type(t.payment),
+        'payment_name', ledger.payment_name(t.type, t.payment),
         'tse', (SELECT jsonb_build_object('serial_number', s.tse_serial, 'client_id', s.client_id,
                        'process_type', s.process_type, 'process_data', s.process_data,
                        'transaction_number', s.tse_tx_number, 'signature_counter', s.signature_counter,

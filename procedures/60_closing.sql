@@ -3,13 +3,6 @@ SET LOCAL ROLE festpay_owner;
 -- Cash-point closings (Kassenabschluss) and the rows of the DSFinV-K export (SPEC 8). A closing takes every committed
 -- receipt of one till not closed yet and gives it the till's next Z number; the export reads closed receipts only.
 
-CREATE OR REPLACE FUNCTION ledger.receipt_sign(p_type ledger.tx_type)
-RETURNS integer LANGUAGE sql IMMUTABLE AS $$
--- From the till's side, as in the process data: a sale or a top-up brings money in (+1), everything else pays out.
--- Returns 1 or -1.
-    SELECT CASE WHEN p_type IN ('purchase', 'topup') THEN 1 ELSE -1 END;
-$$;
-
 CREATE OR REPLACE FUNCTION ledger.open_receipts(p_event_id bigint)
 RETURNS SETOF ledger.transaction LANGUAGE sql STABLE AS $$
 -- The receipts of an event that no cash-point closing covers yet: committed transactions of every type but transfer.
@@ -41,7 +34,7 @@ BEGIN
     -- in one statement (one snapshot), so the closing's count and total are those of the receipts it links.
     PERFORM pg_advisory_xact_lock(hashtextextended('cashpoint-closing:' || v_client, 0));
     WITH open AS (
-        SELECT t.id, ledger.receipt_sign(t.type) * t.amount AS amount
+        SELECT t.id, (SELECT sum(l.gross) FROM ledger.receipt_lines(t.id) l) AS amount
           FROM ledger.open_receipts(p_event_id) t
          WHERE t.assignment_id IS NOT DISTINCT FROM p_assignment_id),
     agg AS (SELECT count(*)::integer AS n, sum(o.amount)::bigint AS s, min(o.id) AS f, max(o.id) AS l FROM open o),
@@ -77,76 +70,69 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION api.open_cashpoints IS 'Tills of an event with committed receipts not closed yet. Returns assignment_id, client_id, transactions.';
 
-CREATE OR REPLACE FUNCTION ledger.vat_key(p_rate numeric)
-RETURNS integer LANGUAGE sql IMMUTABLE AS $$
--- The DSFinV-K VAT key (USt-Schluessel) of a rate: 1 = 19 %, 2 = 7 %, 3 = 10.7 %, 4 = 5.5 %, 5 = 0 % (not taxable).
--- Returns the key, NULL for any other rate.
-    SELECT CASE p_rate WHEN 19 THEN 1 WHEN 7 THEN 2 WHEN 10.7 THEN 3 WHEN 5.5 THEN 4 WHEN 0 THEN 5 END;
+CREATE OR REPLACE FUNCTION api.events()
+RETURNS TABLE (id bigint, name text) LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- The events, for a DBA's command line (festpay registration-code, tse verify, export).
+-- Returns id and name in id order.
+    SELECT e.id, e.name FROM ledger.event e ORDER BY e.id;
 $$;
+COMMENT ON FUNCTION api.events IS 'Every event''s id and name. Returns rows in id order.';
 
-CREATE OR REPLACE FUNCTION ledger.payment_name(p_payment ledger.payment_method)
-RETURNS text LANGUAGE sql IMMUTABLE AS $$
--- The German name of a payment method in the DSFinV-K export: Bar, Karte, Online.
--- Returns text (NULL for NULL: paid with credit).
-    SELECT CASE p_payment WHEN 'cash' THEN 'Bar' WHEN 'card' THEN 'Karte' WHEN 'online' THEN 'Online' END;
+CREATE OR REPLACE FUNCTION api.dsfinvk_event(p_event_id bigint)
+RETURNS TABLE (name text, currency text, time_zone text, seller jsonb)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- The master data of a DSFinV-K export: the event's name, currency, time zone and seller (ledger.seller).
+-- Returns one row, none for an unknown event.
+    SELECT e.name, e.currency, e.time_zone, ledger.seller(e.id) FROM ledger.event e WHERE e.id = p_event_id;
 $$;
+COMMENT ON FUNCTION api.dsfinvk_event IS 'Name, currency, time zone and seller of an event for the DSFinV-K export.';
 
 CREATE OR REPLACE FUNCTION api.dsfinvk_lines(p_closing_ids bigint[])
 RETURNS TABLE (closing_id bigint, transaction_id bigint, line_no integer, gv_typ text, gv_name text, article text,
                quantity integer, unit_price bigint, vat_key integer, vat_rate numeric, gross bigint, net bigint, tax bigint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- The receipt lines (DSFinV-K Bonpos) of the receipts the given closings cover, with their business case (GV_TYP,
--- GV_NAME; mapping in python_gateway/dsfinvk.py), VAT key and signed gross, net and tax in cents (till's side).
--- Returns them in closing, transaction and line order.
-    WITH lines AS (
-        SELECT c.closing_id, t.id AS transaction_id, i.line_no::integer AS line_no, t.type, t.payment,
-               i.name, i.quantity, i.unit_price, i.vat_rate, i.returnable,
-               ledger.receipt_sign(t.type) * i.quantity * i.unit_price AS gross
-          FROM ledger.cashpoint_closing_transaction c
-          JOIN ledger.transaction t ON t.id = c.transaction_id
-          JOIN ledger.item i ON i.transaction_id = t.id
-         WHERE c.closing_id = ANY (p_closing_ids) AND t.type IN ('purchase', 'deposit_return')
-        UNION ALL
-        -- Money without items (top-ups, refunds, payouts, chargebacks, item-less sales) is one untaxed line.
-        SELECT c.closing_id, t.id, 1, t.type, t.payment, initcap(replace(t.type::text, '_', ' ')), 1, t.amount, 0, false,
-               ledger.receipt_sign(t.type) * t.amount
-          FROM ledger.cashpoint_closing_transaction c
-          JOIN ledger.transaction t ON t.id = c.transaction_id
-         WHERE c.closing_id = ANY (p_closing_ids)
-           AND NOT (t.type IN ('purchase', 'deposit_return') AND EXISTS (SELECT FROM ledger.item i WHERE i.transaction_id = t.id)))
-    SELECT l.closing_id, l.transaction_id, l.line_no,
-           CASE WHEN l.type = 'topup' THEN 'MehrzweckgutscheinKauf'
-                WHEN l.type = 'deposit_return' THEN 'PfandRueckzahlung'
-                WHEN l.type = 'purchase' AND l.returnable THEN 'Pfand'
-                WHEN l.type IN ('purchase', 'chargeback') THEN 'Umsatz'
+-- The receipt lines (DSFinV-K Bonpos, Bonpos_USt) of the receipts the given closings cover: ledger.receipt_lines with
+-- their business case (GV_TYP, GV_NAME; sources in python_gateway/dsfinvk.py). Returns them in closing, transaction
+-- and line order.
+    SELECT c.closing_id, t.id, l.line_no,
+           CASE WHEN l.kind = 'fee' THEN 'Umsatz'
+                WHEN t.type = 'topup' THEN 'MehrzweckgutscheinKauf'
+                WHEN t.type = 'deposit_return' THEN 'PfandRueckzahlung'
+                WHEN l.kind = 'deposit' THEN 'Pfand'
+                WHEN t.type IN ('purchase', 'chargeback') THEN 'Umsatz'
                 ELSE 'Auszahlung' END,
-           CASE WHEN l.type = 'topup' THEN 'Aufladung Guthaben (Mehrzweckgutschein), ' || ledger.payment_name(l.payment)
-                WHEN l.type IN ('purchase', 'deposit_return') AND l.payment IS NULL THEN 'MehrzweckgutscheinEinloesung'
-                WHEN l.type = 'purchase' THEN 'Verkauf, ' || ledger.payment_name(l.payment)
-                WHEN l.type = 'chargeback' THEN 'Rueckbuchung (Gutschrift auf Mehrzweckgutschein)'
-                WHEN l.type = 'refund' THEN 'Auszahlung Restguthaben Mehrzweckgutschein (Bar)'
-                WHEN l.type = 'payout' THEN 'Auszahlung Restguthaben Mehrzweckgutschein (Ueberweisung)'
-                ELSE l.type::text END,
-           l.name, l.quantity, l.unit_price, ledger.vat_key(l.vat_rate), l.vat_rate, l.gross,
-           l.gross - round(l.gross * l.vat_rate / (100 + l.vat_rate))::bigint,
-           round(l.gross * l.vat_rate / (100 + l.vat_rate))::bigint
-      FROM lines l ORDER BY l.closing_id, l.transaction_id, l.line_no;
+           CASE WHEN l.kind = 'fee' AND t.type = 'topup' THEN 'Gebuehr Aufladung'
+                WHEN l.kind = 'fee' THEN 'Gebuehr Auszahlung'
+                WHEN t.type = 'topup' THEN 'Aufladung Guthaben (Mehrzweckgutschein), ' || ledger.payment_name(t.type, t.payment)
+                WHEN t.type IN ('purchase', 'deposit_return') AND t.payment IS NULL THEN 'MehrzweckgutscheinEinloesung'
+                WHEN t.type = 'purchase' THEN 'Verkauf, ' || ledger.payment_name(t.type, t.payment)
+                WHEN t.type = 'chargeback' THEN 'Rueckbuchung (Gutschrift auf Mehrzweckgutschein)'
+                WHEN t.type = 'refund' THEN 'Auszahlung Restguthaben Mehrzweckgutschein (Bar)'
+                WHEN t.type = 'payout' THEN 'Auszahlung Restguthaben Mehrzweckgutschein (Ueberweisung)'
+                ELSE t.type::text END,
+           l.name, l.quantity, l.unit_price, l.vat_key, l.vat_rate, l.gross, l.net, l.tax
+      FROM ledger.cashpoint_closing_transaction c
+      JOIN ledger.transaction t ON t.id = c.transaction_id
+      CROSS JOIN LATERAL ledger.receipt_lines(t.id) l
+     WHERE c.closing_id = ANY (p_closing_ids)
+     ORDER BY c.closing_id, t.id, l.line_no;
 $$;
 COMMENT ON FUNCTION api.dsfinvk_lines IS 'DSFinV-K receipt lines (business case, VAT key, gross/net/tax) of closed receipts. Returns rows.';
 
 CREATE OR REPLACE FUNCTION api.dsfinvk_receipts(p_closing_ids bigint[])
 RETURNS TABLE (closing_id bigint, transaction_id bigint, type text, terminal_tx_number bigint, started_at timestamptz,
-               ended_at timestamptz, total bigint, payment_type text, payment_name text, tse_serial text,
+               ended_at timestamptz, total bigint, payment_type text, payment_name text, vat jsonb, tse_serial text,
                tse_tx_number bigint, signature_counter bigint, tse_start timestamptz, tse_end timestamptz,
                process_type text, process_data text, signature text, public_key text, algorithm text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- The receipts (DSFinV-K Bonkopf) the given closings cover: signed total (till's side), payment type (Bar/Unbar) and
--- name, and the TSE signature (NULL fields while unsigned). Returns them in closing and transaction order.
+-- The receipts (DSFinV-K Bonkopf, Bonkopf_USt, Bonkopf_Zahlarten) the given closings cover: total (money into the
+-- till positive), payment type and name, sums per VAT key (ledger.receipt_vat: vat_key, gross, net, tax) and the TSE
+-- signature (NULL fields while unsigned). Returns them in closing and transaction order.
     SELECT c.closing_id, t.id, t.type::text, t.terminal_tx_number, t.created_at, t.committed_at,
-           ledger.receipt_sign(t.type) * t.amount,
-           CASE WHEN t.payment = 'cash' THEN 'Bar' ELSE 'Unbar' END,
-           CASE WHEN t.type = 'payout' AND t.payment = 'online' THEN 'Ueberweisung'
-                ELSE coalesce(ledger.payment_name(t.payment), 'Mehrzweckgutschein') END,
+           (SELECT sum(v.gross)::bigint FROM ledger.receipt_vat(t.id) v),
+           ledger.payment_type(t.payment), ledger.payment_name(t.type, t.payment),
+           (SELECT jsonb_agg(jsonb_build_object('vat_key', v.vat_key, 'gross', v.gross, 'net', v.net, 'tax', v.tax)
+                             ORDER BY v.vat_key) FROM ledger.receipt_vat(t.id) v),
            s.tse_serial, s.tse_tx_number, s.signature_counter, s.start_time, s.log_time, s.process_type, s.process_data,
            translate(encode(s.signature, 'base64'), E'\n', ''), translate(encode(s.public_key, 'base64'), E'\n', ''),
            s.algorithm
@@ -156,4 +142,135 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
      WHERE c.closing_id = ANY (p_closing_ids)
      ORDER BY c.closing_id, t.id;
 $$;
-COMMENT ON FUNCTION api.dsfinvk_receipts IS 'DSFinV-K receipt heads (total, payment, TSE signature) of closed receipts. Returns rows.';
+COMMENT ON FUNCTION api.dsfinvk_receipts IS 'DSFinV-K receipt heads (total, payment, VAT sums, TSE signature) of closed receipts. Returns rows.';
+
+CREATE OR REPLACE FUNCTION api.dsfinvk_closings(p_event_id bigint, p_first date DEFAULT NULL, p_last date DEFAULT NULL)
+RETURNS TABLE (closing_id bigint, client_id text, assignment_id bigint, device text, z_nr integer, closed_at timestamptz,
+               first_transaction_id bigint, last_transaction_id bigint, payments jsonb, business_cases jsonb)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- The cash-point closings of an event closed between p_first and p_last (local dates, inclusive; NULL: open), each
+-- with its sums per payment (Z_Zahlart: type, name, amount) and per business case and VAT key (Z_GV_Typ: gv_typ,
+-- gv_name, vat_key, gross, net, tax) over the lines of ledger.receipt_lines. Returns them per till in Z order.
+    SELECT c.id, c.client_id, c.assignment_id, a.device, c.z_nr, c.closed_at, c.first_transaction_id,
+           c.last_transaction_id,
+           (SELECT coalesce(jsonb_agg(jsonb_build_object('type', p.type, 'name', p.name, 'amount', p.amount)
+                                      ORDER BY p.type, p.name), '[]')
+              FROM (SELECT r.payment_type AS type, r.payment_name AS name, sum(r.total)::bigint AS amount
+                      FROM api.dsfinvk_receipts(ARRAY[c.id]) r GROUP BY 1, 2) p),
+           (SELECT coalesce(jsonb_agg(jsonb_build_object('gv_typ', g.gv_typ, 'gv_name', g.gv_name, 'vat_key', g.vat_key,
+                                                         'gross', g.gross, 'net', g.net, 'tax', g.tax)
+                                      ORDER BY g.gv_typ, g.gv_name, g.vat_key), '[]')
+              FROM (SELECT l.gv_typ, l.gv_name, l.vat_key, sum(l.gross)::bigint AS gross, sum(l.net)::bigint AS net,
+                           sum(l.tax)::bigint AS tax
+                      FROM api.dsfinvk_lines(ARRAY[c.id]) l GROUP BY 1, 2, 3) g)
+      FROM ledger.cashpoint_closing c
+      JOIN ledger.event e ON e.id = c.event_id
+      LEFT JOIN ledger.assignment a ON a.id = c.assignment_id
+     WHERE c.event_id = p_event_id
+       AND (p_first IS NULL OR (c.closed_at AT TIME ZONE e.time_zone)::date >= p_first)
+       AND (p_last IS NULL OR (c.closed_at AT TIME ZONE e.time_zone)::date <= p_last)
+     ORDER BY c.client_id, c.z_nr;
+$$;
+COMMENT ON FUNCTION api.dsfinvk_closings IS
+    'DSFinV-K closings of an event in a date range with their sums per payment and per business case. Returns rows.';
+
+CREATE OR REPLACE FUNCTION api.tse_signatures(p_event_id bigint DEFAULT NULL)
+RETURNS TABLE (transaction_id bigint, state text, tse_serial text, client_id text, process_type text, process_data text,
+               tse_tx_number bigint, signature_counter bigint, start_unix bigint, log_unix bigint,
+               whole_second boolean, algorithm text, signature bytea, public_key bytea, late boolean,
+               expected_client_id text, expected_process_data text, expected_error text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- Every stored TSE signature (of one event, or all) beside what the ledger says it must sign today: the till's client
+-- id and the process data of ledger.tse_process_data (or why it cannot be made), for `festpay tse verify`.
+-- Returns one row per signature in transaction order.
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT s.*, t.state AS tx_state, t.assignment_id FROM ledger.tse_signature s
+               JOIN ledger.transaction t ON t.id = s.transaction_id
+              WHERE p_event_id IS NULL OR t.event_id = p_event_id ORDER BY s.transaction_id LOOP
+        transaction_id := r.transaction_id; state := r.tx_state; tse_serial := r.tse_serial;
+        client_id := r.client_id; process_type := r.process_type; process_data := r.process_data;
+        tse_tx_number := r.tse_tx_number; signature_counter := r.signature_counter;
+        start_unix := extract(epoch FROM r.start_time)::bigint; log_unix := extract(epoch FROM r.log_time)::bigint;
+        whole_second := r.log_time = to_timestamp(extract(epoch FROM r.log_time)::bigint);
+        algorithm := r.algorithm; signature := r.signature; public_key := r.public_key; late := r.late;
+        expected_client_id := ledger.tse_client_id(r.assignment_id);
+        BEGIN
+            expected_process_data := ledger.tse_process_data(r.transaction_id);
+            expected_error := NULL;
+        EXCEPTION WHEN SQLSTATE 'FP001' OR check_violation THEN
+            expected_process_data := NULL;
+            expected_error := SQLERRM;
+        END;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION api.tse_signatures IS
+    'Stored TSE signatures beside the client id and process data the ledger gives today. Returns rows.';
+
+CREATE OR REPLACE FUNCTION api.tse_unsigned(p_event_id bigint DEFAULT NULL)
+RETURNS bigint LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- How many committed receipts (of one event, or all) still wait for their TSE signature.
+-- Returns the count.
+    SELECT count(*) FROM ledger.outbox o JOIN ledger.transaction t ON t.id = o.transaction_id
+     WHERE o.topic = 'tse' AND o.done_at IS NULL AND (p_event_id IS NULL OR t.event_id = p_event_id);
+$$;
+COMMENT ON FUNCTION api.tse_unsigned IS 'Receipts still waiting for their TSE signature. Returns the count.';
+
+-- The admin site's DSFinV-K export: the same rows, for a session whose role has the finance privilege.
+
+CREATE OR REPLACE FUNCTION api.admin_dsfinvk_event(p_token text, p_event_id bigint)
+RETURNS TABLE (name text, currency text, time_zone text, seller jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- api.dsfinvk_event for an admin session with the finance privilege.
+-- Returns its row; raises admin-unauthenticated or admin-forbidden.
+BEGIN
+    PERFORM ledger.admin_authorize(p_token, 'finance');
+    RETURN QUERY SELECT * FROM api.dsfinvk_event(p_event_id);
+END
+$$;
+COMMENT ON FUNCTION api.admin_dsfinvk_event IS 'api.dsfinvk_event for a finance session.';
+
+CREATE OR REPLACE FUNCTION api.admin_dsfinvk_closings(p_token text, p_event_id bigint, p_first date DEFAULT NULL,
+                                                      p_last date DEFAULT NULL)
+RETURNS TABLE (closing_id bigint, client_id text, assignment_id bigint, device text, z_nr integer, closed_at timestamptz,
+               first_transaction_id bigint, last_transaction_id bigint, payments jsonb, business_cases jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- api.dsfinvk_closings for an admin session with the finance privilege.
+-- Returns its rows; raises admin-unauthenticated or admin-forbidden.
+BEGIN
+    PERFORM ledger.admin_authorize(p_token, 'finance');
+    RETURN QUERY SELECT * FROM api.dsfinvk_closings(p_event_id, p_first, p_last);
+END
+$$;
+COMMENT ON FUNCTION api.admin_dsfinvk_closings IS 'api.dsfinvk_closings for a finance session.';
+
+CREATE OR REPLACE FUNCTION api.admin_dsfinvk_lines(p_token text, p_closing_ids bigint[])
+RETURNS TABLE (closing_id bigint, transaction_id bigint, line_no integer, gv_typ text, gv_name text, article text,
+               quantity integer, unit_price bigint, vat_key integer, vat_rate numeric, gross bigint, net bigint, tax bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- api.dsfinvk_lines for an admin session with the finance privilege.
+-- Returns its rows; raises admin-unauthenticated or admin-forbidden.
+BEGIN
+    PERFORM ledger.admin_authorize(p_token, 'finance');
+    RETURN QUERY SELECT * FROM api.dsfinvk_lines(p_closing_ids);
+END
+$$;
+COMMENT ON FUNCTION api.admin_dsfinvk_lines IS 'api.dsfinvk_lines for a finance session.';
+
+CREATE OR REPLACE FUNCTION api.admin_dsfinvk_receipts(p_token text, p_closing_ids bigint[])
+RETURNS TABLE (closing_id bigint, transaction_id bigint, type text, terminal_tx_number bigint, started_at timestamptz,
+               ended_at timestamptz, total bigint, payment_type text, payment_name text, vat jsonb, tse_serial text,
+               tse_tx_number bigint, signature_counter bigint, tse_start timestamptz, tse_end timestamptz,
+               process_type text, process_data text, signature text, public_key text, algorithm text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- api.dsfinvk_receipts for an admin session with the finance privilege.
+-- Returns its rows; raises admin-unauthenticated or admin-forbidden.
+BEGIN
+    PERFORM ledger.admin_authorize(p_token, 'finance');
+    RETURN QUERY SELECT * FROM api.dsfinvk_receipts(p_closing_ids);
+END
+$$;
+COMMENT ON FUNCTION api.admin_dsfinvk_receipts IS 'api.dsfinvk_receipts for a finance session.';

@@ -68,7 +68,17 @@ RETURNS TABLE (function_name text, audiences text[]) LANGUAGE sql IMMUTABLE AS $
         ('close_cashpoint',          '{}'),
         ('open_cashpoints',          '{}'),
         ('dsfinvk_lines',            '{}'),
-        ('dsfinvk_receipts',         '{}')
+        ('dsfinvk_receipts',         '{}'),
+        ('dsfinvk_event',            '{}'),
+        ('dsfinvk_closings',         '{}'),
+        ('events',                   '{}'),
+        ('tse_signatures',           '{}'),
+        ('tse_unsigned',             '{}'),
+        -- fiscal (admin site, finance)
+        ('admin_dsfinvk_event',      '{web}'),
+        ('admin_dsfinvk_closings',   '{web}'),
+        ('admin_dsfinvk_lines',      '{web}'),
+        ('admin_dsfinvk_receipts',   '{web}')
     ) AS g(function_name, audiences);
 $$;
 
@@ -90,3 +100,6 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- report.open_reservation filters by the one list of states that hold money (ledger.holds): its readers call it.
+GRANT EXECUTE ON FUNCTION ledger.holds(ledger.tx_state) TO festpay_report;

@@ -388,7 +388,7 @@ def cmd_tse_serve(args, settings: Settings) -> int:
 def _event_id(conn: psycopg.Connection, wanted: str | None) -> int | None:
     if wanted is None:
         return None
-    events = conn.execute("SELECT id, name FROM ledger.event ORDER BY id").fetchall()
+    events = conn.execute("SELECT id, name FROM api.events()").fetchall()
     wanted = wanted.strip()
     matches = [e for e in events if (wanted.isdigit() and e[0] == int(wanted)) or e[1] == wanted]
     if not matches:
@@ -432,8 +432,7 @@ def _admin_url(settings: Settings) -> str:
 def cmd_registration_code(args, settings: Settings) -> int:
     """Print a one-time registration code for a position of an event; the code is the LAST line."""
     with psycopg.connect(_admin_url(settings), autocommit=True) as conn:
-        # The event list is a DBA's read (no api function lists events).
-        events = conn.execute("SELECT id, name FROM ledger.event ORDER BY id").fetchall()
+        events = conn.execute("SELECT id, name FROM api.events()").fetchall()
         if not events:
             raise CliError("there is no event yet; `festpay run` loads the demo event")
         if args.event is None:

@@ -1,38 +1,56 @@
-"""DSFinV-K export (issue 4 part 6, SPEC §8): ``festpay export dsfinvk --event ID|NAME [--from DATE --to DATE]
+"""DSFinV-K export (SPEC §8): ``festpay export dsfinvk --event ID|NAME [--from DATE --to DATE]
 [--close] --out FILE.zip``.
 
 Writes a zip with the DSFinV-K CSV tables, ``index.xml`` (GDPdU description of every table) and the GDPdU DTD
 ``gdpdu-01-09-2004.dtd``.  The CSV files are UTF-8, ``;`` separated, CRLF line ends, ``,`` as decimal separator,
 text in double quotes (numbers bare), a header line with the DSFinV-K column names first.
 
-Presentation only: which receipts a cash-point closing (Kassenabschluss) covers, its Z number, every amount, the
-business case of every line and its gross, net and tax come from the database (``api.close_cashpoint``,
-``api.dsfinvk_lines``, ``api.dsfinvk_receipts``, ``procedures/60_closing.sql``); this module sums them per receipt,
-closing and business case and formats them.  Only closed receipts are exported, organised per closing
-(``Z_KASSE_ID`` = the till's TSE client id, ``Z_ERSTELLUNG`` = when it was closed, ``Z_NR``); ``--close`` closes
-every till with open receipts first.  ``--from``/``--to`` select closings by their date in the event's time zone.
+Presentation only: which receipts a cash-point closing (Kassenabschluss) covers, its Z number, every amount and sum,
+the business case of every line and its gross, net and tax come from the database (``api.close_cashpoint``,
+``api.dsfinvk_event``, ``api.dsfinvk_closings``, ``api.dsfinvk_lines``, ``api.dsfinvk_receipts`` in
+``procedures/60_closing.sql``; for an admin session the ``api.admin_dsfinvk_*`` twins).  Every line is a line of
+``ledger.receipt_lines``, the one rule the printed receipt and the signed process data follow too, so receipt,
+signature and export agree to the cent: VAT is rounded once per receipt and rate, and each line carries its share.
+Only closed receipts are exported, organised per closing (``Z_KASSE_ID`` = the till's TSE client id,
+``Z_ERSTELLUNG`` = when it was closed, ``Z_NR``); ``--close`` closes every till with open receipts first.
+``--from``/``--to`` select closings by their date in the event's time zone.
 
 Business cases (GV_TYP / GV_NAME of ``lines.csv``; amounts from the till's side, money in positive):
 
-=====================  ==========================  =================================================  ===========
-Festpay transaction    GV_TYP                      GV_NAME                                            USt-Schl.
-=====================  ==========================  =================================================  ===========
-topup (cash/card)      MehrzweckgutscheinKauf      Aufladung Guthaben (Mehrzweckgutschein), <method>  5 (0 %)
-purchase, item         Umsatz (one line per item)  MehrzweckgutscheinEinloesung (paid with credit)    by rate
-purchase, returnable   Pfand                       MehrzweckgutscheinEinloesung                       by rate
-deposit_return         PfandRueckzahlung (neg.)    MehrzweckgutscheinEinloesung (back onto credit)    by rate
-chargeback             Umsatz (negative)           Rueckbuchung (Gutschrift auf Mehrzweckgutschein)   5 (0 %)
-refund (cash at desk)  Auszahlung (negative)       Auszahlung Restguthaben Mehrzweckgutschein (Bar)   5 (0 %)
-payout (bank)          Auszahlung (negative)       Auszahlung Restguthaben ... (Ueberweisung)         5 (0 %)
-=====================  ==========================  =================================================  ===========
+====================  ======================  ====================================================  ==============
+Festpay line          GV_TYP                  GV_NAME                                               USt-Schluessel
+====================  ======================  ====================================================  ==============
+top-up (the credit)   MehrzweckgutscheinKauf  Aufladung Guthaben (Mehrzweckgutschein), <method>     5 (0 %)
+top-up fee            Umsatz                  Gebuehr Aufladung                                     1 (19 %)
+sale, item            Umsatz                  MehrzweckgutscheinEinloesung (paid with credit)       by rate
+sale, deposit item    Pfand                   MehrzweckgutscheinEinloesung                          by rate
+deposit return        PfandRueckzahlung       MehrzweckgutscheinEinloesung (back onto credit)       by rate
+chargeback            Umsatz (negative)       Rueckbuchung (Gutschrift auf Mehrzweckgutschein)      5 (0 %)
+refund (cash)         Auszahlung (negative)   Auszahlung Restguthaben Mehrzweckgutschein (Bar)      5 (0 %)
+payout (bank)         Auszahlung (negative)   Auszahlung Restguthaben ... (Ueberweisung)            5 (0 %)
+payout fee            Umsatz                  Gebuehr Auszahlung                                    1 (19 %)
+====================  ======================  ====================================================  ==============
 
-A sale paid with credit is the redemption of a multi-purpose voucher: its lines are the goods at their VAT rates
-(``Umsatz``/``Pfand``, which carry the tax), the business-case name says ``MehrzweckgutscheinEinloesung`` and the
-payment (``datapayment.csv``) is ``Unbar`` / ``Mehrzweckgutschein``.  Top-ups sell the voucher, not taxable
-(USt-Schluessel 5); the top-up fee stays inside the top-up amount, as in the signed process data.  Payment names:
-cash ``Bar``/``Bar``, card ``Unbar``/``Karte``, online top-up ``Unbar``/``Online``, payout ``Unbar``/``Ueberweisung``,
-credit ``Unbar``/``Mehrzweckgutschein``.  VAT keys (``vat.csv``): 1 = 19 %, 2 = 7 %, 3 = 10,7 %, 4 = 5,5 %,
-5 = 0 % (nicht steuerbar).
+Which source each mapping follows:
+
+- Credit is a multi-purpose voucher (Mehrzweckgutschein, § 3 Abs. 15 UStG): selling it (a top-up) and paying it back
+  (refund, payout) are not taxable, key 5; VAT arises when it is redeemed for goods, at the goods' rates, and the
+  redemption is named ``MehrzweckgutscheinEinloesung``.  Sources: § 3 Abs. 13-15 UStG and BMF letter "Umsatzsteuerliche
+  Behandlung von Gutscheinen" of 2 November 2020 (UStAE 3.17); fiskaltrust interface documentation for Germany,
+  ftPayItemCase (voucher: key 5, MehrzweckgutscheinKauf / MehrzweckgutscheinEinloesung).
+- A deposit on a goods container (the cup) is a dependent secondary service of the drink in it and takes the drink's
+  rate; its return reduces the taxable amount at the same rate (§ 17 UStG).  The deposit product carries that rate
+  (the demo's cup deposit: 19 %, as its beer), and the sale and the return use the item's rate, never a fixed 0 %.
+  Sources: BMF letter "Umsatzsteuerrechtliche Behandlung der Hin- und Rueckgabe von Transportbehaeltnissen" of
+  5 November 2013; DSFinV-K business cases ``Pfand`` and ``PfandRueckzahlung`` with the VAT key of their rate.
+- A fee for a top-up or a payout is consideration for a service of the festival of its own (§ 3 Abs. 9 UStG), not
+  part of the voucher, taxed at the general rate of § 12 Abs. 1 UStG (``ledger.fee_vat_rate``): a line of its own at
+  key 1.  The top-up's voucher line is the credit the customer gets (amount minus fee).
+- Payment names: cash ``Bar``/``Bar``, card ``Unbar``/``Karte``, online top-up ``Unbar``/``Online``, payout
+  ``Unbar``/``Ueberweisung``, credit ``Unbar``/``Mehrzweckgutschein``.  VAT keys (``vat.csv``): 1 = 19 %, 2 = 7 %,
+  3 = 10,7 %, 4 = 5,5 %, 5 = 0 % (nicht steuerbar).
+- Chargebacks stay at key 5 as a credit back onto the voucher; reducing the original sale's tax instead (§ 17 UStG)
+  would need the chargeback split over the sale's rates, which the ledger does not record.
 """
 
 from __future__ import annotations
@@ -42,7 +60,6 @@ import contextlib
 import sys
 import tempfile
 import zipfile
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -53,7 +70,6 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from .tse.audit import money
 from .tse.logmessage import format_qr_time
 
 DTD_NAME = "gdpdu-01-09-2004.dtd"
@@ -146,7 +162,7 @@ def decimal(value: int | None, places: int) -> str:
         return ""
     if places == 3:  # a whole quantity
         return f"{value},000"
-    return money(value).replace(".", ",")
+    return f"{'-' if value < 0 else ''}{abs(value) // 100},{abs(value) % 100:02d}"
 
 
 def field_text(kind: str, value: Any) -> str:
@@ -304,9 +320,9 @@ class Closing:
     first_id: int
     last_id: int
     device: str | None
+    payments: list[dict[str, Any]] = field(default_factory=list)
+    cases: list[dict[str, Any]] = field(default_factory=list)
     key: tuple[str, str, int] = ("", "", 0)
-    payments: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
-    cases: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
     tses: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
@@ -332,15 +348,17 @@ def close_open_tills(conn, event_id: int) -> list[tuple[str, int, int]]:
 
 
 def export(conn, event_id: int, out: Path, first: date | None = None, last: date | None = None,
-           progress: Callable[[str], None] | None = None, every: int = PROGRESS_EVERY) -> ExportResult:
+           progress: Callable[[str], None] | None = None, every: int = PROGRESS_EVERY,
+           token: str | None = None) -> ExportResult:
     """Writes the DSFinV-K zip of the event's closings (closed between first and last, inclusive, local dates) to out.
 
-    ``conn`` is an autocommit psycopg connection as the owner or a superuser; the export reads in one repeatable-read
-    transaction (one snapshot).  ``progress`` gets a counter line every ``every`` rows.
+    ``conn`` is an autocommit psycopg connection: a DBA's, or, with ``token`` (an admin session with the finance
+    privilege), the admin site's (``api.admin_dsfinvk_*``).  The export reads in one repeatable-read transaction (one
+    snapshot).  ``progress`` gets a counter line every ``every`` rows.
     """
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
-        result = _export(conn, event_id, out, first, last, progress, every)
+        result = _export(conn, event_id, out, first, last, progress, every, token)
     except BaseException:
         with contextlib.suppress(psycopg.Error):  # a broken connection must not hide the export's own error
             conn.execute("ROLLBACK")
@@ -349,23 +367,29 @@ def export(conn, event_id: int, out: Path, first: date | None = None, last: date
     return result
 
 
-def _export(conn, event_id, out, first, last, progress, every) -> ExportResult:
-    name, currency, tz_name, seller, address = conn.execute(
-        "SELECT name, currency, time_zone, seller_name, seller_address FROM ledger.event WHERE id = %s",
-        (event_id,)).fetchone()
+def _export(conn, event_id, out, first, last, progress, every, token) -> ExportResult:
+    def rows(fn: str, *args: Any, named: str | None = None):
+        """``SELECT * FROM api.<fn>(...)`` (or api.admin_<fn>(token, ...) for an admin session)."""
+        name, params = (f"api.admin_{fn}", (token, *args)) if token else (f"api.{fn}", args)
+        sql = f"SELECT * FROM {name}({', '.join(['%s'] * len(params))})"
+        if named is None:
+            return conn.execute(sql, params).fetchall()
+        cur = conn.cursor(name=named)
+        cur.itersize = 2000
+        cur.execute(sql, params)
+        return cur
+
+    found = rows("dsfinvk_event", event_id)
+    if not found:
+        raise ValueError(f"no event {event_id}")
+    name, currency, tz_name, seller = found[0]
     tz = ZoneInfo(tz_name)
-    seller = seller or name
-    rows = conn.execute(
-        """SELECT c.id, c.client_id, c.assignment_id, c.z_nr, c.closed_at, c.first_transaction_id,
-                  c.last_transaction_id, a.device
-             FROM ledger.cashpoint_closing c LEFT JOIN ledger.assignment a ON a.id = c.assignment_id
-            WHERE c.event_id = %s
-              AND (%s::date IS NULL OR (c.closed_at AT TIME ZONE %s)::date >= %s::date)
-              AND (%s::date IS NULL OR (c.closed_at AT TIME ZONE %s)::date <= %s::date)
-            ORDER BY c.client_id, c.z_nr""", (event_id, first, tz_name, first, last, tz_name, last)).fetchall()
-    closings = {r[0]: Closing(*r) for r in rows}
-    for c in closings.values():
-        c.key = (c.client_id, local_time(c.closed_at, tz), c.z_nr)
+    closings: dict[int, Closing] = {}
+    for (cid, client_id, assignment_id, device, z_nr, closed_at, first_id, last_id, payments,
+         cases) in rows("dsfinvk_closings", event_id, first, last):
+        c = Closing(cid, client_id, assignment_id, z_nr, closed_at, first_id, last_id, device, payments, cases)
+        c.key = (client_id, local_time(closed_at, tz), z_nr)
+        closings[cid] = c
     ids = list(closings)
     tse_ids: dict[str, int] = {}
     counted = 0
@@ -380,44 +404,19 @@ def _export(conn, event_id, out, first, last, progress, every) -> ExportResult:
         folder = Path(tmp)
         w = {t.file: CsvTable(t, folder) for t in TABLES}
         n_lines = 0
-        # Lines, their VAT, and per receipt the VAT sums (the lines come in receipt order).
-        bon_key: tuple[int, int] | None = None
-        bon_vat: dict[int, list[int]] = {}
-
-        def flush_bon() -> None:
-            if bon_key is None:
-                return
-            c = closings[bon_key[0]]
-            for vat_key, (gross, net, tax) in sorted(bon_vat.items()):
-                w["transactions_vat.csv"].write([*c.key, bon_key[1], vat_key, gross, net, tax])
-
-        with conn.cursor(name="dsfinvk_lines") as cur:
-            cur.itersize = 2000
-            cur.execute("SELECT * FROM api.dsfinvk_lines(%s)", (ids,))
-            for (closing_id, tx_id, line_no, gv_typ, gv_name, article, quantity, unit_price, vat_key, _rate,
+        with rows("dsfinvk_lines", ids, named="dsfinvk_lines") as cur:
+            for (closing_id, tx_id, line_no, _gv_typ, _gv_name, article, quantity, unit_price, vat_key, _rate,
                  gross, net, tax) in cur:
                 c = closings[closing_id]
-                if (closing_id, tx_id) != bon_key:
-                    flush_bon()
-                    bon_key, bon_vat = (closing_id, tx_id), {}
-                sums = bon_vat.setdefault(vat_key, [0, 0, 0])
-                case = c.cases.setdefault((gv_typ, gv_name, vat_key), [0, 0, 0])
-                for acc in (sums, case):
-                    acc[0] += gross
-                    acc[1] += net
-                    acc[2] += tax
-                w["lines.csv"].write([*c.key, tx_id, line_no, None, article, c.client_id, gv_typ, gv_name, 1, "0",
+                w["lines.csv"].write([*c.key, tx_id, line_no, None, article, c.client_id, _gv_typ, _gv_name, 1, "0",
                                       None, None, None, None, None, quantity, 1, "Stk", unit_price])
                 w["lines_vat.csv"].write([*c.key, tx_id, line_no, vat_key, gross, net, tax])
                 n_lines += 1
                 tick("lines")
-        flush_bon()
 
         n_receipts = 0
-        with conn.cursor(name="dsfinvk_receipts") as cur:
-            cur.itersize = 2000
-            cur.execute("SELECT * FROM api.dsfinvk_receipts(%s)", (ids,))
-            for (closing_id, tx_id, tx_type, _terminal_no, started, ended, total, pay_type, pay_name, serial,
+        with rows("dsfinvk_receipts", ids, named="dsfinvk_receipts") as cur:
+            for (closing_id, tx_id, tx_type, _terminal_no, started, ended, total, pay_type, pay_name, vat, serial,
                  tse_tx, counter, tse_start, tse_end, process_type, process_data, signature, public_key,
                  algorithm) in cur:
                 c = closings[closing_id]
@@ -425,9 +424,10 @@ def _export(conn, event_id, out, first, last, progress, every) -> ExportResult:
                                              c.client_id, "0", local_time(started, tz), local_time(ended, tz),
                                              "festpay", None, total, None, None, None, None, None, None, None,
                                              None, None])
+                for v in vat:
+                    w["transactions_vat.csv"].write([*c.key, tx_id, v["vat_key"], v["gross"], v["net"], v["tax"]])
                 w["allocation_groups.csv"].write([*c.key, tx_id, tx_type])
                 w["datapayment.csv"].write([*c.key, tx_id, pay_type, pay_name, currency, total, total])
-                c.payments[(pay_type, pay_name)] += total
                 if serial:
                     tse_id = tse_ids.setdefault(serial, len(tse_ids) + 1)
                     c.tses.setdefault(serial, (algorithm, public_key))
@@ -442,12 +442,14 @@ def _export(conn, event_id, out, first, last, progress, every) -> ExportResult:
 
         version = _software_version()
         for c in closings.values():
-            paid = sum(c.payments.values())
-            cash = sum(v for (typ, _), v in c.payments.items() if typ == "Bar")
+            paid = sum(p["amount"] for p in c.payments)
+            cash = sum(p["amount"] for p in c.payments if p["type"] == "Bar")
             w["cashpointclosing.csv"].write([*c.key, local_time(c.closed_at, tz)[:10], TAXONOMY_VERSION,
-                                             c.first_id, c.last_id, seller, address, None, None, "DEU", None, None,
-                                             paid, cash])
-            w["location.csv"].write([*c.key, seller, address, None, None, "DEU", None])
+                                             c.first_id, c.last_id, seller["name"], seller["street"],
+                                             seller["postcode"], seller["city"], seller["country"],
+                                             seller["tax_number"], seller["vat_id"], paid, cash])
+            w["location.csv"].write([*c.key, seller["name"], seller["street"], seller["postcode"], seller["city"],
+                                     seller["country"], seller["vat_id"]])
             w["cashregister.csv"].write([*c.key, c.client_id, "Festpay",
                                          c.device or ("Festpay Backend" if c.assignment_id is None else "Terminal"),
                                          "Festpay", version, currency, None])
@@ -456,17 +458,19 @@ def _export(conn, event_id, out, first, last, progress, every) -> ExportResult:
             for serial, (algorithm, public_key) in sorted(c.tses.items(), key=lambda s: tse_ids[s[0]]):
                 w["tse.csv"].write([*c.key, tse_ids[serial], serial, algorithm, "unixTime", "UTF-8", public_key,
                                     None, None])
-            for (gv_typ, gv_name, vat_key), (gross, net, tax) in sorted(c.cases.items()):
-                w["businesscases.csv"].write([*c.key, gv_typ, gv_name, 0, vat_key, gross, net, tax])
-            for (pay_type, pay_name), amount in sorted(c.payments.items()):
-                w["payment.csv"].write([*c.key, pay_type, pay_name, amount])
+            for g in c.cases:
+                w["businesscases.csv"].write([*c.key, g["gv_typ"], g["gv_name"], 0, g["vat_key"], g["gross"],
+                                              g["net"], g["tax"]])
+            for p in c.payments:
+                w["payment.csv"].write([*c.key, p["type"], p["name"], p["amount"]])
             w["cash_per_currency.csv"].write([*c.key, currency, cash])
             tick("closings")
 
         for table in w.values():
             table.close()
         dates = [c.closed_at.astimezone(tz).date() for c in closings.values()]
-        xml = index_xml(seller, address or name, first or (min(dates) if dates else None),
+        address = ", ".join(x for x in (seller["street"], f"{seller['postcode']} {seller['city']}".strip()) if x)
+        xml = index_xml(seller["name"], address or name, first or (min(dates) if dates else None),
                         last or (max(dates) if dates else None))
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".part")

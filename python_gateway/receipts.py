@@ -80,6 +80,25 @@ def rate(value: Any) -> str:
     return text.replace(".", ",") + " %"
 
 
+def clock(moment: datetime | None) -> str:
+    """A local time of day with its UTC offset, as a receipt prints it: ``14:03:11 UTC+01:00``."""
+    if moment is None:
+        return ""
+    offset = moment.strftime("%z") or "+0000"
+    return f"{moment:%H:%M:%S} UTC{offset[:3]}:{offset[3:]}"
+
+
+def seller_lines(seller: dict[str, Any]) -> list[str]:
+    """The seller's address, tax number and VAT id under its name (``ledger.seller``), empty parts left out."""
+    place = " ".join(x for x in (seller.get("postcode"), seller.get("city")) if x)
+    lines = [x for x in (seller.get("street"), place) if x]
+    if seller.get("tax_number"):
+        lines.append(f"StNr. {seller['tax_number']}")
+    if seller.get("vat_id"):
+        lines.append(f"USt-IdNr. {seller['vat_id']}")
+    return lines
+
+
 def parse_time(value: str | None) -> datetime | None:
     """A timestamptz of the receipt JSON (ISO 8601 with offset) as an aware datetime."""
     if value is None:
@@ -199,15 +218,15 @@ def context(receipt: dict[str, Any]) -> dict[str, Any]:
         "type": receipt["type"],
         "type_label": TYPE_LABELS.get(receipt["type"], receipt["type"]),
         "seller_name": seller.get("name") or "",
-        "seller_address_lines": [line.strip() for line in (seller.get("address") or "").splitlines() if line.strip()],
+        "seller_address_lines": seller_lines(seller),
         "merchant": seller.get("merchant"),
         "event_name": event["name"],
         "currency": currency,
         "time_zone": getattr(zone, "key", "UTC"),
         "date": local_start.strftime("%d.%m.%Y") if local_start else "",
-        "start_time": local_start.strftime("%H:%M:%S") if local_start else "",
+        "start_time": clock(local_start),
         "end_date": local_end.strftime("%d.%m.%Y") if local_end else "",
-        "end_time": local_end.strftime("%H:%M:%S") if local_end else "",
+        "end_time": clock(local_end),
         "till": {
             "client_id": till["client_id"],
             "assignment_id": till.get("assignment_id"),

@@ -86,6 +86,12 @@ CREATE DOMAIN ledger.topic AS text CONSTRAINT lower_case_name CHECK (VALUE ~ '^[
 COMMENT ON DOMAIN ledger.topic IS 'An outbox topic: who outside is to hear of a commit (tse).';
 CREATE DOMAIN ledger.ordering_key AS text CONSTRAINT length_1_to_100 CHECK (length(VALUE) BETWEEN 1 AND 100);
 COMMENT ON DOMAIN ledger.ordering_key IS 'What outbox requests are handled in order within (the till).';
+CREATE FUNCTION ledger.holds(p_state ledger.tx_state)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+-- Tells whether a transaction in this state may hold customer money: the one list of such states.
+-- Returns true for ReservePending, Reserve and TerminalConfirmUnknown.
+    SELECT p_state IN ('ReservePending', 'Reserve', 'TerminalConfirmUnknown');
+$$;
 
 -- Every failure the database reports has a stable name (slug) and SQLSTATE.
 CREATE TABLE ledger.problem (

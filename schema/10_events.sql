@@ -20,12 +20,16 @@ CREATE TABLE ledger.event (
     tag_key          bytea NOT NULL CHECK (length(tag_key) = 32),
     created_at       timestamptz NOT NULL DEFAULT now(),
     seller_name      text NOT NULL DEFAULT '',
-    seller_address   text NOT NULL DEFAULT '',
+    seller_street    text NOT NULL DEFAULT '' CHECK (length(seller_street) <= 200),
+    seller_postcode  text NOT NULL DEFAULT '' CHECK (seller_postcode ~ '^[0-9A-Za-z -]{0,10}$'),
+    seller_city      text NOT NULL DEFAULT '' CHECK (length(seller_city) <= 100),
+    tax_number       text NOT NULL DEFAULT '' CHECK (tax_number ~ '^[0-9 /]{0,20}$'),
+    vat_id           text NOT NULL DEFAULT '' CHECK (vat_id ~ '^([A-Z]{2}[0-9A-Za-z+*.]{2,12})?$'),
     CONSTRAINT topup_bounds CHECK (max_topup >= min_topup AND max_topup <= max_balance),
     CONSTRAINT fees_below_min_topup CHECK (
         topup_fee_cash < min_topup AND topup_fee_card < min_topup AND topup_fee_online < min_topup)
 );
-COMMENT ON TABLE ledger.event IS 'One festival edition: currency, limits (cents), fees per top-up method, reserve timeout, offline limits, tag key, and the seller printed on receipts.';
+COMMENT ON TABLE ledger.event IS 'One festival edition: currency, limits (cents), fees per top-up method, reserve timeout, offline limits, tag key, and the seller (name, address, tax number, VAT id) printed on receipts and exported.';
 
 -- Balance rule: an account's balance is what it received (debit) minus what it paid (credit).
 -- Only customer accounts keep a running balance and a held amount in their row (they are locked per

@@ -49,7 +49,7 @@ DECLARE
 BEGIN
     IF (t.assignment_id IS NULL) <> (t.terminal_tx_number IS NULL) THEN
         v_rule := 'terminal_identity_complete: a terminal transaction has both an assignment and a terminal number';
-    ELSIF t.held <> 0 AND t.state NOT IN ('ReservePending', 'Reserve', 'TerminalConfirmUnknown') THEN
+    ELSIF t.held <> 0 AND NOT ledger.holds(t.state) THEN
         v_rule := format('held_only_while_reserved: a transaction in state %s holds %s', t.state, t.held);
     ELSIF (t.state = 'Committed') <> (t.committed_at IS NOT NULL) THEN
         v_rule := 'committed_at_iff_committed: committed_at is set exactly when the state is Committed';

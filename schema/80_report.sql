@@ -37,7 +37,7 @@ SELECT t.event_id, t.id AS transaction_id, t.state, tg.uid, t.amount::bigint AS 
        t.assignment_id, t.terminal_tx_number::bigint AS terminal_tx_number, t.created_at, t.expires_at
   FROM ledger.transaction t
   LEFT JOIN ledger.tag tg ON tg.id = t.tag_id
- WHERE t.state IN ('ReservePending', 'Reserve', 'TerminalConfirmUnknown');
+ WHERE ledger.holds(t.state);
 COMMENT ON VIEW report.open_reservation IS 'Transactions that still hold (or may hold) customer money.';
 
 CREATE VIEW report.violation AS

@@ -14,7 +14,7 @@ BEGIN
     e := api.create_event('Demo Festival', 'EUR', p_max_balance => 50000, p_min_topup => 500, p_max_topup => 25000,
                           p_topup_fee_card => 50, p_payout_fee => 100, p_reserve_timeout_s => 120,
                           p_offline_limit => 5000, p_offline_log_size => 16);
-    PERFORM api.set_seller(e, 'Demo Festival GmbH', 'Festivalwiese 1, 12345 Musterstadt');
+    PERFORM api.set_seller(e, 'Demo Festival GmbH', 'Festivalwiese 1', '12345', 'Musterstadt', '12/345/67890', 'DE123456789');
     bar := api.create_merchant(e, 'Bar');
     PERFORM api.create_merchant(e, 'Food');
     PERFORM api.create_position(e, 'Bar', 'sale', bar);
@@ -25,7 +25,7 @@ BEGIN
     PERFORM api.create_product(e, 'Pretzel', 350, 7);
     PERFORM api.create_product(e, 'Bratwurst', 550, 7);
     PERFORM api.create_product(e, 'Tip', NULL, 0, p_fixed_price => false);
-    PERFORM api.create_product(e, 'Cup deposit', 200, 0, p_returnable => true);
+    PERFORM api.create_product(e, 'Cup deposit', 200, 19, p_returnable => true);  -- a cup takes its drink's rate
     RAISE NOTICE 'demo event % created', e;
 END
 $$;

@@ -59,7 +59,8 @@ def ledger(conn: psycopg.Connection, tmp_path_factory) -> dict[str, Any]:
     till closed, one sale left open."""
     name = f"DSFinV-K test {secrets.token_hex(4)}"
     e = scalar(conn, "SELECT api.create_event(%s, 'EUR', 50000, 500, 25000, p_topup_fee_card => 50)", (name,))
-    conn.execute("SELECT api.set_seller(%s, 'DSFinV-K Test GmbH', 'Festwiese 1, 12345 Musterstadt')", (e,))
+    conn.execute("SELECT api.set_seller(%s, 'DSFinV-K Test GmbH', 'Festwiese 1', '12345', 'Musterstadt', "
+                 "'12/345/67890', 'DE123456789')", (e,))
     merchant = scalar(conn, "SELECT api.create_merchant(%s, 'Bar')", (e,))
     conn.execute("SELECT api.create_position(%s, 'Bar', 'sale', %s)", (e, merchant))
     conn.execute("SELECT api.create_position(%s, 'Top-up', 'topup')", (e,))
@@ -130,7 +131,8 @@ def cents(text: str) -> int:
 
 def ledger_per_rate(conn: psycopg.Connection, e: int, closed_only: bool = True) -> dict[int, int]:
     """The ledger's gross per DSFinV-K VAT key, till's side: items of sales (+) and deposit returns (-); money
-    without items (top-ups +, refunds and payouts -) not taxable (key 5)."""
+    without items (top-ups +, refunds and payouts -) not taxable (key 5), except top-up and payout fees, a service at
+    19 % (key 1)."""
     keys = {19: 1, 7: 2, 0: 5}
     out: dict[int, int] = defaultdict(int)
     cond = ("AND EXISTS (SELECT FROM ledger.cashpoint_closing_transaction c WHERE c.transaction_id = t.id)"
@@ -140,11 +142,13 @@ def ledger_per_rate(conn: psycopg.Connection, e: int, closed_only: bool = True) 
               FROM ledger.item i JOIN ledger.transaction t ON t.id = i.transaction_id
              WHERE t.event_id = %s AND t.state = 'Committed' {cond} GROUP BY 1""", (e,)):
         out[keys[int(rate)]] += int(gross)
-    for gross, in conn.execute(f"""
-            SELECT sum(CASE WHEN t.type = 'topup' THEN t.amount ELSE -t.amount END) FROM ledger.transaction t
+    for gross, fees in conn.execute(f"""
+            SELECT sum(CASE WHEN t.type = 'topup' THEN t.amount - t.fee ELSE -t.amount END), sum(t.fee)
+              FROM ledger.transaction t
              WHERE t.event_id = %s AND t.state = 'Committed' AND t.type IN ('topup', 'refund', 'payout') {cond}""",
-                               (e,)):
+                                     (e,)):
         out[5] += int(gross)
+        out[1] += int(fees)
     return dict(out)
 
 
@@ -267,7 +271,8 @@ def test_csv_format(exported: Path) -> None:
 def test_totals_per_vat_rate_equal_the_ledgers(conn, ledger, exported: Path) -> None:
     tables, _, _ = read_zip(exported)
     expected = ledger_per_rate(conn, ledger["event"])
-    assert expected[1] == 3 * 450 and expected[2] == 350 + 3 * 350 and expected[5] != 0  # closed sales as booked
+    # closed sales as booked, and the fees of two card top-ups (50 each) at 19 %
+    assert expected[1] == 3 * 450 + 2 * 50 and expected[2] == 350 + 3 * 350 and expected[5] != 0
     for table, col in (("lines_vat", "POS_BRUTTO"), ("transactions_vat", "BON_BRUTTO"),
                        ("businesscases", "Z_UMS_BRUTTO")):
         got: dict[int, int] = defaultdict(int)
@@ -278,7 +283,8 @@ def test_totals_per_vat_rate_equal_the_ledgers(conn, ledger, exported: Path) -> 
     for row in tables["transactions_vat"]:
         assert cents(row["BON_NETTO"]) + cents(row["BON_UST"]) == cents(row["BON_BRUTTO"])
     tax19 = sum(cents(r["POS_UST"]) for r in tables["lines_vat"] if r["UST_SCHLUESSEL"] == "1")
-    assert tax19 == round(900 * 19 / 119) + round(450 * 19 / 119)  # two beers on one receipt, one on another
+    # two beers on one receipt, one on another, and two top-up fees of 50
+    assert tax19 == round(900 * 19 / 119) + round(450 * 19 / 119) + 2 * round(50 * 19 / 119)
     # Business cases per SPEC 8.
     cases = {(r["GV_TYP"], r["GV_NAME"].split(",")[0]) for r in tables["lines"]}
     assert ("MehrzweckgutscheinKauf", "Aufladung Guthaben (Mehrzweckgutschein)") in cases

@@ -39,7 +39,8 @@ from tests.gateway_server import (  # noqa: F401  (admin, client, gateway: pytes
 )
 
 SELLER = "Receipt Test Festival GmbH"
-ADDRESS = "Festivalwiese 7, 12345 Musterstadt"
+STREET, POSTCODE, CITY = "Festivalwiese 7", "12345", "Musterstadt"
+ADDRESS = f"{POSTCODE} {CITY}"
 
 _numbers = itertools.count(1)
 
@@ -55,7 +56,8 @@ def next_number() -> int:
 def event(admin: psycopg.Connection) -> dict[str, Any]:
     name = f"Receipt test {secrets.token_hex(4)}"
     event_id = scalar(admin, "SELECT api.create_event(%s, 'EUR', 50000, 500, 25000)", (name,))
-    scalar(admin, "SELECT api.set_seller(%s, %s, %s)::text", (event_id, SELLER, ADDRESS))
+    scalar(admin, "SELECT api.set_seller(%s, %s, %s, %s, %s, %s, %s)::text",
+           (event_id, SELLER, STREET, POSTCODE, CITY, "12/345/67890", "DE123456789"))
     merchant = scalar(admin, "SELECT api.create_merchant(%s, 'Bar')", (event_id,))
     scalar(admin, "SELECT api.create_position(%s, 'Bar', 'sale', %s)", (event_id, merchant))
     scalar(admin, "SELECT api.create_position(%s, 'Top-up', 'topup')", (event_id,))
@@ -299,3 +301,23 @@ def test_formatting_helpers():
     assert receipts.money(123456789, "CHF") == "1.234.567,89 CHF"
     assert receipts.rate(19.0) == "19 %" and receipts.rate(10.7) == "10,7 %" and receipts.rate(0) == "0 %"
     assert receipts.rate("5.50") == "5,5 %"
+
+
+def test_cash_refund_receipt_is_negative_like_its_signature(client: Client, admin, event, till, tse):
+    """A cash refund pays money out: its receipt, its signed process data and the export all say -1,00."""
+    uid = secrets.token_hex(7).upper()
+    assert client.post(f"{PREFIX}/topups", {"terminal_tx_number": next_number(), "uid": uid, "amount": 1000,
+                                            "payment": "cash"}, terminal=till).status == 201
+    number = next_number()
+    reply = client.post(f"{PREFIX}/refunds", {"terminal_tx_number": number, "uid": uid, "amount": 100}, terminal=till)
+    assert reply.status == 201, reply.raw
+    tx = reply.json["transaction_id"]
+    sign_like_the_relay(admin, tse, outbox_id(admin, tx))
+    page = receipt_html(client, till, number)
+    assert '<tr class="total"><td>SUMME</td><td class="num">-1,00 EUR</td></tr>' in page
+    text = receipts.render_text(receipts.fetch(admin, tx))
+    assert re.search(r"^SUMME +-1,00 EUR$", text, re.M), text
+    assert "Beleg^0.00_0.00_0.00_0.00_-1.00^-1.00:Bar" in text
+    # The seller as the export names it, and times with their UTC offset.
+    assert "StNr. 12/345/67890" in text and "USt-IdNr. DE123456789" in text and f"{POSTCODE} {CITY}" in text
+    assert re.search(r"^Beginn +\d\d:\d\d:\d\d UTC[+-]\d\d:\d\d", text, re.M), text

@@ -1,21 +1,21 @@
 """``festpay tse verify``: re-check every stored TSE signature against the ledger, independently of the signer.
 
-For each row of ``ledger.tse_signature`` the log message is REBUILT from the ledger, not from what the relay stored:
+For each stored signature (``api.tse_signatures``) the log message is REBUILT from the ledger, not from what the relay
+stored:
 
-- process data recomputed here in Python from the transaction's type, amount, payment and line items (the rules of
-  SPEC §8 / ``ledger.tse_process_data``, written out again), and compared with the stored process data;
-- client id from the till (``festpay-<assignment id>`` or ``festpay-backend``), process type ``Kassenbeleg-V1``;
+- process data as the ledger makes it today (``ledger.tse_process_data`` over ``ledger.receipt_lines``, the rules the
+  receipt and the DSFinV-K export share), compared with the stored process data;
+- client id of the till (``festpay-<assignment id>`` or ``festpay-backend``), process type ``Kassenbeleg-V1``;
 - transaction number, signature counter, log time and serial number as stored;
 
 and the signature is checked with :mod:`python_gateway.tse.verify` (the verifier's own DER rebuild and the stored
-public key; the serial number must be SHA-256 of it).  Reads as the database owner or superuser.
+public key; the serial number must be SHA-256 of it).  Reads as a DBA (the functions are not granted to a service).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -24,44 +24,6 @@ from psycopg.rows import dict_row, tuple_row
 from .verify import VerificationError, verify_fields
 
 PROCESS_TYPE = "Kassenbeleg-V1"
-# DSFinV-K's five VAT slots of the process data, in order: 19 %, 7 %, 10.7 %, 5.5 %, 0 %.
-VAT_SLOTS = (Decimal("19"), Decimal("7"), Decimal("10.7"), Decimal("5.5"), Decimal("0"))
-_INFLOW = ("purchase", "topup")  # money the till takes in; everything else pays out
-
-
-def money(cents: int) -> str:
-    """Cents as a decimal amount with a point and two places: -1050 -> ``-10.50``."""
-    sign = "-" if cents < 0 else ""
-    return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
-
-
-def process_data(tx_type: str, amount: int, payment: str | None, items: list[tuple[int, int, Decimal]]) -> str:
-    """The Kassenbeleg-V1 process data of a receipt: ``Beleg^<gross 19_7_10.7_5.5_0>^<total>:<Bar|Unbar>``.
-
-    ``items`` are (quantity, unit price in cents, VAT rate).  Sales with items are split by VAT rate; a deposit
-    return is its items at 0 %; anything else (top-ups, payouts, refunds, chargebacks, sales without items) is the
-    amount at 0 %.  Money leaving the customer for the till is positive.
-    """
-    sign = 1 if tx_type in _INFLOW else -1
-    gross = [0, 0, 0, 0, 0]
-    if tx_type == "purchase" and items:
-        for quantity, unit_price, rate in items:
-            rate = Decimal(rate)
-            slot = next((i for i, r in enumerate(VAT_SLOTS) if r == rate), None)
-            if slot is None:
-                raise ValueError(f"VAT rate {rate} is not one of DSFinV-K's five")
-            gross[slot] += sign * quantity * unit_price
-    elif tx_type == "deposit_return":
-        gross[4] = sign * sum(quantity * unit_price for quantity, unit_price, _ in items)
-    else:
-        gross[4] = sign * amount
-    return "Beleg^{}^{}:{}".format("_".join(money(g) for g in gross), money(sum(gross)),
-                                   "Bar" if payment == "cash" else "Unbar")
-
-
-def client_id_of(assignment_id: int | None) -> str:
-    """The TSE client id of a till: ``festpay-<assignment id>``, or ``festpay-backend`` without a till."""
-    return "festpay-backend" if assignment_id is None else f"festpay-{assignment_id}"
 
 
 @dataclass
@@ -83,33 +45,12 @@ class Report:
         return not self.failures
 
 
-_QUERY = """
-SELECT s.transaction_id, s.tse_serial, s.client_id, s.process_type, s.process_data, s.tse_tx_number,
-       s.signature_counter, extract(epoch FROM s.start_time)::bigint AS start_unix,
-       extract(epoch FROM s.log_time)::bigint AS log_unix, s.log_time = to_timestamp(extract(epoch FROM s.log_time)::bigint)
-           AS whole_second, s.algorithm, s.signature, s.public_key, s.late,
-       t.type::text AS type, t.amount, t.payment::text AS payment, t.assignment_id, t.state::text AS state,
-       (SELECT coalesce(json_agg(json_build_array(i.quantity, i.unit_price, i.vat_rate::text) ORDER BY i.line_no), '[]')
-          FROM ledger.item i WHERE i.transaction_id = t.id) AS items
-  FROM ledger.tse_signature s JOIN ledger.transaction t ON t.id = s.transaction_id
- WHERE (%(event)s::bigint IS NULL OR t.event_id = %(event)s)
- ORDER BY s.transaction_id
-"""
-
-_UNSIGNED = """
-SELECT count(*) FROM ledger.outbox o JOIN ledger.transaction t ON t.id = o.transaction_id
- WHERE o.topic = 'tse' AND o.done_at IS NULL AND (%(event)s::bigint IS NULL OR t.event_id = %(event)s)
-"""
-
-
 def check_row(row: dict[str, Any]) -> str | None:
     """Verify one stored signature against its rebuilt log message; returns why it fails, or None."""
-    items = [(int(q), int(p), Decimal(r)) for q, p, r in row["items"]]
-    try:
-        expected_data = process_data(row["type"], int(row["amount"]), row["payment"], items)
-    except ValueError as err:
-        return str(err)
-    expected_client = client_id_of(row["assignment_id"])
+    if row["expected_error"]:
+        return row["expected_error"]
+    expected_data = row["expected_process_data"]
+    expected_client = row["expected_client_id"]
     problems = []
     if row["state"] != "Committed":
         problems.append(f"signed but not committed (state {row['state']})")
@@ -149,7 +90,7 @@ def iter_rows(conn: psycopg.Connection, event_id: int | None) -> Iterator[dict[s
     """The stored signatures with their ledger data, streamed (server-side cursor; needs a transaction)."""
     with conn.cursor(name="festpay_tse_verify", row_factory=dict_row) as cur:
         cur.itersize = 2000
-        cur.execute(_QUERY, {"event": event_id})
+        cur.execute("SELECT * FROM api.tse_signatures(%s)", (event_id,))
         yield from cur
 
 
@@ -165,5 +106,5 @@ def verify_ledger(conn: psycopg.Connection, event_id: int | None = None) -> Repo
             if reason:
                 report.failures.append(Failure(int(row["transaction_id"]), reason))
         with conn.cursor(row_factory=tuple_row) as cur:
-            report.unsigned = cur.execute(_UNSIGNED, {"event": event_id}).fetchone()[0]
+            report.unsigned = cur.execute("SELECT api.tse_unsigned(%s)", (event_id,)).fetchone()[0]
     return report
