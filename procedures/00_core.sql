@@ -11,7 +11,8 @@ BEGIN
               WHERE (p.pronamespace = 'ledger'::regnamespace
                      AND ((p.proname IN ('book', 'apply_to_customer', 'enqueue', 'same_request')
                            AND p.prorettype <> 'bigint'::regtype)
-                       OR (p.proname = 'add_items' AND p.prorettype <> 'integer'::regtype)
+                       OR (p.proname = 'add_items' AND (p.prorettype <> 'integer'::regtype OR p.pronargs <> 6))
+                       OR (p.proname = 'terminal_context' AND p.pronargs <> 3)
                        OR (p.proname = 'json_int' AND p.pronargs <> 4)
                        OR (p.proname = 'replicate_one' AND (p.proretset OR p.pronargs <> 3))
                        OR (p.proname = 'same_request' AND p.pronargs <> 7)
@@ -204,13 +205,17 @@ $$;
 CREATE OR REPLACE FUNCTION ledger.assignment_event(p_assignment_id bigint)
 RETURNS bigint LANGUAGE plpgsql STABLE AS $$
 -- The event of a registered terminal assignment, from the assignment row alone (what replication needs).
--- Returns the event id; raises not-found for an unknown assignment.
+-- Returns the event id; raises not-found for an unknown assignment, terminal-revoked for a revoked one.
 DECLARE
     v_event_id bigint;
+    v_revoked_at timestamptz;
 BEGIN
-    SELECT a.event_id INTO v_event_id FROM ledger.assignment a WHERE a.id = p_assignment_id;
+    SELECT a.event_id, a.revoked_at INTO v_event_id, v_revoked_at FROM ledger.assignment a WHERE a.id = p_assignment_id;
     IF NOT FOUND THEN
         PERFORM ledger.fail('not-found', format('assignment %s is not registered', p_assignment_id),
+                            jsonb_build_object('assignment_id', p_assignment_id));
+    ELSIF v_revoked_at IS NOT NULL THEN
+        PERFORM ledger.fail('terminal-revoked', format('assignment %s was revoked by an admin', p_assignment_id),
                             jsonb_build_object('assignment_id', p_assignment_id));
     END IF;
     RETURN v_event_id;
@@ -218,30 +223,38 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.terminal_context(
-    p_assignment_id bigint, p_kind ledger.position_kind DEFAULT NULL,
+    p_assignment_id bigint, p_kind ledger.position_kind DEFAULT NULL, p_offline boolean DEFAULT false,
     OUT event_id bigint, OUT merchant_account_id bigint, OUT cash_account_id bigint, OUT reserve_timeout interval)
 LANGUAGE plpgsql STABLE AS $$
 -- Looks up what a terminal assignment may do: its event, its merchant's account, its cash drawer and the
--- event's reserve timeout.
--- Raises not-found for an unknown assignment, wrong-position when its position is not of kind p_kind.
+-- event's reserve timeout. With p_kind (a sale or top-up decided now) its position and merchant must not be
+-- archived, unless p_offline: a sale the terminal already made offline is taken all the same.
+-- Raises not-found for an unknown assignment, terminal-revoked for a revoked one, wrong-position when its position is
+-- not of kind p_kind, archived.
 DECLARE
     v_kind ledger.position_kind;
+    v_archived boolean;
 BEGIN
     -- Row by row from the assignment (LATERAL ... OFFSET 0): as a plain join the planner hashes the small position
-    -- table, and building that hash table on every call cost more than the rest of the lookup.
-    SELECT a.event_id, m.account_id, a.cash_account_id, e.reserve_timeout, p.kind
-      INTO event_id, merchant_account_id, cash_account_id, reserve_timeout, v_kind
+    -- table, and building that hash table on every call cost more than the rest of the lookup. A revoked assignment
+    -- is not found here (one comparison); ledger.assignment_event then names the reason.
+    SELECT a.event_id, m.account_id, a.cash_account_id, e.reserve_timeout, p.kind, p.archived OR m.archived IS TRUE
+      INTO event_id, merchant_account_id, cash_account_id, reserve_timeout, v_kind, v_archived
       FROM ledger.assignment a
       JOIN ledger.event e ON e.id = a.event_id
-      CROSS JOIN LATERAL (SELECT p.kind, p.merchant_id FROM ledger.position p WHERE p.id = a.position_id OFFSET 0) p
-      LEFT JOIN LATERAL (SELECT m.account_id FROM ledger.merchant m WHERE m.id = p.merchant_id OFFSET 0) m ON true
-     WHERE a.id = p_assignment_id;
+      CROSS JOIN LATERAL (SELECT p.kind, p.merchant_id, p.archived FROM ledger.position p WHERE p.id = a.position_id OFFSET 0) p
+      LEFT JOIN LATERAL (SELECT m.account_id, m.archived FROM ledger.merchant m WHERE m.id = p.merchant_id OFFSET 0) m ON true
+     WHERE a.id = p_assignment_id AND a.revoked_at IS NULL;
     IF NOT FOUND THEN
-        PERFORM ledger.assignment_event(p_assignment_id);          -- raises not-found
+        PERFORM ledger.assignment_event(p_assignment_id);          -- raises not-found or terminal-revoked
     END IF;
     IF p_kind IS NOT NULL AND v_kind <> p_kind THEN
         PERFORM ledger.fail('wrong-position', format('this is a %s position, not a %s position', v_kind, p_kind),
                             jsonb_build_object('position_kind', v_kind));
+    END IF;
+    IF v_archived AND p_kind IS NOT NULL AND NOT p_offline THEN
+        PERFORM ledger.fail('archived', 'this position or its merchant is archived',
+                            jsonb_build_object('assignment_id', p_assignment_id));
     END IF;
 END
 $$;
@@ -477,10 +490,12 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.add_items(p_tx_id bigint, p_event_id bigint, p_items jsonb, p_amount bigint,
-                                            p_returnable_only boolean DEFAULT false)
+                                            p_returnable_only boolean DEFAULT false, p_offline boolean DEFAULT false)
 RETURNS integer LANGUAGE plpgsql AS $$
--- Stores the items of a transaction with each product's name, price and VAT rate as sold now.
--- Returns how many; raises validation, unknown-product, price-mismatch, or amount-mismatch when p_amount is not their sum.
+-- Stores the items of a transaction with each product's name, price and VAT rate as sold now. An archived product is
+-- refused unless the sale was already made offline (p_offline) or its deposit comes back (p_returnable_only).
+-- Returns how many; raises validation, unknown-product, archived, price-mismatch, or amount-mismatch when p_amount is
+-- not their sum.
 DECLARE
     v_item jsonb;
     v_no integer := 0;
@@ -505,6 +520,10 @@ BEGIN
         IF NOT FOUND THEN
             PERFORM ledger.fail('unknown-product', format('product %s does not belong to this event', v_item -> 'product_id'),
                                 jsonb_build_object('product_id', v_item -> 'product_id'));
+        END IF;
+        IF v_product.archived AND NOT (p_offline OR p_returnable_only) THEN
+            PERFORM ledger.fail('archived', format('%s is archived', v_product.name),
+                                jsonb_build_object('product_id', v_product.id));
         END IF;
         IF p_returnable_only AND NOT v_product.returnable THEN
             PERFORM ledger.fail('validation', format('product %s is not returnable', v_product.id), '{"field": "items"}');

@@ -173,8 +173,9 @@ COMMENT ON FUNCTION api.terminal_secret IS 'The HMAC key of an assignment (NULL 
 
 CREATE OR REPLACE FUNCTION api.terminal_config(p_assignment_id bigint)
 RETURNS jsonb LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- What a terminal needs to sell: its event's settings, its position and the products.
--- Returns the config document of GET /terminal/v1/config; raises not-found for an unknown assignment.
+-- What a terminal needs to sell: its event's settings, its position and the products that are not archived.
+-- Returns the config document of GET /terminal/v1/config; raises not-found for an unknown assignment,
+-- terminal-revoked for a revoked one.
 DECLARE
     v jsonb;
 BEGIN
@@ -186,20 +187,20 @@ BEGIN
                'products', coalesce((SELECT jsonb_agg(jsonb_build_object('id', pr.id, 'name', pr.name, 'price', pr.price,
                                          'vat_rate', pr.vat_rate, 'fixed_price', pr.fixed_price, 'returnable', pr.returnable)
                                          ORDER BY pr.id)
-                                       FROM ledger.product pr WHERE pr.event_id = e.id), '[]'::jsonb),
+                                       FROM ledger.product pr WHERE pr.event_id = e.id AND NOT pr.archived), '[]'::jsonb),
                'server_time', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
       INTO v
       FROM ledger.assignment a
       JOIN ledger.event e ON e.id = a.event_id
       JOIN ledger.position p ON p.id = a.position_id
-     WHERE a.id = p_assignment_id;
+     WHERE a.id = p_assignment_id AND a.revoked_at IS NULL;
     IF v IS NULL THEN
-        PERFORM ledger.fail('not-found', format('assignment %s is not registered', p_assignment_id));
+        PERFORM ledger.assignment_event(p_assignment_id);          -- raises not-found or terminal-revoked
     END IF;
     RETURN v;
 END
 $$;
-COMMENT ON FUNCTION api.terminal_config IS 'The configuration document of a terminal assignment (event, position, products, server time).';
+COMMENT ON FUNCTION api.terminal_config IS 'The configuration document of a terminal assignment (event, position, products not archived, server time).';
 
 CREATE OR REPLACE FUNCTION api.create_tag(p_event_id bigint, p_uid text, p_pin text DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$

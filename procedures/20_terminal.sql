@@ -150,7 +150,8 @@ CREATE OR REPLACE FUNCTION ledger.replicate_one(p_assignment_id bigint, p_event_
                                                 OUT terminal_tx_number bigint, OUT transaction_id bigint,
                                                 OUT state text, OUT outcome text, OUT problem text)
 LANGUAGE plpgsql AS $$
--- Applies one replicated terminal transaction (Committed, Aborted or TerminalConfirmUnknown) per SPEC 5.
+-- Applies one replicated terminal transaction (Committed, Aborted or TerminalConfirmUnknown) per SPEC 5; a sale the
+-- terminal made offline is taken even when its position or products were archived since (the tag was charged).
 -- Returns its outcome: booked, duplicate, or rejected (violation logged) with problem invalid-transition,
 -- idempotency-conflict (it differs from what the backend holds under its number) or implausible-offline-charge (an
 -- unseen Committed sale above the offline limit or of an unknown tag); raises the named problem for bad input.
@@ -201,10 +202,10 @@ BEGIN
         END IF;
         transaction_id := ledger.new_transaction(
             p_event_id, 'purchase', v_state::ledger.tx_state, v_tag.account_id,
-            (ledger.terminal_context(p_assignment_id, 'sale')).merchant_account_id, v_amount,
+            (ledger.terminal_context(p_assignment_id, 'sale', p_offline => true)).merchant_account_id, v_amount,
             p_tag_id => v_tag.id, p_tag_tx_number => v_tag_no,
             p_assignment_id => p_assignment_id, p_terminal_tx_number => v_number, p_terminal_time => v_time);
-        PERFORM ledger.add_items(transaction_id, p_event_id, p_entry -> 'items', v_amount);
+        PERFORM ledger.add_items(transaction_id, p_event_id, p_entry -> 'items', v_amount, p_offline => true);
         IF v_state = 'Committed' THEN
             -- The tag was charged offline: book it even if it overdraws (flagged for review).
             PERFORM ledger.book(x, true) FROM ledger.transaction x WHERE x.id = transaction_id;
@@ -236,7 +237,7 @@ BEGIN
     IF v_target = 'Committed' AND p_entry ? 'items' AND t.type = 'purchase' AND t.state <> 'ReservePending' THEN
         -- A Reserve made from tag data has no items yet: the replication brings them. (An online reserve has them.)
         IF NOT EXISTS (SELECT FROM ledger.item i WHERE i.transaction_id = t.id) THEN
-            PERFORM ledger.add_items(t.id, p_event_id, p_entry -> 'items', v_amount);
+            PERFORM ledger.add_items(t.id, p_event_id, p_entry -> 'items', v_amount, p_offline => true);
         END IF;
     END IF;
     v_result := ledger.set_state(t, v_target, v_actor, p_entry, true);

@@ -428,8 +428,10 @@ CREATE OR REPLACE FUNCTION api.terminal_transaction(p_assignment_id bigint, p_te
                                                     OUT transaction_id bigint, OUT state text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Looks up a terminal transaction by its number, for a terminal that lost an answer.
--- Returns its id and state; raises not-found when the backend has not seen it.
+-- Returns its id and state; raises not-found when the backend has not seen it, terminal-revoked for a revoked
+-- assignment.
 BEGIN
+    PERFORM ledger.assignment_event(p_assignment_id);
     SELECT t.id, t.state::text INTO transaction_id, state FROM ledger.transaction t
      WHERE t.assignment_id = p_assignment_id AND t.terminal_tx_number = p_terminal_tx_number;
     IF NOT FOUND THEN

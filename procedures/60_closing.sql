@@ -223,7 +223,7 @@ COMMENT ON FUNCTION api.tse_unsigned IS 'Receipts still waiting for their TSE si
 
 CREATE OR REPLACE FUNCTION api.admin_dsfinvk_event(p_token text, p_event_id bigint)
 RETURNS TABLE (name text, currency text, time_zone text, seller jsonb)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- api.dsfinvk_event for an admin session with the finance privilege.
 -- Returns its row; raises admin-unauthenticated or admin-forbidden.
 BEGIN
@@ -237,7 +237,7 @@ CREATE OR REPLACE FUNCTION api.admin_dsfinvk_closings(p_token text, p_event_id b
                                                       p_last date DEFAULT NULL)
 RETURNS TABLE (closing_id bigint, client_id text, assignment_id bigint, device text, z_nr integer, closed_at timestamptz,
                first_transaction_id bigint, last_transaction_id bigint, payments jsonb, business_cases jsonb)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- api.dsfinvk_closings for an admin session with the finance privilege.
 -- Returns its rows; raises admin-unauthenticated or admin-forbidden.
 BEGIN
@@ -250,7 +250,7 @@ COMMENT ON FUNCTION api.admin_dsfinvk_closings IS 'api.dsfinvk_closings for a fi
 CREATE OR REPLACE FUNCTION api.admin_dsfinvk_lines(p_token text, p_closing_ids bigint[])
 RETURNS TABLE (closing_id bigint, transaction_id bigint, line_no integer, gv_typ text, gv_name text, article text,
                quantity integer, unit_price bigint, vat_key integer, vat_rate numeric, gross bigint, net bigint, tax bigint)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- api.dsfinvk_lines for an admin session with the finance privilege.
 -- Returns its rows; raises admin-unauthenticated or admin-forbidden.
 BEGIN
@@ -265,7 +265,7 @@ RETURNS TABLE (closing_id bigint, transaction_id bigint, type text, terminal_tx_
                ended_at timestamptz, total bigint, payment_type text, payment_name text, vat jsonb, tse_serial text,
                tse_tx_number bigint, signature_counter bigint, tse_start timestamptz, tse_end timestamptz,
                process_type text, process_data text, signature text, public_key text, algorithm text)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- api.dsfinvk_receipts for an admin session with the finance privilege.
 -- Returns its rows; raises admin-unauthenticated or admin-forbidden.
 BEGIN

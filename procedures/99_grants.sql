@@ -78,7 +78,32 @@ RETURNS TABLE (function_name text, audiences text[]) LANGUAGE sql IMMUTABLE AS $
         ('admin_dsfinvk_event',      '{web}'),
         ('admin_dsfinvk_closings',   '{web}'),
         ('admin_dsfinvk_lines',      '{web}'),
-        ('admin_dsfinvk_receipts',   '{web}')
+        ('admin_dsfinvk_receipts',   '{web}'),
+        -- admin site: sign-in, users, audit (SQL-AUTH); each checks the session token it takes first
+        ('admin_sign_in',            '{web}'),
+        ('admin_sign_out',           '{web}'),
+        ('admin_whoami',             '{web}'),
+        ('admin_change_password',    '{web}'),
+        ('admin_roles',              '{web}'),
+        ('admin_users',              '{web}'),
+        ('admin_user_save',          '{web}'),
+        ('admin_audit_log',          '{web}'),
+        ('create_admin_user',        '{}'),
+        ('ensure_first_admin',       '{}'),
+        -- admin site: setup pages (SQL-AUTH)
+        ('admin_event',              '{web}'),
+        ('admin_event_update',       '{web}'),
+        ('admin_merchants',          '{web}'),
+        ('admin_merchant_save',      '{web}'),
+        ('admin_positions',          '{web}'),
+        ('admin_position_save',      '{web}'),
+        ('admin_products',           '{web}'),
+        ('admin_product_save',       '{web}'),
+        ('admin_terminals',          '{web}'),
+        ('admin_registration_code',  '{web}'),
+        ('admin_terminal_revoke',    '{web}'),
+        ('admin_tags',               '{web}'),
+        ('admin_tags_import',        '{web}')
     ) AS g(function_name, audiences);
 $$;
 

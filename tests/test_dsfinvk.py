@@ -399,3 +399,27 @@ def test_two_closings_of_one_till_at_once_close_each_receipt_once(conn, ledger, 
     assert results == ["FP001"], results  # nothing left open: validation
     assert z_first == 4
     assert scalar(conn, "SELECT count(*) FROM ledger.cashpoint_closing WHERE client_id = %s", (f"festpay-{bar}",)) == 4
+
+
+def test_admin_sites_export_is_the_dbas(conn, ledger, dsfinvk_url: str, tmp_path: Path) -> None:
+    """The admin site exports through api.admin_dsfinvk_* as festpay_web with a finance session: the same zip; a
+    session without the finance privilege, or none, gets nothing."""
+    tokens = {}
+    for role in ("finance", "viewer"):
+        name = f"{role}-{secrets.token_hex(3)}"
+        conn.execute("SELECT api.create_admin_user(%s, %s, 'a long enough password')", (name, role))
+        outcome, tokens[role] = conn.execute("SELECT outcome, token FROM api.admin_sign_in(%s, 'a long enough password')",
+                                             (name,)).fetchone()
+        assert outcome == "ok"
+    with psycopg.connect(cli.acting_as(dsfinvk_url, "festpay_web"), autocommit=True) as web:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            dsfinvk.export(web, ledger["event"], tmp_path / "dba.zip")              # the DBA's functions: refused
+        result = dsfinvk.export(web, ledger["event"], tmp_path / "web.zip", token=tokens["finance"])
+        for token, sqlstate in ((tokens["viewer"], "FP071"), ("not a session", "FP070")):
+            with pytest.raises(psycopg.Error) as refused:
+                dsfinvk.export(web, ledger["event"], tmp_path / "refused.zip", token=token)
+            assert refused.value.sqlstate == sqlstate
+    assert not (tmp_path / "refused.zip").exists() and not (tmp_path / "dba.zip").exists()
+    dba = dsfinvk.export(conn, ledger["event"], tmp_path / "dba-now.zip")
+    assert result.closings == dba.closings >= 5
+    assert read_zip(tmp_path / "web.zip")[1] == read_zip(tmp_path / "dba-now.zip")[1]
