@@ -55,7 +55,7 @@ CREATE OR REPLACE FUNCTION ledger.admin_authorize(p_token text, p_privilege text
 RETURNS ledger.admin_user LANGUAGE plpgsql AS $$
 -- The one check of every admin function: the session of p_token is valid (ledger.admin_session_valid), its user is
 -- not disabled, and the user's role has p_privilege (NULL: any signed-in admin). Touches the session's last_seen_at
--- (skipped while another call of the same session holds its row: that one touches it).
+-- (skipped while another call of the same session holds its row, and in read-only or snapshot transactions).
 -- Returns the admin user; raises admin-unauthenticated or admin-forbidden.
 DECLARE
     s ledger.admin_session;
@@ -73,8 +73,12 @@ BEGIN
         PERFORM ledger.fail('admin-forbidden', format('role %s lacks the privilege %s', u.role, p_privilege),
                             jsonb_build_object('role', u.role, 'privilege', p_privilege));
     END IF;
-    UPDATE ledger.admin_session SET last_seen_at = now()
-     WHERE id = (SELECT x.id FROM ledger.admin_session x WHERE x.id = s.id FOR NO KEY UPDATE SKIP LOCKED);
+    -- A read-only or snapshot transaction (the DSFinV-K export's) only checks: touching the row there would fail
+    -- (read only) or conflict with the same admin's next page (could not serialize).
+    IF current_setting('transaction_isolation') = 'read committed' AND NOT current_setting('transaction_read_only')::boolean THEN
+        UPDATE ledger.admin_session SET last_seen_at = now()
+         WHERE id = (SELECT x.id FROM ledger.admin_session x WHERE x.id = s.id FOR NO KEY UPDATE SKIP LOCKED);
+    END IF;
     RETURN u;
 END
 $$;

@@ -103,7 +103,22 @@ RETURNS TABLE (function_name text, audiences text[]) LANGUAGE sql IMMUTABLE AS $
         ('admin_registration_code',  '{web}'),
         ('admin_terminal_revoke',    '{web}'),
         ('admin_tags',               '{web}'),
-        ('admin_tags_import',        '{web}')
+        ('admin_tags_import',        '{web}'),
+        -- admin site: operations pages (SQL-OPS); each checks the session token it takes first
+        ('admin_customers',          '{web}'),
+        ('admin_customer',           '{web}'),
+        ('admin_customer_block',     '{web}'),
+        ('admin_customer_move',      '{web}'),
+        ('admin_chargeback',         '{web}'),
+        ('admin_transactions',       '{web}'),
+        ('admin_transaction',        '{web}'),
+        ('admin_receipt',            '{web}'),
+        ('admin_queue',              '{web}'),
+        ('admin_queue_resolve',      '{web}'),
+        ('admin_report',             '{web}'),
+        ('admin_fiscal',             '{web}'),
+        ('admin_close_cashpoint',    '{web}'),
+        ('admin_dashboard',          '{web}')
     ) AS g(function_name, audiences);
 $$;
 

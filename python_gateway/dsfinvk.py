@@ -356,8 +356,7 @@ def export(conn, event_id: int, out: Path, first: date | None = None, last: date
     privilege), the admin site's (``api.admin_dsfinvk_*``).  The export reads in one repeatable-read transaction (one
     snapshot).  ``progress`` gets a counter line every ``every`` rows.
     """
-    # Read only, but for an admin session: checking it touches the session's last-seen time (rolled back with it).
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ" + ("" if token else " READ ONLY"))
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
         result = _export(conn, event_id, out, first, last, progress, every, token)
     except BaseException:
