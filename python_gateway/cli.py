@@ -1,7 +1,8 @@
 """The ``festpay`` command line.
 
     festpay run                  database (embedded or DATABASE_URL) + migrate + demo data + gateway, until Ctrl-C
-    festpay serve                the HTTP gateway only, against a running database, until Ctrl-C
+    festpay serve [--apps terminal,admin]   the HTTP gateway only, against a running database, until Ctrl-C
+    festpay admin create-user --username NAME --role ROLE   an admin user (password from a prompt or stdin)
     festpay registration-code --position NAME [--event ID|NAME]   a one-time terminal registration code
     festpay receipt TRANSACTION_ID [--html FILE]                  a receipt, as text or printable HTML
     festpay migrate              apply pending migrations and all procedures
@@ -18,9 +19,11 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import getpass
 import logging
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -35,7 +38,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .config import SQL_DIR, ConfigError, Settings, load_settings
 from .embedded import ClusterLocked, EmbeddedPostgres, EmbeddedPostgresError
-from .gateway import GatewayError, gateway_service
+from .gateway import GatewayError, GatewayOptions, gateway_service
+from .gateway.app import APPS
 from .migrate import MigrationError, libpq_url, load_sql_file, migrate
 
 log = logging.getLogger("festpay")
@@ -77,6 +81,7 @@ def _mask_password(url: str) -> str:
 
 TERMINAL_ROLE = "festpay_terminal"
 RELAY_ROLE = "festpay_relay"
+WEB_ROLE = "festpay_web"
 
 
 def acting_as(url: str, role: str) -> str:
@@ -89,7 +94,8 @@ def acting_as(url: str, role: str) -> str:
 
 def _service_url(settings: Settings, role: str, own_url: str | None) -> str:
     """Where a service logs in as ``role``: over the embedded cluster's socket, or with DATABASE_URL set, its own
-    URL (FESTPAY_GATEWAY_DATABASE_URL, FESTPAY_RELAY_DATABASE_URL) or else DATABASE_URL's login acting as ``role``."""
+    URL (FESTPAY_GATEWAY_DATABASE_URL, FESTPAY_RELAY_DATABASE_URL, FESTPAY_WEB_DATABASE_URL) or else DATABASE_URL's
+    login acting as ``role``."""
     if settings.database_url:
         if own_url:
             return libpq_url(own_url)
@@ -107,12 +113,37 @@ def relay_database_url(settings: Settings) -> str:
     return _service_url(settings, RELAY_ROLE, settings.relay_database_url)
 
 
+def web_database_url(settings: Settings) -> str:
+    """The admin site's login: role festpay_web."""
+    return _service_url(settings, WEB_ROLE, settings.web_database_url)
+
+
 def gateway_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.http_port}"
 
 
+def admin_site_url(settings: Settings) -> str:
+    """Where browsers reach the admin site: FESTPAY_PUBLIC_URL's, else the gateway's."""
+    return f"{settings.public_url or gateway_url(settings)}/admin/"
+
+
+def gateway_with(apps: tuple[str, ...]) -> Service:
+    """The gateway serving ``apps`` (see :data:`python_gateway.gateway.app.APPS`): the terminal API logs in as
+    festpay_terminal, the admin site as festpay_web (health and problem types use the terminal login when the
+    terminal API is served, else the web login)."""
+
+    def gateway(url: str, settings: Settings) -> AbstractAsyncContextManager:
+        admin = "admin" in apps
+        options = GatewayOptions(apps=apps, web_database_url=web_database_url(settings) if admin else None,
+                                 public_url=settings.public_url)
+        root_url = gateway_database_url(settings) if "terminal" in apps else web_database_url(settings)
+        return gateway_service(root_url, settings.http_port, options=options)
+
+    return gateway
+
+
 def _gateway(url: str, settings: Settings) -> AbstractAsyncContextManager:
-    return gateway_service(gateway_database_url(settings), settings.http_port)
+    return gateway_with(APPS)(url, settings)
 
 
 TSE_READY_TIMEOUT_S = 30.0
@@ -234,6 +265,7 @@ def cmd_run(args, settings: Settings) -> int:
             if DEMO_SQL.exists():
                 load_sql_file(url, DEMO_SQL, psql=pg.psql_path if pg else None)
                 print(f"Loaded {DEMO_SQL.relative_to(SQL_DIR.parent)}", flush=True)
+            admin_lines = first_admin(url, settings)
 
             lines = []
             if pg is not None:
@@ -249,6 +281,7 @@ def cmd_run(args, settings: Settings) -> int:
                                                    f"{settings.tse_directory})"),
                       ("relay", "signing committed receipts"),
                       ("gateway", gateway_url(settings)),
+                      *admin_lines,
                       ("", ".venv/bin/festpay registration-code --position Bar   (a terminal's one-time code)")]
 
             asyncio.run(serve(url, settings, ready=lambda: print(_banner(lines), flush=True)))
@@ -266,6 +299,26 @@ def cmd_run(args, settings: Settings) -> int:
     return 0
 
 
+def first_admin(url: str, settings: Settings) -> list[tuple[str, str]]:
+    """Creates the admin user ``admin`` with a random password when there is no admin user yet
+    (``api.ensure_first_admin``, as the DBA), writes the password to DATA_DIR/admin-password (mode 0600).
+    Returns the banner lines: the admin site's URL, and the login when it was just created."""
+    password = secrets.token_urlsafe(15)
+    with psycopg.connect(url, autocommit=True) as conn:
+        created = conn.execute("SELECT * FROM api.ensure_first_admin(%s)", (password,)).fetchone()[0]
+    lines = [("admin", admin_site_url(settings))]
+    if created:
+        path = settings.data_dir / "admin-password"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(password + "\n")
+        lines += [("", f"sign in as user admin with password {password}"),
+                  ("", f"(shown once; also in {path}, mode 0600; change it at /admin/password)")]
+    return lines
+
+
 def _stop_cluster(pg: EmbeddedPostgres) -> None:
     if pg.stop():
         print(f"PostgreSQL in {pg.data_dir} stopped.", flush=True)
@@ -274,8 +327,19 @@ def _stop_cluster(pg: EmbeddedPostgres) -> None:
 # --------------------------------------------------------------------------- serve
 
 
+def parse_apps(text: str) -> tuple[str, ...]:
+    """``terminal,admin`` -> ("terminal", "admin"); every name must be one of APPS."""
+    apps = tuple(dict.fromkeys(a.strip() for a in text.split(",") if a.strip()))
+    unknown = [a for a in apps if a not in APPS]
+    if unknown or not apps:
+        raise CliError(f"--apps takes a comma-separated list of {', '.join(APPS)}; not {text!r}")
+    return apps
+
+
 def cmd_serve(args, settings: Settings) -> int:
-    """The gateway alone, against the running embedded cluster or DATABASE_URL, until Ctrl-C."""
+    """The gateway alone (the sub-applications --apps names), against the running embedded cluster or DATABASE_URL,
+    until Ctrl-C."""
+    apps = parse_apps(args.apps)
     if args.port is not None:
         settings = dataclasses.replace(settings, http_port=args.port)
     if not settings.database_url:
@@ -283,14 +347,18 @@ def cmd_serve(args, settings: Settings) -> int:
         if not pg.is_running():
             raise CliError("the embedded cluster is not running; start it with `festpay run` or `festpay db start`",
                            EXIT_NOT_RUNNING)
-    url = gateway_database_url(settings)
+    url = gateway_database_url(settings) if "terminal" in apps else web_database_url(settings)
     print(f"Database: {_mask_password(url)}", flush=True)
+    if "admin" in apps and "terminal" in apps:
+        print(f"Admin site database: {_mask_password(web_database_url(settings))}", flush=True)
 
     def ready() -> None:
-        print(f"Gateway listening on {gateway_url(settings)}  (Ctrl-C stops)", flush=True)
+        admin = f"; admin site {admin_site_url(settings)}" if "admin" in apps else ""
+        print(f"Gateway listening on {gateway_url(settings)}  (apps: {', '.join(apps)}{admin}; Ctrl-C stops)",
+              flush=True)
 
     try:
-        asyncio.run(serve(url, settings, services=[_gateway], ready=ready))
+        asyncio.run(serve(url, settings, services=[gateway_with(apps)], ready=ready))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     print("Stopped.", flush=True)
@@ -452,6 +520,37 @@ def cmd_registration_code(args, settings: Settings) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- admin
+
+
+def read_new_password(stream=None) -> str:
+    """The new user's password: typed twice at a prompt (getpass) when stdin is a terminal, else stdin's first line."""
+    stream = stream or sys.stdin
+    if stream.isatty():
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Password again: "):
+            raise CliError("the two passwords differ")
+    else:
+        password = stream.readline().rstrip("\r\n")
+    if not password:
+        raise CliError("no password given")
+    return password
+
+
+def cmd_admin_create_user(args, settings: Settings) -> int:
+    """An admin user of the admin site (``api.create_admin_user``, as the DBA)."""
+    password = read_new_password()
+    with psycopg.connect(_admin_url(settings), autocommit=True) as conn:
+        try:
+            user_id = conn.execute("SELECT * FROM api.create_admin_user(%s, %s, %s)",
+                                   (args.username, args.role, password)).fetchone()[0]
+        except psycopg.Error as err:
+            raise CliError((err.diag.message_primary or str(err)).strip()) from None
+    print(f"Created admin user {args.username!r} with role {args.role!r} (id {user_id}); sign in at "
+          f"{admin_site_url(settings)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- migrate
 
 
@@ -605,12 +704,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="the HTTP gateway only (127.0.0.1:FESTPAY_HTTP_PORT), until Ctrl-C")
     p.add_argument("--port", type=int, help="port (default FESTPAY_HTTP_PORT or 8080)")
+    p.add_argument("--apps", default=",".join(APPS),
+                   help="what to serve, comma-separated: terminal (the terminal API), admin (the admin site at "
+                        "/admin/); default: terminal,admin")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("registration-code", help="make a one-time terminal registration code (printed last)")
     p.add_argument("--position", required=True, help='position name, e.g. "Bar" or "Top-up"')
     p.add_argument("--event", help="event id or name (default: the first event)")
     p.set_defaults(func=cmd_registration_code)
+
+    admin = sub.add_parser("admin", help="the admin site's users")
+    adminsub = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    p = adminsub.add_parser("create-user", help="create an admin user (password from a prompt, or stdin's first line)")
+    p.add_argument("--username", required=True, help="lower-case user name")
+    p.add_argument("--role", required=True, help="admin, finance, support or viewer (ledger.admin_role)")
+    p.set_defaults(func=cmd_admin_create_user)
 
     p = sub.add_parser("migrate", help="apply pending migrations and (re)apply all procedures")
     p.set_defaults(func=cmd_migrate)

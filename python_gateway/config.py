@@ -7,6 +7,7 @@ is loaded first but never overrides a variable that is already set.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,13 @@ class Settings:
     relay_workers: int = 4
     """FESTPAY_RELAY_WORKERS: tills the relay signs for at the same time (workers, each with its own database
     connection); default 4."""
+    web_database_url: str | None = None
+    """FESTPAY_WEB_DATABASE_URL: the admin site's own login (role festpay_web) when DATABASE_URL is set.
+    Unset: DATABASE_URL's login acting as role festpay_web.  The embedded cluster needs none (socket login)."""
+    public_url: str | None = None
+    """FESTPAY_PUBLIC_URL: the URL browsers reach the gateway at (``https://pay.example.org``), without a trailing
+    slash.  It is the one origin a form may be posted from; https makes the session cookie ``Secure`` with the
+    ``__Host-`` prefix.  Unset: the origin is the request's own host, and the cookie is for plain http."""
 
     @property
     def tse_directory(self) -> Path:
@@ -98,6 +106,9 @@ def load_settings() -> Settings:
     tse_url = _env("FESTPAY_TSE_URL")
     if tse_url is not None and not tse_url.startswith(("http://", "https://")):
         raise ConfigError(f"FESTPAY_TSE_URL={tse_url!r} is not an http(s) URL")
+    public_url = _env("FESTPAY_PUBLIC_URL")
+    if public_url is not None and not re.fullmatch(r"https?://[^/?#\s]+/?", public_url):
+        raise ConfigError(f"FESTPAY_PUBLIC_URL={public_url!r} is not an http(s) URL of a host (no path)")
     return Settings(
         database_url=_env("DATABASE_URL"),
         # A relative FESTPAY_DATA_DIR is relative to the project root, like .env itself.
@@ -111,4 +122,6 @@ def load_settings() -> Settings:
         tse_dir=(PROJECT_ROOT / Path(tse_dir).expanduser()) if tse_dir else None,
         tse_port=_env_int("FESTPAY_TSE_PORT", 1, 65535, "a port number") or 8081,
         relay_workers=_env_int("FESTPAY_RELAY_WORKERS", 1, 64, "a number of relay workers") or 4,
+        web_database_url=_env("FESTPAY_WEB_DATABASE_URL"),
+        public_url=public_url.rstrip("/") if public_url else None,
     )

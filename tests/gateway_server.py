@@ -5,7 +5,8 @@ Shared by tests/test_gateway.py and tests/test_e2e.py (import the fixtures you u
     from tests.gateway_server import admin, client, gateway  # noqa: F401  (pytest fixtures)
 
 - :class:`RunningGateway`: the aiohttp gateway in a background thread with its own event loop (AppRunner/TCPSite,
-  logged in as festpay_terminal), stopped by :meth:`RunningGateway.stop` (the ``gateway`` fixture does it).
+  logged in as festpay_terminal), stopped by :meth:`RunningGateway.stop` (the ``gateway`` fixture does it);
+  :func:`start_admin_gateway` serves the admin site too (``/admin/``, logged in as festpay_web).
 - :class:`Client`: plain HTTP (http.client) that signs a request for a terminal when asked; :class:`Reply` with a
   ``problem(slug, status)`` check of RFC 9457 answers.
 - fixtures ``gateway``, ``client`` (module scope) and ``admin`` (a superuser autocommit connection).
@@ -59,6 +60,14 @@ def start_gateway(pg_cluster: Any, **options: Any) -> RunningGateway:
     """A gateway logged in as festpay_terminal to the test database (options: GatewayOptions fields)."""
     opts = {"pool_min_size": 1, "pool_max_size": 8, **options}
     return RunningGateway(pg_cluster.url(TEST_DBNAME, user="festpay_terminal"), GatewayOptions(**opts))
+
+
+def start_admin_gateway(pg_cluster: Any, dbname: str = TEST_DBNAME, **options: Any) -> RunningGateway:
+    """A gateway serving the terminal API and the admin site (/admin/, logged in as festpay_web) on ``dbname``
+    (options: GatewayOptions fields, e.g. ``public_url``, ``dashboard_interval_s``)."""
+    opts = {"pool_min_size": 1, "pool_max_size": 8, "apps": ("terminal", "admin"),
+            "web_database_url": pg_cluster.url(dbname, user="festpay_web"), **options}
+    return RunningGateway(pg_cluster.url(dbname, user="festpay_terminal"), GatewayOptions(**opts))
 
 
 @dataclass

@@ -1,8 +1,14 @@
 """The aiohttp application of the gateway, and running it on 127.0.0.1.
 
-:func:`create_app` builds the app around a psycopg async pool logged in as ``festpay_terminal``; at start-up it
-opens the pool, loads the problem types (``api.problem_types()``) and builds the OpenAPI document; at shutdown it
-closes the pool.  :func:`gateway_service` runs it on a TCP port for as long as its ``async with`` block lasts.
+:func:`create_app` builds the root app around a psycopg async pool logged in with ``database_url`` (role
+``festpay_terminal``); at start-up it opens the pool, loads the problem types (``api.problem_types()``) and builds the
+OpenAPI document; at shutdown it closes the pool.  It always answers ``/health``, ``/health/ready`` and
+``/problems``; ``GatewayOptions.apps`` chooses what else it serves:
+
+- ``terminal``: the terminal API under ``/terminal/v1/`` with the HMAC middleware;
+- ``admin``: the admin site, a sub-application mounted at ``/admin/`` with its own pool logged in as ``festpay_web``.
+
+:func:`gateway_service` runs it on a TCP port for as long as its ``async with`` block lasts.
 """
 
 from __future__ import annotations
@@ -25,6 +31,13 @@ log = logging.getLogger("festpay.gateway")
 DEFAULT_HOST = "127.0.0.1"
 
 
+APPS = ("terminal", "admin")
+"""The sub-applications a gateway process can serve (``festpay serve --apps``)."""
+
+ADMIN_MAX_BODY = 16 * 1024 * 1024
+"""The largest request body when the admin site is served (a wristband CSV); terminal calls stay at 64 KiB."""
+
+
 @dataclass(frozen=True)
 class GatewayOptions:
     pool_min_size: int = 2
@@ -33,15 +46,28 @@ class GatewayOptions:
     """How long a request waits for a database connection (then 503 not-ready)."""
     migrations_dir: Path = MIGRATIONS_DIR
     """Where the newest migration id for /health/ready comes from."""
+    apps: tuple[str, ...] = ("terminal",)
+    """What the process serves besides health and problem types: ``terminal`` and/or ``admin`` (see :data:`APPS`)."""
+    web_database_url: str | None = None
+    """The admin site's login (role ``festpay_web``); needed when ``admin`` is served."""
+    public_url: str | None = None
+    """FESTPAY_PUBLIC_URL: the origin browsers use (forms from elsewhere are refused; https: Secure cookies)."""
+    dashboard_interval_s: float = 5.0
+    """Seconds between two summary queries of the live dashboard."""
 
 
 def create_app(database_url: str, options: GatewayOptions | None = None) -> web.Application:
     """The gateway app; ``database_url`` logs in as ``festpay_terminal`` (any role with EXECUTE on api works)."""
     options = options or GatewayOptions()
-    app = web.Application(
-        middlewares=[problems.problem_middleware, auth_middleware],
-        client_max_size=MAX_BODY,
-    )
+    unknown = set(options.apps) - set(APPS)
+    if unknown or not options.apps:
+        raise GatewayError(f"unknown or no apps {sorted(unknown)}; choose from {', '.join(APPS)}")
+    serve_terminal = "terminal" in options.apps
+    serve_admin = "admin" in options.apps
+    if serve_admin and not options.web_database_url:
+        raise GatewayError("the admin site needs its own database login (web_database_url, role festpay_web)")
+    middlewares = [problems.problem_middleware] + ([auth_middleware] if serve_terminal else [])
+    app = web.Application(middlewares=middlewares, client_max_size=ADMIN_MAX_BODY if serve_admin else MAX_BODY)
     app[problems.REGISTRY_KEY] = problems.ProblemRegistry()
     app[SECRETS_KEY] = SecretCache()
     app[health.EXPECTED_VERSION_KEY] = health.newest_migration(Path(options.migrations_dir)) or ""
@@ -61,12 +87,19 @@ def create_app(database_url: str, options: GatewayOptions | None = None) -> web.
 
     app.cleanup_ctx.append(lifecycle)
 
-    terminal_api.add_routes(app)
-    app.router.add_get("/terminal/v1/openapi.json", openapi.openapi_document, allow_head=False)
+    if serve_terminal:
+        terminal_api.add_routes(app)
+        app.router.add_get("/terminal/v1/openapi.json", openapi.openapi_document, allow_head=False)
     app.router.add_get("/health", health.health, allow_head=False)
     app.router.add_get("/health/ready", health.ready, allow_head=False)
     app.router.add_get("/problems", problems.problem_index, allow_head=False)
     app.router.add_get("/problems/{slug}", problems.problem_type, allow_head=False)
+    if serve_admin:
+        from ..admin import ADMIN_PREFIX, create_admin_app
+
+        app.add_subapp(ADMIN_PREFIX, create_admin_app(
+            options.web_database_url or "", public_url=options.public_url,
+            dashboard_interval_s=options.dashboard_interval_s, pool_timeout_s=options.pool_timeout_s))
     return app
 
 

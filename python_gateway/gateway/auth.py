@@ -1,4 +1,4 @@
-"""HMAC authentication of terminal requests (SPEC §7), as middleware.
+"""HMAC authentication of terminal requests (SPEC §7), as middleware that looks at ``/terminal/`` paths only.
 
 Every ``/terminal/v1/*`` request except ``register`` and ``openapi.json`` must carry
 ``X-Festpay-Assignment``, ``X-Festpay-Timestamp`` (within 300 s of our clock) and
@@ -6,7 +6,9 @@ Every ``/terminal/v1/*`` request except ``register`` and ``openapi.json`` must c
 wrong is a 401 problem ``unauthorized``; the signature is compared in constant time.  The three headers are
 visible ASCII (a decimal id, decimal seconds, base64): any other byte, NUL, a control character or one that is not
 UTF-8 (aiohttp hands those on as lone surrogates), is a 401 before any database call.  Assignment
-secrets come from ``api.terminal_secret`` and are cached (an assignment's secret never changes).
+secrets come from ``api.terminal_secret`` and are cached (an assignment's secret never changes); when the ledger
+answers a call with ``terminal-revoked`` (an admin revoked the assignment) the secret leaves the cache, so the
+next request asks the ledger again.  Every other path (the admin site, health, problem types) passes untouched.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections import OrderedDict
 from datetime import datetime, timezone
 
+import psycopg
 from aiohttp import web
 
 from .. import signing
@@ -24,6 +27,9 @@ from .database import POOL_KEY
 from .problems import Handler, Problem
 
 TERMINAL_PREFIX = "/terminal/v1/"
+#: The ledger's answer to any call of an assignment an admin revoked (problem ``terminal-revoked``, 401).
+REVOKED_SQLSTATE = "FP072"
+REVOKED_SLUG = "terminal-revoked"
 UNSIGNED_PATHS = frozenset({"/terminal/v1/register", "/terminal/v1/openapi.json"})
 
 #: request[ASSIGNMENT] holds the authenticated assignment id.
@@ -61,11 +67,19 @@ class SecretCache:
             self._secrets.popitem(last=False)
         return secret
 
+    def evict(self, assignment_id: int) -> None:
+        """Forget the assignment's secret (it was revoked)."""
+        self._secrets.pop(assignment_id, None)
+
+    def __contains__(self, assignment_id: object) -> bool:
+        return assignment_id in self._secrets
+
 
 SECRETS_KEY = web.AppKey("secret_cache", SecretCache)
 
 
 def needs_signature(path: str) -> bool:
+    """Whether ``path`` is a terminal call that must be signed (nothing outside ``/terminal/v1/`` is)."""
     return path.startswith(TERMINAL_PREFIX) and path not in UNSIGNED_PATHS
 
 
@@ -79,9 +93,12 @@ async def read_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise Problem("payload-too-large", f"the body must be at most {MAX_BODY} bytes")
     try:
-        return await request.read()
+        body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise Problem("payload-too-large", f"the body must be at most {MAX_BODY} bytes") from None
+    if len(body) > MAX_BODY:  # a chunked body, when the app admits larger ones for the admin site's uploads
+        raise Problem("payload-too-large", f"the body must be at most {MAX_BODY} bytes")
+    return body
 
 
 @web.middleware
@@ -114,7 +131,16 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not ok or secret is None:
         raise _unauthorized("the signature does not match")
     request[ASSIGNMENT] = assignment_id
-    return await handler(request)
+    try:
+        return await handler(request)
+    except psycopg.Error as err:
+        if err.sqlstate == REVOKED_SQLSTATE:
+            request.app[SECRETS_KEY].evict(assignment_id)
+        raise
+    except Problem as problem:
+        if problem.slug == REVOKED_SLUG:
+            request.app[SECRETS_KEY].evict(assignment_id)
+        raise
 
 
 _DUMMY_SECRET = base64.b64encode(b"\0" * 32).decode("ascii")

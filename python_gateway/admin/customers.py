@@ -1,0 +1,71 @@
+"""Customers (tags): ``/admin/customers?q=UID`` finds tags by UID prefix; ``/admin/customers/{uid}`` shows balance,
+held, available, status and the statement with items, and takes block / unblock, moving the balance to a new tag
+(a lost wristband) and a chargeback of a sale (never more than what is left of it; the ledger checks).
+
+Reading needs the privilege view, the changes need support (checked by the api functions, audited there).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from aiohttp import web
+
+from .common import call, call_value, done_note, page_of, query, read_form, render, see_other, token
+
+MAX_QUERY = 64
+
+
+def _page(uid: str) -> str:
+    return "/customers/" + quote(uid, safe="")
+
+
+async def search_page(request: web.Request) -> web.Response:
+    """GET /admin/customers?q=UID-prefix"""
+    q = (query(request).text("q") or "")[:MAX_QUERY]
+    customers = await call(request, "admin_customers", token(request), q)
+    return render(request, "admin/customers.html", {"q": q, "customers": customers})
+
+
+async def customer_page(request: web.Request) -> web.Response:
+    """GET /admin/customers/{uid}"""
+    customer = await call_value(request, "admin_customer", token(request), request.match_info["uid"])
+    return render(request, "admin/customer.html", {"customer": customer or {}, "uid": request.match_info["uid"],
+                                                   "note": done_note(request)})
+
+
+@page_of(customer_page)
+async def block(request: web.Request) -> web.StreamResponse:
+    """POST /admin/customers/{uid}/block (``blocked`` true or false, ``reason``)"""
+    form = await read_form(request)
+    blocked = form.flag("blocked")
+    await call_value(request, "admin_customer_block", token(request), request.match_info["uid"], blocked,
+                     form.text("reason", required=True))
+    raise see_other(request, _page(request.match_info["uid"]), done="blocked" if blocked else "unblocked")
+
+
+@page_of(customer_page)
+async def move(request: web.Request) -> web.StreamResponse:
+    """POST /admin/customers/{uid}/move (``new_uid``, ``reason``): 303 to the new tag's page."""
+    form = await read_form(request)
+    new_uid = form.text("new_uid", required=True) or ""
+    await call_value(request, "admin_customer_move", token(request), request.match_info["uid"], new_uid,
+                     form.text("reason", required=True))
+    raise see_other(request, _page(new_uid), done="moved")
+
+
+@page_of(customer_page)
+async def chargeback(request: web.Request) -> web.StreamResponse:
+    """POST /admin/customers/{uid}/chargeback (``transaction_id``, ``amount``, ``reason``)"""
+    form = await read_form(request)
+    await call_value(request, "admin_chargeback", token(request), form.whole("transaction_id", required=True),
+                     form.money("amount", required=True), form.text("reason", required=True))
+    raise see_other(request, _page(request.match_info["uid"]), done="chargeback")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/customers", search_page, name="customers")
+    app.router.add_get("/customers/{uid}", customer_page, name="customer")
+    app.router.add_post("/customers/{uid}/block", block)
+    app.router.add_post("/customers/{uid}/move", move)
+    app.router.add_post("/customers/{uid}/chargeback", chargeback)

@@ -1,0 +1,192 @@
+"""Setting the festival up: ``/admin/event``, ``/admin/merchants``, ``/admin/positions``, ``/admin/products``,
+``/admin/terminals``, ``/admin/tags``.
+
+Reading needs the privilege view, changing needs setup; the api functions check both, and write one audit row per
+change.  Merchants, positions and products are archived, never deleted (they were sold).  Form field names are the
+api parameter names without ``p_``; amounts are typed in currency units (``4.50``) and sent in cents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import segno
+from aiohttp import web
+from markupsafe import Markup
+from psycopg.types.json import Jsonb
+
+from .common import Form, call, call_value, done_note, page_of, read_form, render, see_other, token
+
+#: The event settings form: field name (= event column = key of api.admin_event_update) -> kind of value.
+EVENT_FIELDS: dict[str, str] = {
+    "max_balance": "money",
+    "min_topup": "money",
+    "max_topup": "money",
+    "topup_fee_cash": "money",
+    "topup_fee_card": "money",
+    "topup_fee_online": "money",
+    "payout_fee": "money",
+    "reserve_timeout_s": "whole",
+    "offline_limit": "money",
+    "offline_log_size": "whole",
+    "seller_name": "text",
+    "seller_street": "text",
+    "seller_postcode": "text",
+    "seller_city": "text",
+    "tax_number": "text",
+    "vat_id": "text",
+}
+POSITION_KINDS = ("sale", "topup")
+
+
+def event_settings(form: Form) -> dict[str, Any]:
+    """The submitted event settings, each parsed by its kind (only the fields the form sent)."""
+    settings: dict[str, Any] = {}
+    for name, kind in EVENT_FIELDS.items():
+        if name not in form.data:
+            continue
+        if kind == "money":
+            settings[name] = form.money(name, required=True)
+        elif kind == "whole":
+            settings[name] = form.whole(name, required=True)
+        else:
+            settings[name] = form.text(name) or ""
+    return settings
+
+
+# ----------------------------------------------------------------------------- event
+
+
+async def event_page(request: web.Request) -> web.Response:
+    """GET /admin/event"""
+    event = await call_value(request, "admin_event", token(request)) or {}
+    return render(request, "admin/event.html", {"event": event, "fields": EVENT_FIELDS, "note": done_note(request)})
+
+
+async def event_update(request: web.Request) -> web.StreamResponse:
+    """POST /admin/event"""
+    settings = event_settings(await read_form(request))
+    await call_value(request, "admin_event_update", token(request), Jsonb(settings))
+    raise see_other(request, "/event", done="saved")
+
+
+# ----------------------------------------------------------------------------- merchants, positions, products
+
+
+async def merchants_page(request: web.Request) -> web.Response:
+    """GET /admin/merchants"""
+    merchants = await call(request, "admin_merchants", token(request))
+    return render(request, "admin/merchants.html", {"merchants": merchants, "note": done_note(request)})
+
+
+async def merchant_save(request: web.Request) -> web.StreamResponse:
+    """POST /admin/merchants (``id`` empty: a new one; ``name``, ``archived``)"""
+    form = await read_form(request)
+    await call_value(request, "admin_merchant_save", token(request), form.whole("id"),
+                     form.text("name", required=True), form.flag("archived"))
+    raise see_other(request, "/merchants", done="saved")
+
+
+async def positions_page(request: web.Request) -> web.Response:
+    """GET /admin/positions (the merchants are the choice list of the form)"""
+    positions = await call(request, "admin_positions", token(request))
+    merchants = await call(request, "admin_merchants", token(request))
+    return render(request, "admin/positions.html", {"positions": positions, "merchants": merchants,
+                                                    "kinds": POSITION_KINDS, "note": done_note(request)})
+
+
+async def position_save(request: web.Request) -> web.StreamResponse:
+    """POST /admin/positions (``id``, ``name``, ``kind``, ``merchant_id``, ``archived``)"""
+    form = await read_form(request)
+    await call_value(request, "admin_position_save", token(request), form.whole("id"),
+                     form.text("name", required=True), form.choice("kind", POSITION_KINDS, required=True),
+                     form.whole("merchant_id"), form.flag("archived"))
+    raise see_other(request, "/positions", done="saved")
+
+
+async def products_page(request: web.Request) -> web.Response:
+    """GET /admin/products"""
+    products = await call(request, "admin_products", token(request))
+    return render(request, "admin/products.html", {"products": products, "note": done_note(request)})
+
+
+async def product_save(request: web.Request) -> web.StreamResponse:
+    """POST /admin/products (``id``, ``name``, ``price``, ``vat_rate``, ``fixed_price``, ``returnable``,
+    ``archived``)"""
+    form = await read_form(request)
+    await call_value(request, "admin_product_save", token(request), form.whole("id"),
+                     form.text("name", required=True), form.money("price"),
+                     form.decimal("vat_rate", required=True), form.flag("fixed_price"), form.flag("returnable"),
+                     form.flag("archived"))
+    raise see_other(request, "/products", done="saved")
+
+
+# ----------------------------------------------------------------------------- terminals
+
+
+def qr_svg(text: str) -> Markup:
+    """The QR code of ``text`` as inline SVG (sized by CSS)."""
+    qr = segno.make_qr(text, error="m")
+    return Markup(qr.svg_inline(scale=1, border=4, omitsize=True, svgclass="qr", lineclass=None, title=text))
+
+
+async def terminals_page(request: web.Request) -> web.Response:
+    """GET /admin/terminals (the positions are the choice list of the registration-code form)"""
+    terminals = await call(request, "admin_terminals", token(request))
+    positions = await call(request, "admin_positions", token(request))
+    return render(request, "admin/terminals.html", {"terminals": terminals, "positions": positions,
+                                                    "note": done_note(request)})
+
+
+@page_of(terminals_page)
+async def registration_code(request: web.Request) -> web.Response:
+    """POST /admin/terminals/code (``position_id``): a one-time registration code, shown with its QR code."""
+    form = await read_form(request)
+    code = await call_value(request, "admin_registration_code", token(request),
+                            form.whole("position_id", required=True))
+    svg = await asyncio.get_running_loop().run_in_executor(None, qr_svg, code)
+    return render(request, "admin/terminal_code.html", {"code": code, "qr": svg}, status=201)
+
+
+@page_of(terminals_page)
+async def terminal_revoke(request: web.Request) -> web.StreamResponse:
+    """POST /admin/terminals/revoke (``assignment_id``)"""
+    form = await read_form(request)
+    await call_value(request, "admin_terminal_revoke", token(request), form.whole("assignment_id", required=True))
+    raise see_other(request, "/terminals", done="revoked")
+
+
+# ----------------------------------------------------------------------------- tags
+
+
+async def tags_page(request: web.Request) -> web.Response:
+    """GET /admin/tags (counts by status; ``?imported=N`` after an import)"""
+    counts = await call(request, "admin_tags", token(request))
+    imported = request.query.get("imported", "")
+    return render(request, "admin/tags.html", {"counts": counts, "note": done_note(request),
+                                               "imported": int(imported) if imported.isdigit() else None})
+
+
+async def tags_import(request: web.Request) -> web.StreamResponse:
+    """POST /admin/tags (``csv``: lines ``UID,PIN``, pasted or as the file ``csv_file``)"""
+    form = await read_form(request)
+    text = form.raw("csv_file") if getattr(form.data.get("csv_file"), "filename", None) else form.raw("csv")
+    count = await call_value(request, "admin_tags_import", token(request), text or "")
+    raise see_other(request, "/tags", done="imported", imported=count)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/event", event_page, name="event")
+    app.router.add_post("/event", event_update)
+    app.router.add_get("/merchants", merchants_page, name="merchants")
+    app.router.add_post("/merchants", merchant_save)
+    app.router.add_get("/positions", positions_page, name="positions")
+    app.router.add_post("/positions", position_save)
+    app.router.add_get("/products", products_page, name="products")
+    app.router.add_post("/products", product_save)
+    app.router.add_get("/terminals", terminals_page, name="terminals")
+    app.router.add_post("/terminals/code", registration_code)
+    app.router.add_post("/terminals/revoke", terminal_revoke)
+    app.router.add_get("/tags", tags_page, name="tags")
+    app.router.add_post("/tags", tags_import)
