@@ -25,6 +25,16 @@ folder, destroyed at the end, also on errors and Ctrl-C) and runs named sections
               ``api.tse_store``).  Also the outbox lag when the run ends (``api.outbox_lag``) and that every receipt
               is signed exactly once (outbox, signatures and the TSE's transaction counter agree).
 
+``admin``     the admin site over HTTP, in its own fresh database holding a festival of 1,000,000 transactions
+              (FESTPAY_BENCH_ADMIN_TRANSACTIONS): event, merchants, terminals and an admin user through the api, the
+              ledger rows (top-ups, purchases, items, booking lines, signing requests, running balances) written as the
+              owner in one statement each, then checked with ``api.check_invariants()`` and continued by real api
+              calls.  ``festpay serve --apps terminal,admin`` as its own process; one client signed in as an admin
+              times each page FESTPAY_BENCH_ADMIN_REQUESTS times (default 100, after 5 warm-up rounds, pages taking
+              turns): ``/admin/transactions`` unfiltered, by merchant and hour, by UID and state;
+              ``/admin/customers/{uid}``; ``/admin/reports/sales-per-hour``; and GET /health as the yardstick.
+              Prints p95 per page (``admin_transactions_p95_ms`` is the worst filter), goal < 200 ms.
+
 Durability settings are never touched (synchronous_commit and fsync stay on): the
 numbers are what a festival would get from this machine.  Each section returns
 ``name=value`` results; the run ends with all of them, one per line, and exits non-zero
@@ -33,7 +43,7 @@ when a section failed (pgbench errors, wrong purchase counts, broken ledger inva
 Environment: FESTPAY_BENCH_SECONDS (duration of every pgbench run, and of the gateway's full-load and 100/s
 runs; its health run takes half; default 20), FESTPAY_BENCH_TERMINALS (gateway section, default 32),
 FESTPAY_BENCH_GATEWAYS (gateway processes, default 2; also for signing), PG_BIN (server binaries, as for ``festpay run``).
-``python -m python_gateway.bench gateway`` (or ``signing``) runs only the named section(s).
+``python -m python_gateway.bench gateway`` (or ``signing``, ``admin``) runs only the named section(s).
 """
 
 from __future__ import annotations
@@ -41,8 +51,11 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import html.parser
+import itertools
 import json
 import logging
+import math
 import os
 import re
 import resource
@@ -56,8 +69,11 @@ import textwrap
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import psycopg
 
@@ -1139,12 +1155,448 @@ def section_signing(bench: Bench) -> None:
                  else "NO")
 
 
+# --------------------------------------------------------------------------- section: admin
+
+ADMIN_DBNAME = "festpay_admin_bench"
+ADMIN_TRANSACTIONS = 1_000_000    # transactions in the ledger (top-ups + purchases); FESTPAY_BENCH_ADMIN_TRANSACTIONS
+ADMIN_CUSTOMERS = 20_000          # tags, each topped up once before its first purchase
+ADMIN_MERCHANTS = 20              # one sale position each, with ADMIN_TILLS_PER_MERCHANT terminals
+ADMIN_TILLS_PER_MERCHANT = 2
+ADMIN_TOPUP_TILLS = 4
+ADMIN_HOURS = 72                  # the festival so far: every transaction lies within the last 72 hours
+# How busy each hour of the day is (local time; relative): quiet in the early morning, busiest in the evening.
+ADMIN_HOUR_WEIGHTS = (6, 4, 2, 1, 0.5, 0.3, 0.3, 0.5, 1, 1.5, 2, 3, 5, 6, 6, 6, 7, 8, 9, 10, 10, 10, 9, 8)
+ADMIN_CARD_FEE = 50               # cents per card top-up (every third tag pays by card)
+ADMIN_PRODUCTS = (("Beer 0.5 l", 450, 19), ("Cola 0.3 l", 300, 19), ("Water 0.5 l", 250, 19),
+                  ("Wine 0.2 l", 550, 19), ("Coffee", 250, 19), ("Pretzel", 350, 7), ("Bratwurst", 550, 7),
+                  ("Fries", 400, 7))
+ADMIN_REQUESTS = 100              # timed requests per page (FESTPAY_BENCH_ADMIN_REQUESTS), after ADMIN_WARMUP
+ADMIN_WARMUP = 5
+ADMIN_USER, ADMIN_PASSWORD = "bench-admin", "bench-admin-password"
+GOAL_ADMIN_P95_MS = 200.0
+ADMIN_UID_PREFIX = "04"           # tag c has UID 04 + c as 12 hex digits
+
+
+def admin_uid(c: int) -> str:
+    return f"{ADMIN_UID_PREFIX}{c:012X}"
+
+
+# The ledger of a festival 72 hours in, written as the owner in one database transaction, row for row as the api
+# writes it (ledger.find_tag, ledger.new_transaction, ledger.add_items, ledger.book, ledger.enqueue): the event, its
+# accounts and terminals dated to the day before the festival; customer accounts and tags imported then; per tag one top-up (cash into a top-up till's drawer, or card less the card fee) shortly before
+# its first purchase, of what it spends plus a rest; purchases of one or two item lines at a random sale terminal and
+# time, committed two seconds after their reserve; booking lines, items as sold, one pending signing request per
+# receipt (the bench runs no TSE); running balances from the lines. Transaction ids ascend with time; terminal and tag
+# numbers count per terminal and per tag. api.check_invariants() checks the result.
+ADMIN_FILL_SQL = (
+    """SELECT setseed(0.42)""",
+    # the event was set up (through the api, just now) the day before the festival began
+    """UPDATE ledger.event SET created_at = %(setup_at)s WHERE id = %(event)s""",
+    """UPDATE ledger.account SET created_at = %(setup_at)s WHERE event_id = %(event)s""",
+    """UPDATE ledger.assignment SET registered_at = %(setup_at)s WHERE event_id = %(event)s""",
+    """UPDATE ledger.registration_code SET created_at = %(setup_at)s, used_at = %(setup_at)s
+        WHERE event_id = %(event)s""",
+    """CREATE TEMP TABLE bench_customer (c int PRIMARY KEY, uid text, account_id bigint, tag_id bigint)
+       ON COMMIT DROP""",
+    # the wristbands, imported at set-up
+    """WITH a AS (INSERT INTO ledger.account (event_id, kind, name, created_at)
+                  SELECT %(event)s, 'customer', %(prefix)s || lpad(upper(to_hex(c)), 12, '0'), %(setup_at)s
+                    FROM generate_series(1, %(customers)s) c ORDER BY c
+                  RETURNING id, name),
+            g AS (INSERT INTO ledger.tag (event_id, uid, account_id, created_at)
+                  SELECT %(event)s, a.name, a.id, %(setup_at)s FROM a ORDER BY a.id
+                  RETURNING id, uid, account_id)
+       INSERT INTO bench_customer SELECT ('x' || substr(uid, 3))::bit(48)::bigint::int, uid, account_id, id
+         FROM g""",
+    """CREATE TEMP TABLE bench_till (idx int, assignment_id bigint, merchant_account_id bigint, cash_account_id bigint,
+                                     kind ledger.position_kind) ON COMMIT DROP""",
+    """INSERT INTO bench_till
+       SELECT row_number() OVER (PARTITION BY p.kind ORDER BY a.id), a.id, m.account_id, a.cash_account_id, p.kind
+         FROM ledger.assignment a JOIN ledger.position p ON p.id = a.position_id
+         LEFT JOIN ledger.merchant m ON m.id = p.merchant_id
+        WHERE a.event_id = %(event)s""",
+    """CREATE TEMP TABLE bench_plan (k bigserial, type ledger.tx_type, c int, till int, at timestamptz,
+                                     p1 int, q1 int, p2 int, q2 int, amount bigint, fee bigint,
+                                     payment ledger.payment_method) ON COMMIT DROP""",
+    # purchases: a random tag and sale terminal, an hour of the festival by how busy it is (hour_thresholds: where
+    # each hour ends on the cumulative distribution), a random time within it; one or two item lines (the second
+    # another product)
+    """INSERT INTO bench_plan (type, c, till, at, p1, q1, p2, q2)
+       SELECT 'purchase', 1 + floor(random() * %(customers)s)::int, 1 + floor(random() * %(sale_tills)s)::int,
+              %(start)s::timestamptz
+                + (width_bucket(random(), %(hour_thresholds)s::float8[]) + random()) * interval '1 hour',
+              p1, 1 + floor(random() * 3)::int,
+              CASE WHEN random() < 0.4 THEN 1 + (p1 + floor(random() * (%(products)s - 1))::int) %% %(products)s END,
+              1 + floor(random() * 2)::int
+         FROM (SELECT g, 1 + floor(random() * %(products)s)::int AS p1
+                 FROM generate_series(1, %(purchases)s) g) x""",
+    """UPDATE bench_plan SET amount = q1 * (%(prices)s::bigint[])[p1] + coalesce(q2 * (%(prices)s::bigint[])[p2], 0),
+                            q2 = CASE WHEN p2 IS NULL THEN NULL ELSE q2 END""",
+    # one top-up per tag with purchases, 1 s to 30 min before its first one: what it spends and a rest, whole euros
+    """INSERT INTO bench_plan (type, c, till, at, amount, fee, payment)
+       SELECT 'topup', c, 1 + c %% %(topup_tills)s, min(at) - (1 + random() * 1799) * interval '1 second',
+              (ceil((sum(amount) + 500 + random() * 5000) / 100) * 100)::bigint,
+              CASE WHEN c %% 3 = 0 THEN %(card_fee)s ELSE 0 END,
+              CASE WHEN c %% 3 = 0 THEN 'card' ELSE 'cash' END::ledger.payment_method
+         FROM bench_plan WHERE type = 'purchase' GROUP BY c""",
+    """CREATE TEMP TABLE bench_tx ON COMMIT DROP AS
+       SELECT %(base)s + row_number() OVER (ORDER BY p.at, p.k) AS id, p.*, bc.account_id, bc.tag_id,
+              t.assignment_id,
+              CASE WHEN p.type = 'purchase' THEN t.merchant_account_id
+                   WHEN p.payment = 'cash' THEN t.cash_account_id ELSE %(card_account)s END AS other_account_id,
+              row_number() OVER (PARTITION BY t.assignment_id ORDER BY p.at, p.k) AS terminal_tx_number,
+              CASE WHEN p.type = 'purchase' THEN row_number() OVER (PARTITION BY p.c, p.type ORDER BY p.at, p.k) - 1
+                   END AS tag_tx_number,
+              p.at + CASE WHEN p.type = 'purchase' THEN interval '2 seconds' ELSE interval '0' END AS committed
+         FROM bench_plan p
+         JOIN bench_customer bc ON bc.c = p.c
+         JOIN bench_till t ON t.idx = p.till
+                          AND t.kind = CASE WHEN p.type = 'purchase' THEN 'sale' ELSE 'topup' END::ledger.position_kind""",
+    """INSERT INTO ledger.transaction (id, event_id, type, state, account_id, other_account_id, tag_id, tag_tx_number,
+                                      assignment_id, terminal_tx_number, amount, fee, held, payment, terminal_time,
+                                      created_at, updated_at, expires_at, committed_at)
+       OVERRIDING SYSTEM VALUE
+       SELECT id, %(event)s, type, 'Committed', account_id, other_account_id, tag_id, tag_tx_number, assignment_id,
+              terminal_tx_number, amount, coalesce(fee, 0), 0, payment, CASE WHEN type = 'purchase' THEN at END,
+              at, committed, CASE WHEN type = 'purchase' THEN at + %(reserve_timeout)s::interval END, committed
+         FROM bench_tx ORDER BY id""",
+    """SELECT setval(pg_get_serial_sequence('ledger.transaction', 'id'), (SELECT max(id) FROM ledger.transaction))""",
+    """INSERT INTO ledger.item (transaction_id, line_no, product_id, name, quantity, unit_price, vat_rate, returnable)
+       SELECT x.id, x.line_no, p.id, p.name, x.quantity, p.price, p.vat_rate, p.returnable
+         FROM (SELECT id, 1 AS line_no, p1 AS product, q1 AS quantity FROM bench_tx WHERE type = 'purchase'
+               UNION ALL
+               SELECT id, 2, p2, q2 FROM bench_tx WHERE type = 'purchase' AND p2 IS NOT NULL) x
+         JOIN ledger.product p ON p.id = (%(product_ids)s::bigint[])[x.product]
+        ORDER BY x.id, x.line_no""",
+    """INSERT INTO ledger.booking (transaction_id, line_no, debit_account_id, credit_account_id, amount, booked_at)
+       SELECT t.id, i.line_no, t.other_account_id, t.account_id, i.quantity * i.unit_price, t.committed
+         FROM bench_tx t JOIN ledger.item i ON i.transaction_id = t.id
+        WHERE t.type = 'purchase'
+       UNION ALL
+       SELECT id, 1, account_id, other_account_id, amount, committed FROM bench_tx WHERE type = 'topup'
+       UNION ALL
+       SELECT id, 2, %(fee_account)s, account_id, fee, committed FROM bench_tx WHERE type = 'topup' AND fee > 0
+        ORDER BY 1, 2""",
+    """INSERT INTO ledger.outbox (topic, ordering_key, transaction_id, created_at)
+       SELECT 'tse', 'festpay-' || assignment_id::text, id, committed FROM bench_tx ORDER BY id""",
+    """UPDATE ledger.account a SET balance = s.balance
+         FROM (SELECT account_id, sum(CASE WHEN type = 'topup' THEN amount - fee ELSE -amount END)::bigint AS balance
+                 FROM bench_tx GROUP BY account_id) s
+        WHERE a.id = s.account_id""",
+    """UPDATE ledger.tag SET status = 'active'
+        WHERE id IN (SELECT tag_id FROM bench_tx WHERE type = 'topup')""",
+)
+
+
+def setup_admin_db(bench: Bench, transactions: int) -> dict:
+    """A fresh database holding a festival of ``transactions`` transactions (see ADMIN_FILL_SQL): the event, merchants,
+    positions, products, terminals and the admin user through the api, the ledger rows as the owner. Checks
+    api.check_invariants() and that real api calls carry on from the filled ledger (a top-up of a new tag, a purchase
+    reserved and committed at a sale terminal)."""
+    customers = min(ADMIN_CUSTOMERS, max(1, transactions // 10))
+    purchases = transactions - customers
+    bench.cluster.drop_database(ADMIN_DBNAME)
+    bench.cluster.create_database(ADMIN_DBNAME)
+    migrate(bench.cluster.url(ADMIN_DBNAME))
+    started = time.monotonic()
+    with bench.connect(ADMIN_DBNAME) as conn:
+        event_id = conn.execute(
+            "SELECT api.create_event('Admin Bench Festival', 'EUR', 200000, 500, 200000, p_topup_fee_card => %s)",
+            (ADMIN_CARD_FEE,)).fetchone()[0]
+        product_ids = [conn.execute("SELECT api.create_product(%s, %s, %s, %s)", (event_id, *p)).fetchone()[0]
+                       for p in ADMIN_PRODUCTS]
+        merchants = []
+        for m in range(1, ADMIN_MERCHANTS + 1):
+            merchant_id = conn.execute("SELECT api.create_merchant(%s, %s)", (event_id, f"Merchant {m:02d}")).fetchone()[0]
+            position_id = conn.execute("SELECT api.create_position(%s, %s, 'sale', %s)",
+                                       (event_id, f"Bar {m:02d}", merchant_id)).fetchone()[0]
+            merchants.append({"id": merchant_id, "position_id": position_id})
+        conn.execute("SELECT api.create_position(%s, 'Top-up', 'topup')", (event_id,))
+        conn.execute(
+            """SELECT api.register_terminal(api.create_registration_code(%(e)s, format('Bar %%s', lpad(m::text, 2, '0'))),
+                                            format('bench bar %%s till %%s', m, t))
+                 FROM generate_series(1, %(merchants)s) m, generate_series(1, %(tills)s) t ORDER BY m, t""",
+            {"e": event_id, "merchants": ADMIN_MERCHANTS, "tills": ADMIN_TILLS_PER_MERCHANT})
+        conn.execute(
+            """SELECT api.register_terminal(api.create_registration_code(%s, 'Top-up'), format('bench top-up %%s', t))
+                 FROM generate_series(1, %s) t ORDER BY t""", (event_id, ADMIN_TOPUP_TILLS))
+        card_account, fee_account, reserve_timeout = conn.execute(
+            """SELECT ledger.system_account(e.id, 'topup', 'card'), ledger.system_account(e.id, 'fee', 'fees'),
+                      e.reserve_timeout FROM ledger.event e WHERE e.id = %s""", (event_id,)).fetchone()
+        base = conn.execute("SELECT coalesce(max(id), 0) FROM ledger.transaction").fetchone()[0]
+        end, time_zone = conn.execute("SELECT date_trunc('second', now()) - interval '1 minute', time_zone"
+                                      " FROM ledger.event WHERE id = %s", (event_id,)).fetchone()
+        start = end - timedelta(hours=ADMIN_HOURS)
+        weights = list(itertools.accumulate(
+            ADMIN_HOUR_WEIGHTS[(start + timedelta(hours=h, minutes=30)).astimezone(ZoneInfo(time_zone)).hour]
+            for h in range(ADMIN_HOURS)))
+        params = {
+            "event": event_id, "customers": customers, "purchases": purchases, "prefix": ADMIN_UID_PREFIX,
+            "sale_tills": ADMIN_MERCHANTS * ADMIN_TILLS_PER_MERCHANT, "topup_tills": ADMIN_TOPUP_TILLS,
+            "start": start, "end": end, "products": len(ADMIN_PRODUCTS),
+            "hour_thresholds": [w / weights[-1] for w in weights[:-1]],
+            "setup_at": end - timedelta(hours=ADMIN_HOURS + 24),
+            "prices": [p[1] for p in ADMIN_PRODUCTS], "product_ids": product_ids, "card_fee": ADMIN_CARD_FEE,
+            "card_account": card_account, "fee_account": fee_account, "base": base,
+            "reserve_timeout": reserve_timeout,
+        }
+        for statement in ADMIN_FILL_SQL:
+            conn.execute(statement, params)
+        conn.commit()
+        filled_s = time.monotonic() - started
+        with bench.connect(ADMIN_DBNAME, autocommit=True) as vac:
+            vac.execute("VACUUM ANALYZE")
+        count, topups, max_topup = conn.execute(
+            """SELECT count(*), count(*) FILTER (WHERE type = 'topup'), max(amount) FILTER (WHERE type = 'topup')
+                 FROM ledger.transaction WHERE event_id = %s""", (event_id,)).fetchone()
+        conn.commit()
+        if max_topup is not None and max_topup > 200000:
+            raise BenchFailure(f"admin: a top-up of {max_topup} cents exceeds the event's maximum top-up")
+        # real api calls on top of the filled ledger: a new tag topped up, and a purchase of customer 1
+        topup_till, sale_till = conn.execute(
+            """SELECT min(a.id) FILTER (WHERE p.kind = 'topup'), min(a.id) FILTER (WHERE p.kind = 'sale')
+                 FROM ledger.assignment a JOIN ledger.position p ON p.id = a.position_id WHERE a.event_id = %s""",
+            (event_id,)).fetchone()
+        next_number = ("SELECT coalesce(max(terminal_tx_number), 0) + 1 FROM ledger.transaction"
+                       " WHERE assignment_id = %s")
+        n = conn.execute(next_number, (topup_till,)).fetchone()[0]
+        new_uid = admin_uid(customers + 1)
+        state = conn.execute("SELECT state FROM api.topup(%s, %s, %s, 5000, 'cash')",
+                             (topup_till, n, new_uid)).fetchone()[0]
+        conn.commit()
+        n = conn.execute(next_number, (sale_till,)).fetchone()[0]
+        items = json.dumps([{"product_id": product_ids[0], "quantity": 1}])
+        reserved = conn.execute("SELECT state FROM api.reserve(%s, %s, %s, 1000, %s, %s)",
+                                (sale_till, n, admin_uid(1), ADMIN_PRODUCTS[0][1], items)).fetchone()[0]
+        conn.commit()
+        replicated = conn.execute(
+            "SELECT outcome, state FROM api.replicate(%s, %s)",
+            (sale_till, json.dumps([{"terminal_tx_number": n, "type": "purchase", "state": "Committed",
+                                     "uid": admin_uid(1), "tag_tx_number": 1000, "amount": ADMIN_PRODUCTS[0][1],
+                                     "items": json.loads(items)}]))).fetchone()
+        conn.commit()
+        if (state, reserved, tuple(replicated)) != ("Committed", "ReservePending", ("booked", "Committed")):
+            raise BenchFailure(f"admin: api calls on the filled ledger: top-up {state}, reserve {reserved}, "
+                               f"replication {replicated}")
+        checked = time.monotonic()
+        broken = conn.execute("SELECT invariant, subject, detail FROM api.check_invariants()").fetchall()
+        check_s = time.monotonic() - checked
+    for invariant, subject, detail in broken[:20]:
+        print(f"   BROKEN {invariant}: {subject}: {detail}")
+    if broken:
+        raise BenchFailure(f"admin: {len(broken)} ledger invariants broken after the fill")
+    with bench.connect(ADMIN_DBNAME, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+        conn.execute("CHECKPOINT")
+        size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()[0]
+    print(f"admin setup: event {event_id}, {count} transactions ({topups} top-ups, {count - topups} purchases) of "
+          f"{customers} tags at {ADMIN_MERCHANTS} merchants over {ADMIN_HOURS} h, filled in {filled_s:.1f}s; "
+          f"api calls on top booked; invariants clean ({check_s:.1f}s); database {size}, "
+          f"{time.monotonic() - started:.1f}s in all")
+    return {"event_id": event_id, "customers": customers, "merchants": merchants, "start": params["start"],
+            "end": end, "transactions": count + 2}
+
+
+class _FormFields(html.parser.HTMLParser):
+    """The fields of the first form of a page whose action ends with ``action``: {name: value} of its inputs."""
+
+    def __init__(self, action: str):
+        super().__init__()
+        self.action, self.fields, self._inside, self._done = action, {}, False, False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "form" and not self._done and (a.get("action") or "").split("?")[0].endswith(self.action):
+            self._inside = True
+        elif tag == "input" and self._inside and a.get("name"):
+            self.fields[a["name"]] = a.get("value") or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form" and self._inside:
+            self._inside, self._done = False, True
+
+
+class AdminHttp:
+    """One keep-alive HTTP connection to the admin site with its cookies: signs in like a browser (the sign-in form's
+    hidden fields, Origin header), then times GETs: from sending the request to the last byte of the page."""
+
+    def __init__(self, port: int):
+        import http.client
+
+        self.port, self.origin = port, f"http://127.0.0.1:{port}"
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.cookies: dict[str, str] = {}
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes, float]:
+        """(status, headers, body, milliseconds)."""
+        from http.cookies import SimpleCookie
+
+        hdrs = dict(headers or {})
+        if self.cookies:
+            hdrs["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        started = time.perf_counter()
+        self.conn.request(method, path, body=body, headers=hdrs)
+        resp = self.conn.getresponse()
+        raw = resp.read()
+        ms = 1000.0 * (time.perf_counter() - started)
+        for header in resp.msg.get_all("Set-Cookie") or []:
+            jar = SimpleCookie()
+            jar.load(header)
+            for name, morsel in jar.items():
+                if morsel["max-age"] == "0" or "1970" in (morsel["expires"] or ""):
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.value
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, raw, ms
+
+    def sign_in(self, username: str, password: str) -> None:
+        from urllib.parse import urlencode
+
+        status, _, page, _ = self.request("GET", "/admin/login")
+        if status != 200:
+            raise BenchFailure(f"admin: GET /admin/login answered {status}")
+        form = _FormFields("/admin/login")
+        form.feed(page.decode("utf-8", "replace"))
+        fields = {**form.fields, "username": username, "password": password}
+        status, headers, page, _ = self.request(
+            "POST", "/admin/login", urlencode(fields).encode(),
+            {"Content-Type": "application/x-www-form-urlencoded", "Origin": self.origin})
+        if status not in (302, 303):
+            raise BenchFailure(f"admin: signing in answered {status}: {page[:300]!r}")
+
+    def timed_get(self, path: str, expect: str) -> float:
+        """Milliseconds for GET path; its answer must be 200 and hold ``expect``."""
+        status, headers, page, ms = self.request("GET", path)
+        if status != 200 or expect.encode() not in page:
+            raise BenchFailure(f"admin: GET {path} answered {status}"
+                               + (f" without {expect!r}" if status == 200 else f": {page[:300]!r}"))
+        return ms
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)] if ordered else 0.0
+
+
+def start_admin_server(bench: Bench, port: int) -> tuple[subprocess.Popen, Path]:
+    """``festpay serve --apps terminal,admin`` against the admin bench database (terminal API as festpay_terminal,
+    admin site as festpay_web) on 127.0.0.1:port; returns once it listens."""
+    logfile = bench.workdir / "admin-server.log"
+    env = _tool_env() | {
+        "DATABASE_URL": bench.cluster.url(ADMIN_DBNAME),
+        "FESTPAY_GATEWAY_DATABASE_URL": bench.cluster.url(ADMIN_DBNAME, user="festpay_terminal"),
+        "FESTPAY_WEB_DATABASE_URL": bench.cluster.url(ADMIN_DBNAME, user="festpay_web"),
+        "FESTPAY_DATA_DIR": str(bench.workdir / "admin-data"),
+    }
+    env.pop("FESTPAY_PUBLIC_URL", None)
+    cmd = [sys.executable, "-m", "python_gateway.cli", "serve", "--apps", "terminal,admin", "--port", str(port)]
+    proc, _ = _start_logged(cmd, logfile, "listening on", "the admin server", env=env)
+    return proc, logfile
+
+
+def section_admin(bench: Bench) -> None:
+    """The admin site over HTTP with 1,000,000 transactions in the ledger (FESTPAY_BENCH_ADMIN_TRANSACTIONS): p95
+    render time of /admin/transactions with three filter combinations, /admin/customers/{uid} and
+    /admin/reports/sales-per-hour, signed in as an admin, one request at a time from one keep-alive connection
+    (FESTPAY_BENCH_ADMIN_REQUESTS per page, after a warm-up; filters, tags and hours vary per request). Yardstick in
+    the same run: GET /health from the same connection. Server: ``festpay serve --apps terminal,admin`` as its own
+    process."""
+    import random
+
+    transactions = _env_int("FESTPAY_BENCH_ADMIN_TRANSACTIONS", ADMIN_TRANSACTIONS, minimum=1000)
+    requests = _env_int("FESTPAY_BENCH_ADMIN_REQUESTS", ADMIN_REQUESTS, minimum=20)
+    setup = setup_admin_db(bench, transactions)
+    with bench.connect(ADMIN_DBNAME) as conn:
+        conn.execute("SELECT api.create_admin_user(%s, 'admin', %s)", (ADMIN_USER, ADMIN_PASSWORD))
+        tz = ZoneInfo(conn.execute("SELECT time_zone FROM ledger.event WHERE id = %s",
+                                   (setup["event_id"],)).fetchone()[0])
+        conn.commit()
+    rng = random.Random(42)
+    hours = ADMIN_HOURS - 1
+
+    def local(moment) -> str:
+        return moment.astimezone(tz).strftime("%Y-%m-%dT%H:%M")
+
+    row = 'href="/admin/transactions/'          # a row of a transaction list links to its page
+
+    def merchant_hour() -> tuple[str, str]:
+        m = rng.choice(setup["merchants"])
+        start = setup["start"] + timedelta(hours=rng.randrange(hours))
+        return (f"/admin/transactions?merchant_id={m['id']}&from={quote(local(start))}"
+                f"&to={quote(local(start + timedelta(hours=1)))}", "<table")   # a quiet hour may have none
+
+    def uid_state() -> tuple[str, str]:
+        return f"/admin/transactions?uid={admin_uid(rng.randrange(1, setup['customers'] + 1))}&state=Committed", row
+
+    def customer() -> tuple[str, str]:
+        uid = admin_uid(rng.randrange(1, setup["customers"] + 1))
+        return f"/admin/customers/{uid}", uid
+
+    # (name, the next request: path and a text its answer must hold)
+    pages: list[tuple[str, Callable[[], tuple[str, str]]]] = [
+        ("health", lambda: ("/health", '"ok"')),
+        ("transactions_plain", lambda: ("/admin/transactions", row)),
+        ("transactions_merchant_hour", merchant_hour),
+        ("transactions_uid_state", uid_state),
+        ("customer", customer),
+        ("sales_per_hour", lambda: ("/admin/reports/sales-per-hour", "<td")),
+    ]
+    port = _free_port()
+    server, logfile = start_admin_server(bench, port)
+    timings: dict[str, list[float]] = {name: [] for name, _ in pages}
+    first: dict[str, float] = {}
+    try:
+        client = AdminHttp(port)
+        try:
+            client.sign_in(ADMIN_USER, ADMIN_PASSWORD)
+            print(f"\n== admin: festpay serve --apps terminal,admin (pid {server.pid}) on http://127.0.0.1:{port}; "
+                  f"{requests} requests per page after {ADMIN_WARMUP} warm-up, one at a time", flush=True)
+            # Rounds: each page once per round, so that drift touches every page alike.
+            for round_no in range(ADMIN_WARMUP + requests):
+                for name, request in pages:
+                    ms = client.timed_get(*request())
+                    first.setdefault(name, ms)
+                    if round_no >= ADMIN_WARMUP:
+                        timings[name].append(ms)
+        finally:
+            client.close()
+        if server.poll() is not None:
+            bench.failures.append(f"admin: the server (pid {server.pid}) died during the run")
+    finally:
+        _stop_with_log(server, logfile, "admin server")
+
+    p95 = {name: percentile(values, 95) for name, values in timings.items()}
+    for name, values in timings.items():
+        print(f"   {name:28s} p50 {percentile(values, 50):7.2f} ms  p95 {p95[name]:7.2f} ms  "
+              f"max {max(values):7.2f} ms")
+    filters = ("transactions_plain", "transactions_merchant_hour", "transactions_uid_state")
+    bench.record("admin_ledger_transactions", setup["transactions"])
+    bench.record("admin_requests_per_page", requests)
+    for name in filters:
+        bench.record(f"admin_{name}_p95_ms", p95[name])
+    bench.record("admin_transactions_p95_ms", max(p95[name] for name in filters))
+    bench.record("admin_customer_p95_ms", p95["customer"])
+    bench.record("admin_sales_per_hour_p95_ms", p95["sales_per_hour"])
+    bench.record("admin_health_p95_ms", p95["health"])
+    # the very first sales-per-hour request stores the finished hours (ledger.sales_hour) that later ones read
+    bench.record("admin_sales_per_hour_first_ms", first["sales_per_hour"])
+    for name in ("transactions", "customer", "sales_per_hour"):
+        value = float(bench.results[f"admin_{name}_p95_ms"])
+        bench.record(f"admin_{name}_vs_health", value / p95["health"] if p95["health"] else 0.0)
+
+
 # --------------------------------------------------------------------------- main
 
 SECTIONS: dict[str, Section] = {
     "ledger": section_ledger,
     "gateway": section_gateway,
     "signing": section_signing,
+    "admin": section_admin,
 }
 
 
@@ -1214,6 +1666,12 @@ def print_summary(bench: Bench) -> None:
             print(f"gateway {name} {r[name]} (goal {goal}: {'met' if ok else 'NOT met'})")
         print(f"gateway health_rps {float(r['health_rps']):.0f} (yardstick), purchase_calls_vs_health "
               f"{float(r['purchase_calls_vs_health']):.3f}")
+    if "admin_transactions_p95_ms" in r:
+        for name in ("admin_transactions_p95_ms", "admin_customer_p95_ms", "admin_sales_per_hour_p95_ms"):
+            ok = float(r[name]) < GOAL_ADMIN_P95_MS
+            print(f"{name} {float(r[name]):.1f} (goal < {GOAL_ADMIN_P95_MS:.0f} with "
+                  f"{int(r['admin_ledger_transactions']):,} transactions: {'met' if ok else 'NOT met'})")
+        print(f"admin_health_p95_ms {float(r['admin_health_p95_ms']):.2f} (yardstick: GET /health, same connection)")
     for failure in bench.failures:
         print(f"FAILED: {failure}")
     print()
