@@ -313,9 +313,9 @@ $$;
 CREATE OR REPLACE FUNCTION ledger.set_state(t ledger.transaction, p_to ledger.tx_state, p_actor text,
                                             p_payload jsonb DEFAULT '{}', p_allow_overdraft boolean DEFAULT true)
 RETURNS text LANGUAGE plpgsql AS $$
--- The one place an existing transaction changes state: checks ledger.transition, releases the hold when it leaves
--- a holding state, and books it (ledger.book) when it becomes Committed. t is the transaction as the caller read it
--- under the lock below. Returns 'changed', 'duplicate' (already in p_to) or 'invalid' (violation logged, nothing
+-- The one place an existing transaction changes state: checks ledger.transition, keeps the change in the row's
+-- state_changes, releases the hold when it leaves a holding state, and books it (ledger.book) when it becomes
+-- Committed. t is the transaction as the caller read it under the lock below. Returns 'changed', 'duplicate' (already in p_to) or 'invalid' (violation logged, nothing
 -- changed); booking may raise insufficient-balance unless p_allow_overdraft. Lock order: every caller holds the row
 -- lock of the transaction's customer account (ledger.lock_account), taken before any of that customer's
 -- transactions is read; that lock serialises all changes to them, so the transaction row itself is not locked again
@@ -333,7 +333,8 @@ BEGIN
        SET state = p_to,
            held = CASE WHEN ledger.holds(p_to) THEN held ELSE 0 END,
            committed_at = CASE WHEN p_to = 'Committed' THEN now() END,
-           updated_at = now()
+           updated_at = now(),
+           state_changes = state_changes || ROW(t.state, p_to, now(), p_actor)::ledger.state_change
      WHERE id = t.id AND EXISTS (SELECT FROM ledger.transition WHERE from_state = t.state AND to_state = p_to)
     RETURNING * INTO u;
     IF NOT FOUND THEN

@@ -367,11 +367,11 @@ END
 $$;
 COMMENT ON FUNCTION api.external_topup_result IS 'Records the provider''s answer (success, failure, unknown) to an online top-up. Returns state and outcome.';
 
-CREATE OR REPLACE FUNCTION api.resolve_transaction(p_tx_id bigint, p_state text, p_reason text)
-RETURNS TABLE (transaction_id bigint, state text, outcome text, problem text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- An admin decides a transaction whose outcome is unknown (TerminalConfirmUnknown, ExternalUnknown):
--- Committed books it (an overdraft is flagged), Aborted releases it. Returns state and outcome; raises not-found.
+CREATE OR REPLACE FUNCTION ledger.resolve(p_tx_id bigint, p_state text, p_reason text, p_actor text)
+RETURNS TABLE (transaction_id bigint, state text, outcome text, problem text) LANGUAGE plpgsql AS $$
+-- An admin (p_actor: who, kept with the state change) decides a transaction whose outcome is unknown
+-- (TerminalConfirmUnknown, ExternalUnknown): Committed books it (an overdraft is flagged), Aborted releases it.
+-- Returns state and outcome (rejected, violation logged, for one still in progress); raises not-found, validation.
 DECLARE
     t ledger.transaction;
 BEGIN
@@ -387,14 +387,22 @@ BEGIN
     END IF;
     IF t.state NOT IN ('TerminalConfirmUnknown', 'ExternalUnknown', 'Committed', 'Aborted') THEN
         -- Anything still in progress is decided by its terminal or provider, not by an admin.
-        PERFORM ledger.log_violation(session_user, t.event_id, t.id, t.state, p_state::ledger.tx_state,
+        PERFORM ledger.log_violation(p_actor, t.event_id, t.id, t.state, p_state::ledger.tx_state,
                                      'admin resolution of a transaction still in progress', jsonb_build_object('reason', p_reason));
         RETURN QUERY SELECT t.id, t.state::text, 'rejected'::text, 'invalid-transition'::text;
         RETURN;
     END IF;
-    RETURN QUERY SELECT * FROM ledger.conclude(p_tx_id, p_state::ledger.tx_state, session_user,
+    RETURN QUERY SELECT * FROM ledger.conclude(p_tx_id, p_state::ledger.tx_state, p_actor,
                                                jsonb_build_object('reason', p_reason, 'by', 'admin'));
 END
+$$;
+
+CREATE OR REPLACE FUNCTION api.resolve_transaction(p_tx_id bigint, p_state text, p_reason text)
+RETURNS TABLE (transaction_id bigint, state text, outcome text, problem text)
+LANGUAGE sql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- A DBA decides a transaction whose outcome is unknown (ledger.resolve, the DBA's login named as who decided).
+-- Returns state and outcome; raises not-found, validation.
+    SELECT * FROM ledger.resolve(p_tx_id, p_state, p_reason, session_user);
 $$;
 COMMENT ON FUNCTION api.resolve_transaction IS 'Admin decision on a TerminalConfirmUnknown or ExternalUnknown transaction. Returns state and outcome.';
 

@@ -552,22 +552,15 @@ RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_tem
 -- position and device; its items as sold; its booking lines (accounts as kind:name); its states (below); the
 -- violations logged for it, with their review; the TSE signature; the transactions linked to it (chargebacks,
 -- the funding top-up); receipt_url when it is a committed receipt.
--- states: no state history is kept (a row per change would cost the purchase path), so they are what the row and
--- the audit log show: created (the first state when certain: ReservePending for a reserve, Open for an online top-up,
--- the state an admin decided from, the state now if it never changed; else null), each admin decision from the audit
--- log, and the last change (the state now, at updated_at). Refused changes are the violations.
+-- states: the first state at created_at, then every change of ledger.transaction.state_changes (from, to, when, by).
 -- Returns {transaction, items, lines, states, violations, signature, linked, receipt_url}; raises not-found.
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'view');
     v_event bigint := ledger.admin_event_id();
     t ledger.transaction := ledger.admin_transaction_of(v_event, p_id);
-    v_changed boolean := t.updated_at > t.created_at;
-    v_decided text;
 BEGIN
-    SELECT au.before ->> 'state' INTO v_decided FROM ledger.admin_audit au
-     WHERE au.object = 'transaction:' || t.id AND au.action = 'queue.resolve' ORDER BY au.id LIMIT 1;
     RETURN jsonb_build_object(
-        'transaction', (SELECT to_jsonb(t) || jsonb_build_object(
+        'transaction', (SELECT (to_jsonb(t) - 'state_changes') || jsonb_build_object(
                                    'uid', g.uid, 'merchant', m.name, 'position', p.name, 'device', a.device,
                                    'account', ac.kind || ':' || ac.name, 'other_account', o.kind || ':' || o.name,
                                    'client_id', ledger.tse_client_id(t.assignment_id))
@@ -590,24 +583,13 @@ BEGIN
                     JOIN ledger.account d ON d.id = b.debit_account_id
                     JOIN ledger.account c ON c.id = b.credit_account_id
                    WHERE b.transaction_id = t.id),
-        'states', (SELECT jsonb_agg(s.x ORDER BY s.at, s.n) FROM (
-                      SELECT t.created_at AS at, 0 AS n, jsonb_build_object(
-                                 'at', t.created_at, 'change', 'created', 'from', NULL, 'by', NULL, 'reason', NULL,
-                                 'state', CASE WHEN t.expires_at IS NOT NULL THEN 'ReservePending'
-                                               WHEN t.type = 'topup' AND t.payment = 'online' THEN 'Open'
-                                               -- else an unknown outcome an admin decided was replicated as such
-                                               WHEN v_decided IS NOT NULL THEN v_decided
-                                               WHEN NOT v_changed THEN t.state::text END) AS x
+        'states', (SELECT jsonb_agg(x.change ORDER BY x.n) FROM (
+                      SELECT 0 AS n, jsonb_build_object('at', t.created_at, 'from', NULL,
+                                                        'state', coalesce(t.state_changes[1].from_state, t.state),
+                                                        'by', NULL) AS change
                       UNION ALL
-                      SELECT au.at, 1, jsonb_build_object('at', au.at, 'change', 'admin', 'by', usr.username,
-                                                          'from', au.before ->> 'state', 'state', au.after ->> 'state',
-                                                          'reason', au.after ->> 'reason')
-                        FROM ledger.admin_audit au LEFT JOIN ledger.admin_user usr ON usr.id = au.user_id
-                       WHERE au.object = 'transaction:' || t.id AND au.action = 'queue.resolve'
-                      UNION ALL
-                      SELECT t.updated_at, 2, jsonb_build_object('at', t.updated_at, 'change', 'last', 'state', t.state,
-                                                                 'from', NULL, 'by', NULL, 'reason', NULL)
-                       WHERE v_changed) s),
+                      SELECT c.n, jsonb_build_object('at', c.at, 'from', c.from_state, 'state', c.to_state, 'by', c.actor)
+                        FROM unnest(t.state_changes) WITH ORDINALITY AS c(from_state, to_state, at, actor, n)) x),
         'violations', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                                           'id', v.id, 'at', v.occurred_at, 'actor', v.actor, 'from', v.from_state,
                                           'to', v.to_state, 'reason', v.reason, 'payload', v.payload,
@@ -770,7 +752,7 @@ BEGIN
         RETURN 'reviewed';
     END IF;
 
-    SELECT * INTO r FROM api.resolve_transaction(t.id, p_outcome, v_reason);
+    SELECT * INTO r FROM ledger.resolve(t.id, p_outcome, v_reason, 'admin:' || u.username);
     IF r.outcome = 'rejected' THEN
         PERFORM ledger.fail('invalid-transition',
                             format('transaction %s is %s: only TerminalConfirmUnknown and ExternalUnknown wait for an '

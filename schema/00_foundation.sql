@@ -61,6 +61,8 @@ CREATE TYPE ledger.tx_state AS ENUM (
     'Open', 'ReservePending', 'Reserve', 'ReserveExpired', 'TerminalConfirmUnknown',
     'ExternalPending', 'ExternalUnknown', 'Committed', 'Aborted');
 CREATE TYPE ledger.payment_method AS ENUM ('cash', 'card', 'online');
+-- One change of a transaction's state, as ledger.transaction.state_changes keeps it: from, to, when, who.
+CREATE TYPE ledger.state_change AS (from_state ledger.tx_state, to_state ledger.tx_state, at timestamptz, actor text);
 CREATE TYPE ledger.tag_status AS ENUM ('new', 'active', 'blocked');
 CREATE TYPE ledger.position_kind AS ENUM ('sale', 'topup');
 -- One booking line before it is stored: debit receives, credit pays.

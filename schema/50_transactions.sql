@@ -31,11 +31,13 @@ CREATE TABLE ledger.transaction (
     updated_at         timestamptz NOT NULL DEFAULT now(),
     expires_at         timestamptz,
     committed_at       timestamptz,
+    state_changes      ledger.state_change[] NOT NULL DEFAULT '{}',
     CONSTRAINT terminal_identity_unique UNIQUE (assignment_id, terminal_tx_number)
 );
 COMMENT ON TABLE ledger.transaction IS
     'A transaction: account_id is the customer it concerns, other_account_id the counterparty '
     '(merchant, top-up source, drawer, payout, deposit or receiving customer). held is what it reserves now.';
+COMMENT ON COLUMN ledger.transaction.state_changes IS 'Every change of state after the first (ledger.set_state): from, to, when, who; the first state is the first change''s from_state (or the state now), at created_at.';
 -- The rules of a transaction row that relate two of its columns, as one CHECK on the whole row (transaction_rules).
 -- PostgreSQL reads every CHECK expression back from its stored form and plans it again in each INSERT and UPDATE
 -- statement; four rules written out cost a purchase (one INSERT, one UPDATE) 8 % of its CPU instructions, this one

@@ -320,8 +320,8 @@ SELECT is((SELECT jsonb_build_array(j -> 'transaction' ->> 'uid', j -> 'transact
           'detail of sale 1: tag, merchant, 3 items, 3 booking lines to the Bar, the receipt link');
 SELECT is((SELECT j -> 'states' FROM test.res WHERE k = 's1'),
           jsonb_build_array(jsonb_build_object('at', (SELECT created_at FROM ledger.transaction WHERE id = test.v('s1')),
-                                               'change', 'created', 'state', 'Committed', 'from', NULL, 'by', NULL, 'reason', NULL)),
-          'detail of sale 1: booked as it was created, one state');
+                                               'state', 'Committed', 'from', NULL, 'by', NULL)),
+          'detail of sale 1: replicated as committed, one state');
 SELECT is((SELECT j -> 'signature' FROM test.res WHERE k = 's1'), 'null'::jsonb, 'detail of sale 1: not signed yet');
 SELECT is((api.admin_receipt(pg_temp.tok('viewer'), test.v('s1')) ->> 'total')::bigint, 315::bigint,
           'the receipt behind the link: api.receipt of sale 1');
@@ -351,10 +351,10 @@ SELECT is(pg_temp.last_audit(), format('queue.resolve transaction:%s by pgtap-op
 SELECT is(pg_temp.last_audit_json(), '{"before": {"state": "TerminalConfirmUnknown"},
                                        "after": {"state": "Committed", "outcome": "booked", "reason": "the tag shows the charge"}}'::jsonb,
           'resolve: before TerminalConfirmUnknown, after Committed, with the reason');
-SELECT is((SELECT jsonb_agg(jsonb_build_array(s ->> 'change', s ->> 'state', s ->> 'by', s ->> 'reason'))
+SELECT is((SELECT jsonb_agg(jsonb_build_array(s ->> 'from', s ->> 'state', s ->> 'by'))
              FROM jsonb_array_elements(api.admin_transaction(pg_temp.tok('viewer'), test.v('tcu')) -> 'states') s),
-          '[["created", "TerminalConfirmUnknown", null, null], ["admin", "Committed", "pgtap-ops-support", "the tag shows the charge"]]'::jsonb,
-          'detail of the decided transaction: created as an unknown outcome, then the admin''s decision with who and why');
+          '[[null, "TerminalConfirmUnknown", null], ["TerminalConfirmUnknown", "Committed", "admin:pgtap-ops-support"]]'::jsonb,
+          'detail of the decided transaction: replicated as an unknown outcome, then the admin''s decision and who made it');
 SELECT throws_ok(format($$SELECT api.admin_queue_resolve(pg_temp.tok('support'), %s, 'Aborted', 'changed my mind')$$, test.v('tcu')),
                  'FP030', NULL, 'deciding a Committed transaction again as Aborted: invalid-transition');
 SELECT throws_ok(format($$SELECT api.admin_queue_resolve(pg_temp.tok('support'), %s, 'Aborted', 'x')$$, test.v('s1')),
