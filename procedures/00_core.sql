@@ -480,10 +480,10 @@ BEGIN
                                   WHEN l.credit = t.other_account_id THEN -l.amount ELSE 0 END;
     END LOOP;
     v_balance := ledger.apply_to_customer(t.id, t.account_id, v_own, p_allow_overdraft, p_release);
-    IF t.type = 'transfer' THEN
+    IF NOT ledger.is_receipt(t.type) THEN                 -- a transfer: both sides are customers
         v_other_balance := ledger.apply_to_customer(t.id, t.other_account_id, v_other, p_allow_overdraft);
     ELSE
-        -- Every committed transaction is booked exactly once, here: a receipt (all but transfers) is to be signed.
+        -- Every committed transaction is booked exactly once, here: a receipt is to be signed.
         v_outbox_id := ledger.enqueue('tse', ledger.tse_client_id(t.assignment_id), t.id);
     END IF;
     RETURN v_balance;

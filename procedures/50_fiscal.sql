@@ -55,7 +55,7 @@ RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN p_cents < 0 THEN '-' ELSE '' END || (abs(p_cents) / 100)::text || '.' || lpad((abs(p_cents) % 100)::text, 2, '0');
 $$;
 
--- The receipt rules: every receipt, its signed process data and the DSFinV-K export are made from ledger.receipt_lines,
+-- The receipt rules: every receipt, its signed process data and the DSFinV-K export are made from ledger.receipt_lines_of,
 -- so they agree to the cent. The VAT treatment of each line, with the source it follows, is described in
 -- python_gateway/dsfinvk.py.
 
@@ -96,40 +96,57 @@ RETURNS text LANGUAGE sql IMMUTABLE AS $$
                 WHEN p_payment = 'online' THEN 'Online' ELSE 'Mehrzweckgutschein' END;
 $$;
 
+CREATE OR REPLACE FUNCTION ledger.is_receipt(p_type ledger.tx_type)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+-- Tells whether a committed transaction of this type is a receipt (signed, printed, exported): all but transfers,
+-- which move credit between two customers without any till. Returns true or false.
+    SELECT p_type <> 'transfer';
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.receipt_lines_of(p_tx_ids bigint[])
+RETURNS TABLE (transaction_id bigint, line_no integer, kind text, name text, quantity integer, unit_price bigint,
+               vat_rate numeric, vat_key integer, gross bigint, net bigint, tax bigint)
+LANGUAGE sql STABLE AS $$
+-- The lines of the receipts of the given transactions, money into the till positive: a sale's or deposit return's
+-- items at their own rates (kind item or deposit); money without items one voucher line at 0 % (a top-up without its
+-- fee); a fee its own line at the general rate. A line's tax is its share of its receipt's tax at that rate, so a
+-- receipt's lines of a rate add up to exactly round(gross * rate / (100 + rate)). Returns them by transaction and line.
+    WITH t AS (SELECT * FROM ledger.transaction WHERE id = ANY (p_tx_ids)),
+    lines AS (
+        SELECT t.id AS transaction_id, i.line_no::integer AS line_no,
+               CASE WHEN i.returnable THEN 'deposit' ELSE 'item' END AS kind, i.name, i.quantity, i.unit_price,
+               i.vat_rate, ledger.receipt_sign(t.type) * i.quantity * i.unit_price AS gross
+          FROM t JOIN ledger.item i ON i.transaction_id = t.id
+         WHERE t.type IN ('purchase', 'deposit_return')
+        UNION ALL
+        SELECT t.id, 1, 'voucher', initcap(replace(t.type::text, '_', ' ')), 1,
+               t.amount - CASE WHEN t.type = 'topup' THEN t.fee ELSE 0 END, 0::numeric,
+               ledger.receipt_sign(t.type) * (t.amount - CASE WHEN t.type = 'topup' THEN t.fee ELSE 0 END)
+          FROM t
+         WHERE NOT (t.type IN ('purchase', 'deposit_return') AND EXISTS (SELECT FROM ledger.item i WHERE i.transaction_id = t.id))
+        UNION ALL
+        SELECT t.id, 2, 'fee', CASE WHEN t.type = 'topup' THEN 'Top-up fee' ELSE 'Payout fee' END, 1, t.fee,
+               ledger.fee_vat_rate(), t.fee
+          FROM t WHERE t.fee > 0 AND t.type IN ('topup', 'payout')),
+    running AS (
+        SELECT l.*, sum(l.gross) OVER (PARTITION BY l.transaction_id, l.vat_rate ORDER BY l.line_no) AS upto
+          FROM lines l)
+    SELECT r.transaction_id, r.line_no, r.kind, r.name, r.quantity, r.unit_price, r.vat_rate, ledger.vat_key(r.vat_rate),
+           r.gross, r.gross - x.tax, x.tax
+      FROM running r,
+           LATERAL (SELECT (round(r.upto * r.vat_rate / (100 + r.vat_rate))
+                            - round((r.upto - r.gross) * r.vat_rate / (100 + r.vat_rate)))::bigint AS tax) x
+     ORDER BY r.transaction_id, r.line_no;
+$$;
+
 CREATE OR REPLACE FUNCTION ledger.receipt_lines(p_tx_id bigint)
 RETURNS TABLE (line_no integer, kind text, name text, quantity integer, unit_price bigint, vat_rate numeric,
                vat_key integer, gross bigint, net bigint, tax bigint)
 LANGUAGE sql STABLE AS $$
--- The lines of a receipt, money into the till positive: a sale's or deposit return's items at their own rates (kind
--- item or deposit); money without items one voucher line at 0 % (a top-up without its fee); a fee its own line at the
--- general rate. A line's tax is its share of its rate's tax, so the lines of a rate add up to exactly
--- round(gross * rate / (100 + rate)) of the whole receipt. Returns the lines in order (none for an unknown id).
-    WITH t AS (SELECT * FROM ledger.transaction WHERE id = p_tx_id),
-    has_items AS (SELECT t.type IN ('purchase', 'deposit_return')
-                         AND EXISTS (SELECT FROM ledger.item i WHERE i.transaction_id = t.id) AS yes FROM t),
-    lines AS (
-        SELECT i.line_no::integer AS line_no, CASE WHEN i.returnable THEN 'deposit' ELSE 'item' END AS kind, i.name,
-               i.quantity, i.unit_price, i.vat_rate, ledger.receipt_sign(t.type) * i.quantity * i.unit_price AS gross
-          FROM t JOIN ledger.item i ON i.transaction_id = t.id, has_items h
-         WHERE h.yes
-        UNION ALL
-        SELECT 1, 'voucher', initcap(replace(t.type::text, '_', ' ')), 1,
-               t.amount - CASE WHEN t.type = 'topup' THEN t.fee ELSE 0 END, 0::numeric,
-               ledger.receipt_sign(t.type) * (t.amount - CASE WHEN t.type = 'topup' THEN t.fee ELSE 0 END)
-          FROM t, has_items h
-         WHERE NOT h.yes
-        UNION ALL
-        SELECT 2, 'fee', CASE WHEN t.type = 'topup' THEN 'Top-up fee' ELSE 'Payout fee' END, 1, t.fee,
-               ledger.fee_vat_rate(), t.fee
-          FROM t WHERE t.fee > 0 AND t.type IN ('topup', 'payout')),
-    running AS (
-        SELECT l.*, sum(l.gross) OVER (PARTITION BY l.vat_rate ORDER BY l.line_no) AS upto FROM lines l)
-    SELECT r.line_no, r.kind, r.name, r.quantity, r.unit_price, r.vat_rate, ledger.vat_key(r.vat_rate), r.gross,
-           r.gross - x.tax, x.tax
-      FROM running r,
-           LATERAL (SELECT (round(r.upto * r.vat_rate / (100 + r.vat_rate))
-                            - round((r.upto - r.gross) * r.vat_rate / (100 + r.vat_rate)))::bigint AS tax) x
-     ORDER BY r.line_no;
+-- The lines of one receipt (ledger.receipt_lines_of, the one rule of what a receipt contains).
+-- Returns them in order (none for an unknown id).
+    SELECT l.line_no, l.kind, l.name, l.quantity, l.unit_price, l.vat_rate, l.vat_key, l.gross, l.net, l.tax
+      FROM ledger.receipt_lines_of(ARRAY[p_tx_id]) l;
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.receipt_vat(p_tx_id bigint)
@@ -366,7 +383,7 @@ DECLARE
     v jsonb;
 BEGIN
     SELECT * INTO t FROM ledger.transaction WHERE id = p_tx_id;
-    IF NOT FOUND OR t.state <> 'Committed' OR t.type = 'transfer' THEN
+    IF NOT FOUND OR t.state <> 'Committed' OR NOT ledger.is_receipt(t.type) THEN
         PERFORM ledger.fail('not-found', format('transaction %s is not a committed receipt', p_tx_id));
     END IF;
     SELECT jsonb_build_object(

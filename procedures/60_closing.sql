@@ -5,10 +5,10 @@ SET LOCAL ROLE festpay_owner;
 
 CREATE OR REPLACE FUNCTION ledger.open_receipts(p_event_id bigint)
 RETURNS SETOF ledger.transaction LANGUAGE sql STABLE AS $$
--- The receipts of an event that no cash-point closing covers yet: committed transactions of every type but transfer.
+-- The receipts of an event that no cash-point closing covers yet: committed transactions that are receipts.
 -- Returns the transaction rows (inlined into the caller's query).
     SELECT t.* FROM ledger.transaction t
-     WHERE t.event_id = p_event_id AND t.state = 'Committed' AND t.type <> 'transfer'
+     WHERE t.event_id = p_event_id AND t.state = 'Committed' AND ledger.is_receipt(t.type)
        AND NOT EXISTS (SELECT FROM ledger.cashpoint_closing_transaction x WHERE x.transaction_id = t.id);
 $$;
 
@@ -91,7 +91,7 @@ CREATE OR REPLACE FUNCTION api.dsfinvk_lines(p_closing_ids bigint[])
 RETURNS TABLE (closing_id bigint, transaction_id bigint, line_no integer, gv_typ text, gv_name text, article text,
                quantity integer, unit_price bigint, vat_key integer, vat_rate numeric, gross bigint, net bigint, tax bigint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- The receipt lines (DSFinV-K Bonpos, Bonpos_USt) of the receipts the given closings cover: ledger.receipt_lines with
+-- The receipt lines (DSFinV-K Bonpos, Bonpos_USt) of the receipts the given closings cover: ledger.receipt_lines_of with
 -- their business case (GV_TYP, GV_NAME; sources in python_gateway/dsfinvk.py). Returns them in closing, transaction
 -- and line order.
     SELECT c.closing_id, t.id, l.line_no,
@@ -113,7 +113,8 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
            l.name, l.quantity, l.unit_price, l.vat_key, l.vat_rate, l.gross, l.net, l.tax
       FROM ledger.cashpoint_closing_transaction c
       JOIN ledger.transaction t ON t.id = c.transaction_id
-      CROSS JOIN LATERAL ledger.receipt_lines(t.id) l
+      JOIN ledger.receipt_lines_of(ARRAY(SELECT x.transaction_id FROM ledger.cashpoint_closing_transaction x
+                                          WHERE x.closing_id = ANY (p_closing_ids))) l ON l.transaction_id = t.id
      WHERE c.closing_id = ANY (p_closing_ids)
      ORDER BY c.closing_id, t.id, l.line_no;
 $$;
@@ -126,20 +127,30 @@ RETURNS TABLE (closing_id bigint, transaction_id bigint, type text, terminal_tx_
                process_type text, process_data text, signature text, public_key text, algorithm text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- The receipts (DSFinV-K Bonkopf, Bonkopf_USt, Bonkopf_Zahlarten) the given closings cover: total (money into the
--- till positive), payment type and name, sums per VAT key (ledger.receipt_vat: vat_key, gross, net, tax) and the TSE
--- signature (NULL fields while unsigned). Returns them in closing and transaction order.
-    SELECT c.closing_id, t.id, t.type::text, t.terminal_tx_number, t.created_at, t.committed_at,
-           (SELECT sum(v.gross)::bigint FROM ledger.receipt_vat(t.id) v),
-           ledger.payment_type(t.payment), ledger.payment_name(t.type, t.payment),
-           (SELECT jsonb_agg(jsonb_build_object('vat_key', v.vat_key, 'gross', v.gross, 'net', v.net, 'tax', v.tax)
-                             ORDER BY v.vat_key) FROM ledger.receipt_vat(t.id) v),
+-- till positive), payment type and name, sums per VAT key (vat_key, gross, net, tax of ledger.receipt_lines_of) and
+-- the TSE signature (NULL fields while unsigned). Returns them in closing and transaction order.
+    WITH covered AS (
+        SELECT c.closing_id, c.transaction_id FROM ledger.cashpoint_closing_transaction c
+         WHERE c.closing_id = ANY (p_closing_ids)),
+    per_key AS (
+        SELECT l.transaction_id, l.vat_key, sum(l.gross)::bigint AS gross, sum(l.net)::bigint AS net,
+               sum(l.tax)::bigint AS tax
+          FROM ledger.receipt_lines_of(ARRAY(SELECT x.transaction_id FROM covered x)) l
+         GROUP BY l.transaction_id, l.vat_key, l.vat_rate),
+    per_receipt AS (
+        SELECT k.transaction_id, sum(k.gross)::bigint AS total,
+               jsonb_agg(jsonb_build_object('vat_key', k.vat_key, 'gross', k.gross, 'net', k.net, 'tax', k.tax)
+                         ORDER BY k.vat_key) AS vat
+          FROM per_key k GROUP BY k.transaction_id)
+    SELECT c.closing_id, t.id, t.type::text, t.terminal_tx_number, t.created_at, t.committed_at, r.total,
+           ledger.payment_type(t.payment), ledger.payment_name(t.type, t.payment), r.vat,
            s.tse_serial, s.tse_tx_number, s.signature_counter, s.start_time, s.log_time, s.process_type, s.process_data,
            translate(encode(s.signature, 'base64'), E'\n', ''), translate(encode(s.public_key, 'base64'), E'\n', ''),
            s.algorithm
-      FROM ledger.cashpoint_closing_transaction c
+      FROM covered c
       JOIN ledger.transaction t ON t.id = c.transaction_id
+      JOIN per_receipt r ON r.transaction_id = t.id
       LEFT JOIN ledger.tse_signature s ON s.transaction_id = t.id
-     WHERE c.closing_id = ANY (p_closing_ids)
      ORDER BY c.closing_id, t.id;
 $$;
 COMMENT ON FUNCTION api.dsfinvk_receipts IS 'DSFinV-K receipt heads (total, payment, VAT sums, TSE signature) of closed receipts. Returns rows.';
@@ -150,7 +161,7 @@ RETURNS TABLE (closing_id bigint, client_id text, assignment_id bigint, device t
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- The cash-point closings of an event closed between p_first and p_last (local dates, inclusive; NULL: open), each
 -- with its sums per payment (Z_Zahlart: type, name, amount) and per business case and VAT key (Z_GV_Typ: gv_typ,
--- gv_name, vat_key, gross, net, tax) over the lines of ledger.receipt_lines. Returns them per till in Z order.
+-- gv_name, vat_key, gross, net, tax) over the lines of ledger.receipt_lines_of. Returns them per till in Z order.
     SELECT c.id, c.client_id, c.assignment_id, a.device, c.z_nr, c.closed_at, c.first_transaction_id,
            c.last_transaction_id,
            (SELECT coalesce(jsonb_agg(jsonb_build_object('type', p.type, 'name', p.name, 'amount', p.amount)

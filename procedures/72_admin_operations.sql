@@ -608,7 +608,7 @@ BEGIN
         'linked', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', x.id, 'type', x.type, 'state', x.state,
                                                                'amount', x.amount, 'created_at', x.created_at) ORDER BY x.id), '[]')
                      FROM ledger.transaction x WHERE (x.linked_id = t.id OR x.id = t.linked_id) AND x.event_id = v_event),
-        'receipt_url', CASE WHEN t.state = 'Committed' AND t.type <> 'transfer'
+        'receipt_url', CASE WHEN t.state = 'Committed' AND ledger.is_receipt(t.type)
                             THEN '/admin/transactions/' || t.id || '/receipt' END);
 END
 $$;
@@ -800,7 +800,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 --   sales-per-merchant  merchant, sales (committed purchases), gross (their amounts), chargebacks, net
 --   sales-per-product   product, vat_rate, quantity, gross (items as sold), returned (deposit returns)
 --   sales-per-hour      hour (start, in the event's time zone), sales, gross (ledger.sales_hours)
---   vat                 vat_rate, vat_key, gross, net, tax: the sum of every receipt's own (ledger.receipt_vat)
+--   vat                 vat_rate, vat_key, gross, net, tax: the sum of every receipt's own (ledger.receipt_lines_of)
 --   topups              method, topups, amount, fees, credited (amount less fees)
 --   trial-balance       kind, account, received, paid, balance of the booking lines (customers together; last row
 --                       total, whose balance is 0)
@@ -849,16 +849,15 @@ BEGIN
         SELECT coalesce(jsonb_agg(jsonb_build_array(h.hour, h.sales, h.gross) ORDER BY h.hour), '[]') INTO rows
           FROM ledger.sales_hours(v_event, p_from, p_to) h;
     WHEN 'vat' THEN
-        -- A receipt: every committed transaction but a transfer (as ledger.open_receipts).
+        -- The receipts' lines: their taxes are each receipt's tax per rate, split over its lines.
         columns := ARRAY['vat_rate', 'vat_key', 'gross', 'net', 'tax'];
         SELECT coalesce(jsonb_agg(jsonb_build_array(s.vat_rate, s.vat_key, s.gross, s.net, s.tax) ORDER BY s.vat_rate DESC), '[]')
           INTO rows
-          FROM (SELECT v.vat_rate, v.vat_key, sum(v.gross)::bigint AS gross, sum(v.net)::bigint AS net,
-                       sum(v.tax)::bigint AS tax
-                  FROM ledger.committed_in(v_event, w.p_from, w.p_to, w.lo, w.hi) t
-                  CROSS JOIN LATERAL ledger.receipt_vat(t.id) v
-                 WHERE t.type <> 'transfer'
-                 GROUP BY v.vat_rate, v.vat_key) s;
+          FROM (SELECT l.vat_rate, l.vat_key, sum(l.gross)::bigint AS gross, sum(l.net)::bigint AS net,
+                       sum(l.tax)::bigint AS tax
+                  FROM ledger.receipt_lines_of(ARRAY(SELECT t.id FROM ledger.committed_in(v_event, w.p_from, w.p_to, w.lo, w.hi) t
+                                                      WHERE ledger.is_receipt(t.type))) l
+                 GROUP BY l.vat_rate, l.vat_key) s;
     WHEN 'topups' THEN
         columns := ARRAY['method', 'topups', 'amount', 'fees', 'credited'];
         SELECT coalesce(jsonb_agg(jsonb_build_array(s.method, s.n, s.amount, s.fees, s.amount - s.fees) ORDER BY s.method), '[]')

@@ -55,7 +55,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
     UNION ALL
     SELECT 'receipt-signed-or-queued', t.event_id, 'transaction ' || t.id, 'a committed receipt is neither signed nor in the outbox'
       FROM ledger.transaction t
-     WHERE t.state = 'Committed' AND t.type <> 'transfer'
+     WHERE t.state = 'Committed' AND ledger.is_receipt(t.type)
        AND NOT EXISTS (SELECT FROM ledger.outbox o WHERE o.topic = 'tse' AND o.transaction_id = t.id)
        AND NOT EXISTS (SELECT FROM ledger.tse_signature s WHERE s.transaction_id = t.id)
     UNION ALL

@@ -11,10 +11,9 @@ from typing import Any
 
 from aiohttp import web
 from psycopg import sql
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from ..migrate import libpq_url
+from ..gateway.database import make_pool as gateway_pool
 
 WEB_POOL_KEY = web.AppKey("web_db_pool", AsyncConnectionPool)
 
@@ -24,19 +23,8 @@ _FUNCTION = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
 def make_pool(url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 10.0) -> AsyncConnectionPool:
-    """A closed pool (open it with ``await pool.open()``) logged in with ``url``; rows come back as dicts.
-
-    Autocommit: every ``api`` call is one statement and commits on its own.
-    """
-    return AsyncConnectionPool(
-        libpq_url(url),
-        min_size=min_size,
-        max_size=max_size,
-        timeout=timeout,
-        open=False,
-        name=APPLICATION_NAME,
-        kwargs={"row_factory": dict_row, "application_name": APPLICATION_NAME, "autocommit": True},
-    )
+    """A closed pool (open it with ``await pool.open()``) logged in with ``url``, autocommit, rows as dicts."""
+    return gateway_pool(url, min_size=min_size, max_size=max_size, timeout=timeout, application_name=APPLICATION_NAME)
 
 
 def _query(function: str, arity: int) -> sql.Composed:
