@@ -1,7 +1,8 @@
 -- Helpers for the pgTAP suites (schema test), loaded once into the test database before the suites run:
 --   psql "$URL" -v ON_ERROR_STOP=1 -f tests/pgtap_setup.sql   (the pytest run does this itself)
 -- They only call api functions and read ledger tables (plus the scratch tables test.ctx and test.res, whose rows
--- each suite's ROLLBACK removes); suites stay one file per topic. The helpers from "scratch and lookups" on were
+-- each suite's ROLLBACK removes; and test.admin_user, which inserts fixture admin users with a fast bcrypt cost);
+-- suites stay one file per topic. The helpers from "scratch and lookups" on were
 -- the suites' own pg_temp helpers once, and stay VOLATILE like them (a fresh snapshot at every call).
 
 CREATE EXTENSION IF NOT EXISTS pgtap;
@@ -238,4 +239,86 @@ BEGIN
 EXCEPTION WHEN raise_exception THEN
     RETURN NULL;
 END
+$$;
+
+-- ---------------------------------------------------------------- admin users, sessions and the audit log
+-- The admin suites' fixture users have the password 'pw-' || name; test.admin_sessions signs one in per role and keeps
+-- their tokens in test.res under 'tok', which test.admin_token and test.as_web read.
+
+CREATE FUNCTION test.admin_user(p_name text, p_role text)
+RETURNS bigint LANGUAGE sql AS $$
+-- Creates a fixture admin user with password 'pw-' || name, hashed with bcrypt cost 4 (fast; the api hashes with 12).
+-- Returns the user's id.
+    INSERT INTO ledger.admin_user (username, password_hash, role)
+    VALUES (p_name, extensions.crypt('pw-' || p_name, extensions.gen_salt('bf', 4)), p_role) RETURNING id;
+$$;
+
+CREATE FUNCTION test.admin_sign_in(p_name text, p_password text DEFAULT NULL)
+RETURNS text LANGUAGE sql AS $$
+-- Signs a fixture admin user in (client 'pgTAP') with p_password, or with its own 'pw-' || name when that is NULL.
+-- Returns the session token, or NULL when the sign-in is refused.
+    SELECT token FROM api.admin_sign_in(p_name, coalesce(p_password, 'pw-' || p_name), 'pgTAP');
+$$;
+
+CREATE FUNCTION test.admin_sessions(p_prefix text)
+RETURNS TABLE (role text, user_id bigint) LANGUAGE plpgsql AS $$
+-- Creates a fixture admin user p_prefix || role for each role (admin, finance, support, viewer) and signs it in,
+-- keeping the tokens in test.res under 'tok' as {role: token}. Returns one row per role: the role, its user's id.
+DECLARE
+    v_tokens jsonb := '{}';
+BEGIN
+    FOREACH role IN ARRAY ARRAY['admin', 'finance', 'support', 'viewer'] LOOP
+        user_id := test.admin_user(p_prefix || role, role);
+        v_tokens := v_tokens || jsonb_build_object(role, test.admin_sign_in(p_prefix || role));
+        RETURN NEXT;
+    END LOOP;
+    INSERT INTO test.res VALUES ('tok', v_tokens);
+END
+$$;
+
+CREATE FUNCTION test.admin_token(p_role text)
+RETURNS text LANGUAGE sql AS $$
+-- The session token of the fixture user of a role that test.admin_sessions signed in (test.res under 'tok').
+-- Returns it, or NULL for a role without one.
+    SELECT test.res('tok', p_role);
+$$;
+
+CREATE FUNCTION test.as_web(p_sql text, p_role text)
+RETURNS text LANGUAGE plpgsql AS $$
+-- Runs p_sql as festpay_web and undoes it, %1$s replaced by the quoted token of p_role (a role without one, e.g.
+-- 'nobody', gets a token of no session) and %2$s by p_role. Returns 'ok' when it ran, else its SQLSTATE.
+DECLARE
+    v_sql text := format(p_sql, quote_literal(coalesce(test.admin_token(p_role), 'no such session')), p_role);
+BEGIN
+    BEGIN
+        SET LOCAL ROLE festpay_web;
+        EXECUTE v_sql;
+        RAISE EXCEPTION USING ERRCODE = 'P0099';
+    EXCEPTION
+        WHEN SQLSTATE 'P0099' THEN RETURN 'ok';
+        WHEN OTHERS THEN RETURN SQLSTATE;
+    END;
+END
+$$;
+
+CREATE FUNCTION test.last_audit()
+RETURNS text LANGUAGE sql AS $$
+-- Describes the newest admin audit row: what was done to which object by whom.
+-- Returns '<action> <object> by <username>' ('by a DBA' when no admin user did it), or NULL without audit rows.
+    SELECT format('%s %s by %s', a.action, a.object, coalesce(u.username, 'a DBA'))
+      FROM ledger.admin_audit a LEFT JOIN ledger.admin_user u ON u.id = a.user_id ORDER BY a.id DESC LIMIT 1;
+$$;
+
+CREATE FUNCTION test.last_change()
+RETURNS jsonb LANGUAGE sql AS $$
+-- The change the newest admin audit row records.
+-- Returns {"before": ..., "after": ...} as the row has them.
+    SELECT jsonb_build_object('before', before, 'after', after) FROM ledger.admin_audit ORDER BY id DESC LIMIT 1;
+$$;
+
+CREATE FUNCTION test.audits()
+RETURNS bigint LANGUAGE sql AS $$
+-- Counts the admin audit rows, for "no audit row written" checks.
+-- Returns the count.
+    SELECT count(*) FROM ledger.admin_audit;
 $$;

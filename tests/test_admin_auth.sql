@@ -7,33 +7,9 @@ BEGIN;
 SELECT plan(132);
 
 -- ---------------------------------------------------------------- helpers
--- A fixture admin user with password 'pw-' || name, hashed with bcrypt cost 4 (fast; the api hashes with 12).
-CREATE FUNCTION pg_temp.user(p_name text, p_role text) RETURNS bigint LANGUAGE sql AS $$
-    INSERT INTO ledger.admin_user (username, password_hash, role)
-    VALUES (p_name, extensions.crypt('pw-' || p_name, extensions.gen_salt('bf', 4)), p_role) RETURNING id $$;
--- Signs a fixture user in. Returns the session token (NULL when refused).
-CREATE FUNCTION pg_temp.sign_in(p_name text, p_password text DEFAULT NULL) RETURNS text LANGUAGE sql AS $$
-    SELECT token FROM api.admin_sign_in(p_name, coalesce(p_password, 'pw-' || p_name), 'pgTAP') $$;
 -- The outcome of a sign-in.
 CREATE FUNCTION pg_temp.outcome(p_name text, p_password text DEFAULT NULL) RETURNS text LANGUAGE sql AS $$
     SELECT outcome FROM api.admin_sign_in(p_name, coalesce(p_password, 'pw-' || p_name)) $$;
--- The session token of a fixture role (admin, finance, support, viewer), kept in test.res under 'tok'.
-CREATE FUNCTION pg_temp.tok(p_role text) RETURNS text LANGUAGE sql AS $$ SELECT test.res('tok', p_role) $$;
--- Runs p_sql as festpay_web, %1$s replaced by the quoted token of p_role and %2$s by p_role, and undoes it.
--- Returns 'ok' when it ran, else its SQLSTATE.
-CREATE FUNCTION pg_temp.as_web(p_sql text, p_role text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    v_sql text := format(p_sql, quote_nullable(pg_temp.tok(p_role)), p_role);
-BEGIN
-    BEGIN
-        SET LOCAL ROLE festpay_web;
-        EXECUTE v_sql;
-        RAISE EXCEPTION USING ERRCODE = 'P0099';
-    EXCEPTION
-        WHEN SQLSTATE 'P0099' THEN RETURN 'ok';
-        WHEN OTHERS THEN RETURN SQLSTATE;
-    END;
-END $$;
 -- Everything the admin functions of this suite change, as one text: users, sessions, failures, audit rows.
 CREATE FUNCTION pg_temp.footprint() RETURNS text LANGUAGE sql AS $$
     SELECT md5(concat_ws('|',
@@ -49,11 +25,6 @@ BEGIN
     EXECUTE p_sql;
     RETURN extract(epoch FROM clock_timestamp() - t0) * 1000;
 END $$;
--- The newest audit row: action, object and the user's name.
-CREATE FUNCTION pg_temp.last_audit() RETURNS text LANGUAGE sql AS $$
-    SELECT format('%s %s by %s', a.action, a.object, coalesce(u.username, 'a DBA'))
-      FROM ledger.admin_audit a LEFT JOIN ledger.admin_user u ON u.id = a.user_id ORDER BY a.id DESC LIMIT 1 $$;
-CREATE FUNCTION pg_temp.audits() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM ledger.admin_audit $$;
 
 -- ---------------------------------------------------------------- the first admin (only on a database without admin users)
 CREATE FUNCTION pg_temp.first_admin() RETURNS SETOF text LANGUAGE plpgsql AS $$
@@ -76,13 +47,7 @@ SELECT ok(NOT api.ensure_first_admin('another-password'), 'with an admin user, e
 -- ---------------------------------------------------------------- fixtures
 INSERT INTO test.ctx SELECT 'e', test.event('pgTAP admin auth');
 INSERT INTO test.ctx SELECT 'boss', api.create_admin_user(' PgTAP-Boss ', 'admin', 'boss-password-123');
-INSERT INTO test.ctx SELECT 'admin', pg_temp.user('pgtap-admin', 'admin');
-INSERT INTO test.ctx SELECT 'finance', pg_temp.user('pgtap-finance', 'finance');
-INSERT INTO test.ctx SELECT 'support', pg_temp.user('pgtap-support', 'support');
-INSERT INTO test.ctx SELECT 'viewer', pg_temp.user('pgtap-viewer', 'viewer');
-INSERT INTO test.res SELECT 'tok', jsonb_build_object('admin', pg_temp.sign_in('pgtap-admin'),
-    'finance', pg_temp.sign_in('pgtap-finance'), 'support', pg_temp.sign_in('pgtap-support'),
-    'viewer', pg_temp.sign_in('pgtap-viewer'), 'nobody', 'no-such-token');
+INSERT INTO test.ctx SELECT role, user_id FROM test.admin_sessions('pgtap-');   -- pgtap-admin ... pgtap-viewer, signed in
 
 -- ---------------------------------------------------------------- problems, roles and privileges
 SELECT results_eq($$SELECT slug, sqlstate, http_status FROM api.problem_types() WHERE sqlstate LIKE 'FP07_'$$,
@@ -129,8 +94,8 @@ SELECT is((SELECT count(*)::integer FROM ledger.admin_session WHERE token_hash =
 SELECT is_empty($$SELECT FROM ledger.admin_session s WHERE position(convert_to(test.res('boss', 'token'), 'UTF8') IN s.token_hash) > 0
                       OR s.csrf_token = test.res('boss', 'token') OR s.client = test.res('boss', 'token')$$,
                 'the token itself is stored nowhere');
-SELECT isnt(pg_temp.sign_in('pgtap-boss', 'boss-password-123'), test.res('boss', 'token'), 'a second sign-in gets a new token');
-SELECT is(pg_temp.last_audit(), 'sign-in admin_user:' || test.v('boss') || ' by pgtap-boss', 'a sign-in is audited');
+SELECT isnt(test.admin_sign_in('pgtap-boss', 'boss-password-123'), test.res('boss', 'token'), 'a second sign-in gets a new token');
+SELECT is(test.last_audit(), 'sign-in admin_user:' || test.v('boss') || ' by pgtap-boss', 'a sign-in is audited');
 SELECT results_eq($$SELECT * FROM api.admin_sign_in('pgtap-boss', 'wrong-password')$$,
                   $$VALUES ('refused'::text, NULL::text, NULL::text, NULL::text, NULL::text)$$, 'a wrong password: refused, nothing else');
 SELECT results_eq($$SELECT * FROM api.admin_sign_in('pgtap-nobody', 'boss-password-123')$$,
@@ -147,13 +112,13 @@ SELECT results_eq(format($$SELECT user_id, username, role, privileges, csrf_toke
                   $$VALUES (test.v('boss'), 'pgtap-boss'::text, 'admin'::text, '{view,setup,support,finance,users}'::text[],
                             test.res('boss', 'csrf_token'), test.e(), 'pgTAP admin auth'::text, 'EUR'::text, 'Europe/Berlin'::text)$$,
                   'whoami: the user, its privileges, the session''s CSRF token and the newest event');
-SELECT results_eq(format($$SELECT role, privileges FROM api.admin_whoami(%L)$$, pg_temp.tok('viewer')),
+SELECT results_eq(format($$SELECT role, privileges FROM api.admin_whoami(%L)$$, test.admin_token('viewer')),
                   $$VALUES ('viewer'::text, '{view}'::text[])$$, 'whoami of a viewer: privilege view only');
 SELECT throws_ok($$SELECT * FROM api.admin_whoami('no-such-token')$$, 'FP070', NULL, 'whoami with an unknown token: admin-unauthenticated');
 SELECT throws_ok($$SELECT * FROM api.admin_whoami(NULL)$$, 'FP070', NULL, 'whoami without a token: admin-unauthenticated');
 
 -- ---------------------------------------------------------------- lockout
-INSERT INTO test.ctx SELECT 'lock', pg_temp.user('pgtap-lock', 'viewer');
+INSERT INTO test.ctx SELECT 'lock', test.admin_user('pgtap-lock', 'viewer');
 SELECT is(ARRAY[pg_temp.outcome('pgtap-lock', 'wrong-1'), pg_temp.outcome('pgtap-lock', 'wrong-2'),
                 pg_temp.outcome('pgtap-lock', 'wrong-3'), pg_temp.outcome('pgtap-lock', 'wrong-4')],
           ARRAY['refused', 'refused', 'refused', 'refused'], 'four wrong passwords: refused');
@@ -170,7 +135,7 @@ SELECT results_eq($$SELECT * FROM api.admin_sign_in('pgtap-lock', 'pw-pgtap-lock
                   'locked: the right password is refused, with the same answer as a wrong one');
 SELECT is((SELECT count(*)::integer FROM ledger.admin_sign_in_failure WHERE user_id = test.v('lock')), 5,
           'attempts while locked are not counted (the lock ends 15 minutes after the fifth failure)');
-SELECT ok((SELECT locked FROM api.admin_users(pg_temp.tok('admin')) WHERE username = 'pgtap-lock'), 'the users page shows it locked');
+SELECT ok((SELECT locked FROM api.admin_users(test.admin_token('admin')) WHERE username = 'pgtap-lock'), 'the users page shows it locked');
 UPDATE ledger.admin_sign_in_failure SET at = at - interval '14 minutes' WHERE user_id = test.v('lock');
 SELECT is(pg_temp.outcome('pgtap-lock'), 'refused', '14 minutes later: still locked');
 UPDATE ledger.admin_sign_in_failure SET at = at - interval '1 minute 1 second' WHERE user_id = test.v('lock');
@@ -187,16 +152,16 @@ SELECT is(pg_temp.outcome('pgtap-nobody', 'x') || pg_temp.outcome('pgtap-nobody'
           repeat('refused', 6), 'an unknown user is refused every time, as a locked one would be');
 
 -- ---------------------------------------------------------------- disabled users
-INSERT INTO test.ctx SELECT 'off', pg_temp.user('pgtap-off', 'viewer');
-INSERT INTO test.res SELECT 'off', jsonb_build_object('token', pg_temp.sign_in('pgtap-off'));
+INSERT INTO test.ctx SELECT 'off', test.admin_user('pgtap-off', 'viewer');
+INSERT INTO test.res SELECT 'off', jsonb_build_object('token', test.admin_sign_in('pgtap-off'));
 UPDATE ledger.admin_user SET disabled = true WHERE id = test.v('off');
 SELECT is(pg_temp.outcome('pgtap-off'), 'refused', 'a disabled user is refused with the right password');
 SELECT throws_ok(format($$SELECT * FROM api.admin_whoami(%L)$$, test.res('off', 'token')), 'FP070', NULL,
                  'a disabled user''s open session is no longer valid');
 
 -- ---------------------------------------------------------------- session expiry
-INSERT INTO test.ctx SELECT 'idle', pg_temp.user('pgtap-idle', 'viewer');
-INSERT INTO test.res SELECT 'idle', jsonb_build_object('token', pg_temp.sign_in('pgtap-idle'));
+INSERT INTO test.ctx SELECT 'idle', test.admin_user('pgtap-idle', 'viewer');
+INSERT INTO test.res SELECT 'idle', jsonb_build_object('token', test.admin_sign_in('pgtap-idle'));
 UPDATE ledger.admin_session SET last_seen_at = now() - interval '29 minutes', created_at = now() - interval '11 hours'
  WHERE user_id = test.v('idle');
 SELECT lives_ok(format($$SELECT * FROM api.admin_whoami(%L)$$, test.res('idle', 'token')),
@@ -214,28 +179,28 @@ SELECT throws_ok(format($$SELECT * FROM api.admin_users(%L)$$, test.res('idle', 
                  'an expired session is refused as unauthenticated before any privilege check');
 
 -- ---------------------------------------------------------------- sign-out
-INSERT INTO test.res SELECT 'out', jsonb_build_object('token', pg_temp.sign_in('pgtap-viewer'));
+INSERT INTO test.res SELECT 'out', jsonb_build_object('token', test.admin_sign_in('pgtap-viewer'));
 SELECT lives_ok(format($$SELECT * FROM api.admin_whoami(%L)$$, test.res('out', 'token')), 'a second session of the viewer');
 SELECT lives_ok(format($$SELECT api.admin_sign_out(%L)$$, test.res('out', 'token')), 'sign-out');
-SELECT is(pg_temp.last_audit(), 'sign-out admin_user:' || test.v('viewer') || ' by pgtap-viewer', 'a sign-out is audited');
+SELECT is(test.last_audit(), 'sign-out admin_user:' || test.v('viewer') || ' by pgtap-viewer', 'a sign-out is audited');
 SELECT throws_ok(format($$SELECT * FROM api.admin_whoami(%L)$$, test.res('out', 'token')), 'FP070', NULL,
                  'a signed-out session: admin-unauthenticated');
-SELECT lives_ok(format($$SELECT * FROM api.admin_whoami(%L)$$, pg_temp.tok('viewer')), 'the viewer''s other session lives on');
-CREATE TEMP TABLE before AS SELECT pg_temp.audits() AS n;
+SELECT lives_ok(format($$SELECT * FROM api.admin_whoami(%L)$$, test.admin_token('viewer')), 'the viewer''s other session lives on');
+CREATE TEMP TABLE before AS SELECT test.audits() AS n;
 SELECT lives_ok($$SELECT api.admin_sign_out('no-such-token'), api.admin_sign_out(NULL)$$, 'signing out an unknown token is no error');
 SELECT lives_ok(format($$SELECT api.admin_sign_out(%L)$$, test.res('out', 'token')), 'nor signing out twice');
-SELECT is(pg_temp.audits(), (SELECT n FROM before), '... and neither writes an audit row');
+SELECT is(test.audits(), (SELECT n FROM before), '... and neither writes an audit row');
 
 -- ---------------------------------------------------------------- password change
-INSERT INTO test.ctx SELECT 'pw', pg_temp.user('pgtap-pw', 'support');
-INSERT INTO test.res SELECT 'pw', jsonb_build_object('a', pg_temp.sign_in('pgtap-pw'), 'b', pg_temp.sign_in('pgtap-pw'));
+INSERT INTO test.ctx SELECT 'pw', test.admin_user('pgtap-pw', 'support');
+INSERT INTO test.res SELECT 'pw', jsonb_build_object('a', test.admin_sign_in('pgtap-pw'), 'b', test.admin_sign_in('pgtap-pw'));
 SELECT is(test.error_detail(format($$SELECT api.admin_change_password(%L, 'wrong-old-password', 'new-password-123')$$, test.res('pw', 'a'))),
           '{"field": "password"}'::jsonb, 'a wrong current password is refused next to the field password');
 SELECT is(test.error_detail(format($$SELECT api.admin_change_password(%L, 'pw-pgtap-pw', 'short')$$, test.res('pw', 'a'))),
           '{"field": "new_password"}'::jsonb, 'a new password of fewer than 10 characters is refused next to new_password');
 SELECT lives_ok(format($$SELECT api.admin_change_password(%L, 'pw-pgtap-pw', 'new-password-123')$$, test.res('pw', 'a')),
                 'the password is changed');
-SELECT is(pg_temp.last_audit(), 'password.change admin_user:' || test.v('pw') || ' by pgtap-pw', 'the change is audited');
+SELECT is(test.last_audit(), 'password.change admin_user:' || test.v('pw') || ' by pgtap-pw', 'the change is audited');
 SELECT throws_ok(format($$SELECT * FROM api.admin_whoami(%L)$$, test.res('pw', 'a')), 'FP070', NULL,
                  'the session that changed it is revoked');
 SELECT throws_ok(format($$SELECT * FROM api.admin_whoami(%L)$$, test.res('pw', 'b')), 'FP070', NULL,
@@ -246,47 +211,47 @@ SELECT ok((SELECT password_hash ~ '^\$2a\$12\$' FROM ledger.admin_user WHERE id 
 
 -- ---------------------------------------------------------------- users page: create, change, disable
 SELECT lives_ok(format($$INSERT INTO test.ctx SELECT 'new', api.admin_user_save(%L, NULL, 'PgTAP-New', 'viewer', false, 'new-user-password')$$,
-                       pg_temp.tok('admin')), 'an admin creates a user');
-SELECT results_eq(format($$SELECT username, role, disabled FROM api.admin_users(%L) WHERE id = test.v('new')$$, pg_temp.tok('admin')),
+                       test.admin_token('admin')), 'an admin creates a user');
+SELECT results_eq(format($$SELECT username, role, disabled FROM api.admin_users(%L) WHERE id = test.v('new')$$, test.admin_token('admin')),
                   $$VALUES ('pgtap-new'::text, 'viewer'::text, false)$$, 'the users page lists it');
-SELECT is(pg_temp.last_audit(), 'user.create admin_user:' || test.v('new') || ' by pgtap-admin', 'audited with the admin''s name');
-SELECT is(test.error_detail(format($$SELECT api.admin_user_save(%L, NULL, 'pgtap-new2', 'viewer', false, NULL)$$, pg_temp.tok('admin'))),
+SELECT is(test.last_audit(), 'user.create admin_user:' || test.v('new') || ' by pgtap-admin', 'audited with the admin''s name');
+SELECT is(test.error_detail(format($$SELECT api.admin_user_save(%L, NULL, 'pgtap-new2', 'viewer', false, NULL)$$, test.admin_token('admin'))),
           '{"field": "password"}'::jsonb, 'a new user needs a password');
-SELECT is(test.error_detail(format($$SELECT api.admin_user_save(%L, NULL, 'pgtap-new', 'viewer', false, 'another-password')$$, pg_temp.tok('admin'))),
+SELECT is(test.error_detail(format($$SELECT api.admin_user_save(%L, NULL, 'pgtap-new', 'viewer', false, 'another-password')$$, test.admin_token('admin'))),
           '{"field": "username"}'::jsonb, 'a taken username is refused next to the field username');
-SELECT throws_ok(format($$SELECT api.admin_user_save(%L, -1, 'pgtap-gone', 'viewer', false, NULL)$$, pg_temp.tok('admin')),
+SELECT throws_ok(format($$SELECT api.admin_user_save(%L, -1, 'pgtap-gone', 'viewer', false, NULL)$$, test.admin_token('admin')),
                  'FP010', NULL, 'changing an unknown user: not-found');
-INSERT INTO test.res SELECT 'new', jsonb_build_object('token', pg_temp.sign_in('pgtap-new', 'new-user-password'));
-SELECT lives_ok(format($$SELECT api.admin_user_save(%L, test.v('new'), 'pgtap-new', 'support', false, NULL)$$, pg_temp.tok('admin')),
+INSERT INTO test.res SELECT 'new', jsonb_build_object('token', test.admin_sign_in('pgtap-new', 'new-user-password'));
+SELECT lives_ok(format($$SELECT api.admin_user_save(%L, test.v('new'), 'pgtap-new', 'support', false, NULL)$$, test.admin_token('admin')),
                 'the admin makes the user support (password kept)');
 SELECT results_eq(format($$SELECT role, privileges FROM api.admin_whoami(%L)$$, test.res('new', 'token')),
                   $$VALUES ('support'::text, '{view,support}'::text[])$$, 'the user''s open session has the new role at once');
 SELECT results_eq($$SELECT before ->> 'role', after ->> 'role' FROM ledger.admin_audit ORDER BY id DESC LIMIT 1$$,
                   $$VALUES ('viewer'::text, 'support'::text)$$, 'the audit row shows the role before and after');
-SELECT lives_ok(format($$SELECT api.admin_user_save(%L, test.v('new'), 'pgtap-new', 'support', true, NULL)$$, pg_temp.tok('admin')),
+SELECT lives_ok(format($$SELECT api.admin_user_save(%L, test.v('new'), 'pgtap-new', 'support', true, NULL)$$, test.admin_token('admin')),
                 'the admin disables the user');
 SELECT throws_ok(format($$SELECT * FROM api.admin_whoami(%L)$$, test.res('new', 'token')), 'FP070', NULL,
                  'disabling revokes the user''s sessions');
 SELECT is(pg_temp.outcome('pgtap-new', 'new-user-password'), 'refused', 'a disabled user cannot sign in');
 SELECT lives_ok(format($$SELECT api.admin_user_save(%L, test.v('new'), 'pgtap-new', 'support', false, 'reset-password-1')$$,
-                       pg_temp.tok('admin')), 'the admin enables it with a new password');
+                       test.admin_token('admin')), 'the admin enables it with a new password');
 SELECT is(pg_temp.outcome('pgtap-new', 'reset-password-1'), 'ok', 'the new password signs in');
 SELECT is((SELECT count(*)::integer FROM ledger.admin_audit WHERE object = 'admin_user:' || test.v('new') AND action LIKE 'user.%'), 4,
           'one audit row per change of the user (create, role, disable, enable)');
 -- The last user who may manage users stays.
 UPDATE ledger.admin_user SET disabled = true WHERE role = 'admin' AND id NOT IN (test.v('admin'));
-SELECT is(test.error_detail(format($$SELECT api.admin_user_save(%L, test.v('admin'), 'pgtap-admin', 'viewer', false, NULL)$$, pg_temp.tok('admin'))),
+SELECT is(test.error_detail(format($$SELECT api.admin_user_save(%L, test.v('admin'), 'pgtap-admin', 'viewer', false, NULL)$$, test.admin_token('admin'))),
           '{"field": "role"}'::jsonb, 'the last enabled admin cannot drop the privilege users');
-SELECT is(test.error_detail(format($$SELECT api.admin_user_save(%L, test.v('admin'), 'pgtap-admin', 'admin', true, NULL)$$, pg_temp.tok('admin'))),
+SELECT is(test.error_detail(format($$SELECT api.admin_user_save(%L, test.v('admin'), 'pgtap-admin', 'admin', true, NULL)$$, test.admin_token('admin'))),
           '{"field": "disabled"}'::jsonb, '... nor be disabled');
 UPDATE ledger.admin_user SET disabled = false WHERE id = test.v('boss');
 
 -- ---------------------------------------------------------------- the audit log
-SELECT results_eq(format($$SELECT action, object, username FROM api.admin_audit_log(%L, NULL, 2)$$, pg_temp.tok('admin')),
+SELECT results_eq(format($$SELECT action, object, username FROM api.admin_audit_log(%L, NULL, 2)$$, test.admin_token('admin')),
                   $$SELECT action, object, username FROM (SELECT a.id, a.action, a.object, u.username FROM ledger.admin_audit a
                       LEFT JOIN ledger.admin_user u ON u.id = a.user_id ORDER BY a.id DESC LIMIT 2) x ORDER BY id DESC$$,
                   'the audit log, newest first, p_limit rows');
-SELECT is((SELECT max(id) FROM api.admin_audit_log(pg_temp.tok('admin'), (SELECT max(id) FROM ledger.admin_audit), 5)),
+SELECT is((SELECT max(id) FROM api.admin_audit_log(test.admin_token('admin'), (SELECT max(id) FROM ledger.admin_audit), 5)),
           (SELECT max(id) FROM ledger.admin_audit WHERE id < (SELECT max(id) FROM ledger.admin_audit)),
           'keyset: the page before an id starts below it');
 SELECT throws_ok($$UPDATE ledger.admin_audit SET action = 'x'$$, 'FP050', NULL, 'the audit log is append-only: no UPDATE');
@@ -323,11 +288,11 @@ INSERT INTO calls VALUES
     ('api.admin_audit_log',       'SELECT * FROM api.admin_audit_log(%1$s)', '{admin}');
 GRANT SELECT ON roles, calls TO festpay_web;
 GRANT SELECT ON test.res TO festpay_web;
-SELECT is(pg_temp.as_web(c.call, r.role), 'ok', format('%s may call %s', r.role, c.fn))
+SELECT is(test.as_web(c.call, r.role), 'ok', format('%s may call %s', r.role, c.fn))
   FROM calls c JOIN roles r ON r.role = ANY (c.allowed) ORDER BY c.fn, r.n;
 CREATE TEMP TABLE footprint AS SELECT pg_temp.footprint() AS f;
 SET ROLE festpay_web;
-SELECT throws_ok(format(c.call, quote_literal(test.res('tok', r.role)), r.role), 'FP071', NULL,
+SELECT throws_ok(format(c.call, quote_literal(test.admin_token(r.role)), r.role), 'FP071', NULL,
                  format('%s may not call %s: admin-forbidden', r.role, c.fn))
   FROM calls c JOIN roles r ON NOT r.role = ANY (c.allowed) ORDER BY c.fn, r.n;
 SELECT throws_ok(format(c.call, quote_literal('no-such-token'), 'nobody'), 'FP070', NULL,

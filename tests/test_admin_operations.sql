@@ -8,32 +8,10 @@ BEGIN;
 SELECT plan(125);
 
 -- ---------------------------------------------------------------- helpers
--- A fixture admin user with password 'pw-' || name (bcrypt cost 4: fast), signed in; returns the session token.
-CREATE FUNCTION pg_temp.session(p_name text, p_role text) RETURNS text LANGUAGE sql AS $$
-    INSERT INTO ledger.admin_user (username, password_hash, role)
-    VALUES (p_name, extensions.crypt('pw-' || p_name, extensions.gen_salt('bf', 4)), p_role);
-    SELECT token FROM api.admin_sign_in(p_name, 'pw-' || p_name, 'pgTAP') $$;
--- The session token of a fixture role (admin, finance, support, viewer), kept in test.res under 'tok'.
-CREATE FUNCTION pg_temp.tok(p_role text) RETURNS text LANGUAGE sql AS $$ SELECT test.res('tok', p_role) $$;
--- Runs p_sql as festpay_web with %1$s replaced by the quoted token of p_role (a role name, or 'nobody' for a token
--- of no session), and undoes it. Returns 'ok' when it ran, else its SQLSTATE.
-CREATE FUNCTION pg_temp.as_web(p_sql text, p_role text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    v_sql text := format(p_sql, quote_literal(coalesce(pg_temp.tok(p_role), 'no such session')));
-BEGIN
-    BEGIN
-        SET LOCAL ROLE festpay_web;
-        EXECUTE v_sql;
-        RAISE EXCEPTION USING ERRCODE = 'P0099';
-    EXCEPTION
-        WHEN SQLSTATE 'P0099' THEN RETURN 'ok';
-        WHEN OTHERS THEN RETURN SQLSTATE;
-    END;
-END $$;
 -- Runs p_sql as festpay_web with the token of p_role, keeping what it does. Returns its one value as text.
 CREATE FUNCTION pg_temp.web(p_sql text, p_role text DEFAULT 'admin') RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
-    v_sql text := format(p_sql, quote_literal(pg_temp.tok(p_role)));
+    v_sql text := format(p_sql, quote_literal(test.admin_token(p_role)));
     v text;
 BEGIN
     SET LOCAL ROLE festpay_web;
@@ -53,12 +31,6 @@ CREATE FUNCTION pg_temp.footprint() RETURNS text LANGUAGE sql AS $$
         (SELECT count(*) FROM ledger.violation_review),
         (SELECT count(*) FROM ledger.cashpoint_closing WHERE event_id = test.e()),
         (SELECT count(*) || ' ' || max(id) FROM ledger.admin_audit))) $$;
--- The newest audit row: action, object, by whom.
-CREATE FUNCTION pg_temp.last_audit() RETURNS text LANGUAGE sql AS $$
-    SELECT format('%s %s by %s', a.action, a.object, u.username)
-      FROM ledger.admin_audit a LEFT JOIN ledger.admin_user u ON u.id = a.user_id ORDER BY a.id DESC LIMIT 1 $$;
-CREATE FUNCTION pg_temp.last_audit_json() RETURNS jsonb LANGUAGE sql AS $$
-    SELECT jsonb_build_object('before', before, 'after', after) FROM ledger.admin_audit ORDER BY id DESC LIMIT 1 $$;
 -- Books an offline sale (or an unknown outcome) replicated at the suite's Bar terminal; returns the transaction id.
 CREATE FUNCTION pg_temp.sale(p_number integer, p_uid text, p_amount bigint, p_state text, VARIADIC p_items text[])
 RETURNS bigint LANGUAGE sql AS $$
@@ -67,7 +39,7 @@ RETURNS bigint LANGUAGE sql AS $$
 -- One report: its rows.
 CREATE FUNCTION pg_temp.report(p_name text, p_from timestamptz DEFAULT NULL, p_to timestamptz DEFAULT NULL)
 RETURNS jsonb LANGUAGE sql AS $$
-    SELECT rows FROM api.admin_report(pg_temp.tok('viewer'), p_name, p_from, p_to) $$;
+    SELECT rows FROM api.admin_report(test.admin_token('viewer'), p_name, p_from, p_to) $$;
 
 -- ---------------------------------------------------------------- fixtures
 -- Tags: A AA00AA01 (10000, two sales, an unknown outcome), B BB00BB01 (3000, moved to D DD00DD01), C1/C2 CC00CC01/02
@@ -90,8 +62,7 @@ INSERT INTO test.ctx SELECT 'implausible', pg_temp.sale(5, 'FF00FF01', 450, 'Com
 -- A tag log entry without its MAC: refused by the tag sync, logged.
 INSERT INTO test.res SELECT 'sync', refused
   FROM api.tag_sync(test.bar(), 'EE00EE01', 9, 0, jsonb_build_array(test.logentry('EE00EE01', 9, 8, 450) - 'mac'));
-INSERT INTO test.res SELECT 'tok', jsonb_object_agg(r, pg_temp.session('pgtap-ops-' || r, r))
-  FROM unnest(ARRAY['admin', 'finance', 'support', 'viewer']) r;
+INSERT INTO test.ctx SELECT 'user ' || role, user_id FROM test.admin_sessions('pgtap-ops-');
 
 -- ---------------------------------------------------------------- who may call what
 CREATE TEMP TABLE call (fn text PRIMARY KEY, privilege text NOT NULL, sql text NOT NULL);
@@ -117,15 +88,15 @@ SELECT is_empty($$SELECT c.fn FROM call c
                 'every function of the list is an api function that checks its token first');
 INSERT INTO test.res SELECT 'fp0', to_jsonb(pg_temp.footprint());
 
-SELECT results_eq(format($$SELECT r.role, pg_temp.as_web(%L, r.role) FROM unnest(ARRAY['admin', 'finance', 'support', 'viewer']) r(role) ORDER BY 1$$, c.sql),
+SELECT results_eq(format($$SELECT r.role, test.as_web(%L, r.role) FROM unnest(ARRAY['admin', 'finance', 'support', 'viewer']) r(role) ORDER BY 1$$, c.sql),
                   format($$SELECT r.role, CASE WHEN EXISTS (SELECT FROM ledger.admin_role_privilege p WHERE p.role = r.role AND p.privilege = %L)
                                                THEN 'ok' ELSE 'FP071' END
                             FROM unnest(ARRAY['admin', 'finance', 'support', 'viewer']) r(role) ORDER BY 1$$, c.privilege),
                   format('api.%s: runs for the roles with privilege %s, admin-forbidden (FP071) for the others', c.fn, c.privilege))
   FROM call c ORDER BY c.fn;
-SELECT is_empty($$SELECT c.fn, pg_temp.as_web(c.sql, 'nobody') FROM call c WHERE pg_temp.as_web(c.sql, 'nobody') <> 'FP070'$$,
+SELECT is_empty($$SELECT c.fn, test.as_web(c.sql, 'nobody') FROM call c WHERE test.as_web(c.sql, 'nobody') <> 'FP070'$$,
                 'every operations function refuses a token of no session with admin-unauthenticated (FP070)');
-SELECT is_empty($$SELECT c.fn, x FROM call c, LATERAL (SELECT pg_temp.as_web(replace(c.sql, '%1$s', 'NULL'), 'admin')) y(x) WHERE x <> 'FP070'$$,
+SELECT is_empty($$SELECT c.fn, x FROM call c, LATERAL (SELECT test.as_web(replace(c.sql, '%1$s', 'NULL'), 'admin')) y(x) WHERE x <> 'FP070'$$,
                 'every operations function refuses a NULL token with admin-unauthenticated (FP070)');
 -- A refused call changes nothing: as the viewer, every support and finance function, kept (not undone) if it ran.
 CREATE FUNCTION pg_temp.refused_calls_keep_nothing() RETURNS text LANGUAGE plpgsql AS $$
@@ -186,22 +157,22 @@ SELECT is(pg_temp.report('sales-per-product'),
 SELECT is(pg_temp.report('topups'), '[["cash", 5, 15500, 0, 15500]]'::jsonb, 'top-ups: 5 in cash, 155,00, no fees');
 SELECT is((SELECT jsonb_agg(r - 0) FROM jsonb_array_elements(pg_temp.report('sales-per-hour')) r),
           jsonb_build_array(jsonb_build_array(3, 2465)), 'sales per hour: one hour, 3 sales of 24,65');
-SELECT is((SELECT columns FROM api.admin_report(pg_temp.tok('viewer'), 'sales-per-hour', NULL, NULL)),
+SELECT is((SELECT columns FROM api.admin_report(test.admin_token('viewer'), 'sales-per-hour', NULL, NULL)),
           ARRAY['hour', 'sales', 'gross'], 'sales per hour: columns hour, sales, gross');
-SELECT throws_ok($$SELECT * FROM api.admin_report(pg_temp.tok('viewer'), 'profits', NULL, NULL)$$, 'FP010', NULL,
+SELECT throws_ok($$SELECT * FROM api.admin_report(test.admin_token('viewer'), 'profits', NULL, NULL)$$, 'FP010', NULL,
                  'an unknown report is not-found');
-SELECT is(test.error_detail($$SELECT * FROM api.admin_report(pg_temp.tok('viewer'), 'vat', now(), now() - interval '1 hour')$$),
+SELECT is(test.error_detail($$SELECT * FROM api.admin_report(test.admin_token('viewer'), 'vat', now(), now() - interval '1 hour')$$),
           '{"field": "to"}'::jsonb, 'a window that ends before it starts: validation, field to');
 
 -- ---------------------------------------------------------------- customers
-SELECT results_eq($$SELECT uid, status, balance, held, available FROM api.admin_customers(pg_temp.tok('viewer'), 'aa00:aa')$$,
+SELECT results_eq($$SELECT uid, status, balance, held, available FROM api.admin_customers(test.admin_token('viewer'), 'aa00:aa')$$,
                   $$VALUES ('AA00AA01'::text, 'active'::text, 8885::bigint, 0::bigint, 8885::bigint)$$,
                   'search: the UID prefix aa00:aa finds A with balance 88,85 (100,00 - 3,15 - 8,00)');
-SELECT is((SELECT count(*)::integer FROM api.admin_customers(pg_temp.tok('viewer'), 'CC00')), 2, 'search: CC00 finds C1 and C2');
-SELECT is((SELECT count(*)::integer FROM api.admin_customers(pg_temp.tok('viewer'), $$'; DROP TABLE ledger.tag; --$$)), 0,
+SELECT is((SELECT count(*)::integer FROM api.admin_customers(test.admin_token('viewer'), 'CC00')), 2, 'search: CC00 finds C1 and C2');
+SELECT is((SELECT count(*)::integer FROM api.admin_customers(test.admin_token('viewer'), $$'; DROP TABLE ledger.tag; --$$)), 0,
           'search: injection-looking input finds nothing and harms nothing');
-SELECT ok((SELECT count(*) FROM api.admin_customers(pg_temp.tok('viewer'), '')) BETWEEN 5 AND 50, 'search: empty lists the first tags');
-INSERT INTO test.res SELECT 'a', api.admin_customer(pg_temp.tok('viewer'), 'aa:00:aa:01');
+SELECT ok((SELECT count(*) FROM api.admin_customers(test.admin_token('viewer'), '')) BETWEEN 5 AND 50, 'search: empty lists the first tags');
+INSERT INTO test.res SELECT 'a', api.admin_customer(test.admin_token('viewer'), 'aa:00:aa:01');
 SELECT is(test.res('a', 'available')::bigint, 8885::bigint, 'customer A: available 88,85');
 SELECT is((SELECT jsonb_agg(jsonb_build_array(s ->> 'type', s ->> 'state', (s ->> 'amount')::bigint, (s ->> 'booked')::bigint, s ->> 'merchant'))
              FROM test.res, jsonb_array_elements(j -> 'statement') s WHERE k = 'a'),
@@ -211,42 +182,42 @@ SELECT is((SELECT jsonb_agg(jsonb_build_array(s ->> 'type', s ->> 'state', (s ->
 SELECT is((SELECT jsonb_agg(i ->> 'name') FROM test.res, jsonb_array_elements(j -> 'statement' -> 2 -> 'items') i WHERE k = 'a'),
           '["Snack A", "Snack B", "Snack C"]'::jsonb, 'customer A: sale 1 with its items as sold');
 SELECT is(test.res('a', 'statement_total')::integer, 4, 'customer A: statement_total 4');
-SELECT throws_ok($$SELECT api.admin_customer(pg_temp.tok('viewer'), 'AB00AB00')$$, 'FP010', NULL, 'an unknown tag: not-found');
-SELECT is(test.error_detail($$SELECT api.admin_customer(pg_temp.tok('viewer'), 'xyz')$$), '{"field": "uid"}'::jsonb,
+SELECT throws_ok($$SELECT api.admin_customer(test.admin_token('viewer'), 'AB00AB00')$$, 'FP010', NULL, 'an unknown tag: not-found');
+SELECT is(test.error_detail($$SELECT api.admin_customer(test.admin_token('viewer'), 'xyz')$$), '{"field": "uid"}'::jsonb,
           'no UID: validation, field uid');
 
 -- Block and unblock.
 SELECT is(pg_temp.web($$SELECT api.admin_customer_block(%1$s, 'CC00CC01', true, ' lost at the stage ')$$, 'support'), 'blocked',
           'block C1: blocked');
-SELECT is(pg_temp.last_audit(), 'customer.block tag:CC00CC01 by pgtap-ops-support', 'block: audited as customer.block by the support user');
-SELECT is(pg_temp.last_audit_json(), '{"before": {"status": "active"}, "after": {"status": "blocked", "reason": "lost at the stage"}}'::jsonb,
+SELECT is(test.last_audit(), 'customer.block tag:CC00CC01 by pgtap-ops-support', 'block: audited as customer.block by the support user');
+SELECT is(test.last_change(), '{"before": {"status": "active"}, "after": {"status": "blocked", "reason": "lost at the stage"}}'::jsonb,
           'block: before active, after blocked with the reason');
 SELECT throws_ok($$SELECT * FROM api.transfer(test.e(), 'AA00AA01', 'CC00CC01', 100)$$, 'FP011', NULL,
                  'a blocked tag takes no money');
 SELECT is(pg_temp.web($$SELECT api.admin_customer_block(%1$s, 'CC00CC01', false, 'found again')$$, 'support'), 'active',
           'unblock C1: active again');
-SELECT is(pg_temp.last_audit(), 'customer.unblock tag:CC00CC01 by pgtap-ops-support', 'unblock: audited as customer.unblock');
-SELECT is(test.error_detail($$SELECT api.admin_customer_block(pg_temp.tok('support'), 'CC00CC01', true, '  ')$$),
+SELECT is(test.last_audit(), 'customer.unblock tag:CC00CC01 by pgtap-ops-support', 'unblock: audited as customer.unblock');
+SELECT is(test.error_detail($$SELECT api.admin_customer_block(test.admin_token('support'), 'CC00CC01', true, '  ')$$),
           '{"field": "reason"}'::jsonb, 'block without a reason: validation, field reason');
-SELECT is(test.error_detail($$SELECT api.admin_customer_block(pg_temp.tok('support'), 'CC00CC01', NULL, 'why')$$),
+SELECT is(test.error_detail($$SELECT api.admin_customer_block(test.admin_token('support'), 'CC00CC01', NULL, 'why')$$),
           '{"field": "blocked"}'::jsonb, 'block neither true nor false: validation, field blocked');
 
 -- Move the balance to a new tag.
 INSERT INTO test.ctx SELECT 'move', pg_temp.web($$SELECT api.admin_customer_move(%1$s, 'BB00BB01', 'dd:00:dd:01', 'lost wristband')$$, 'support')::bigint;
 SELECT results_eq($$SELECT type::text, amount::bigint FROM ledger.transaction WHERE id = test.v('move')$$,
                   $$VALUES ('transfer'::text, 3000::bigint)$$, 'move B to D: one transfer of all of B''s 30,00');
-SELECT results_eq($$SELECT uid, status, balance FROM api.admin_customers(pg_temp.tok('viewer'), '') WHERE uid IN ('BB00BB01', 'DD00DD01') ORDER BY uid$$,
+SELECT results_eq($$SELECT uid, status, balance FROM api.admin_customers(test.admin_token('viewer'), '') WHERE uid IN ('BB00BB01', 'DD00DD01') ORDER BY uid$$,
                   $$VALUES ('BB00BB01'::text, 'blocked'::text, 0::bigint), ('DD00DD01', 'active', 3000)$$,
                   'move: B is blocked with 0, the new tag D is active with 30,00');
-SELECT is(pg_temp.last_audit(), 'customer.move tag:BB00BB01 by pgtap-ops-support', 'move: audited as customer.move');
-SELECT is(pg_temp.last_audit_json() -> 'after' ->> 'new_uid', 'DD00DD01', 'move: the audit row names the new tag');
-SELECT is(test.error_detail($$SELECT api.admin_customer_move(pg_temp.tok('support'), 'BB00BB01', 'DD00DD02', 'again')$$),
+SELECT is(test.last_audit(), 'customer.move tag:BB00BB01 by pgtap-ops-support', 'move: audited as customer.move');
+SELECT is(test.last_change() -> 'after' ->> 'new_uid', 'DD00DD01', 'move: the audit row names the new tag');
+SELECT is(test.error_detail($$SELECT api.admin_customer_move(test.admin_token('support'), 'BB00BB01', 'DD00DD02', 'again')$$),
           '{"field": "new_uid"}'::jsonb, 'move a tag with nothing available: validation, field new_uid');
-SELECT is(test.error_detail($$SELECT api.admin_customer_move(pg_temp.tok('support'), 'DD00DD01', 'nonsense', 'x')$$),
+SELECT is(test.error_detail($$SELECT api.admin_customer_move(test.admin_token('support'), 'DD00DD01', 'nonsense', 'x')$$),
           '{"field": "new_uid"}'::jsonb, 'move to no UID: validation, field new_uid');
-SELECT is(test.error_detail($$SELECT api.admin_customer_move(pg_temp.tok('support'), 'DD00DD01', 'DD:00:DD:01', 'x')$$),
+SELECT is(test.error_detail($$SELECT api.admin_customer_move(test.admin_token('support'), 'DD00DD01', 'DD:00:DD:01', 'x')$$),
           '{"field": "new_uid"}'::jsonb, 'move to the same tag: validation, field new_uid');
-SELECT throws_ok($$SELECT api.admin_customer_move(pg_temp.tok('support'), 'DD00DD01', 'BB00BB01', 'x')$$, 'FP011', NULL,
+SELECT throws_ok($$SELECT api.admin_customer_move(test.admin_token('support'), 'DD00DD01', 'BB00BB01', 'x')$$, 'FP011', NULL,
                  'move to a blocked tag: tag-blocked');
 
 -- Chargeback, never more than what is left of the sale.
@@ -254,65 +225,65 @@ INSERT INTO test.ctx SELECT 'cb1', pg_temp.web(format($$SELECT api.admin_chargeb
 SELECT results_eq($$SELECT type::text, state::text, amount::bigint, linked_id FROM ledger.transaction WHERE id = test.v('cb1')$$,
                   $$VALUES ('chargeback'::text, 'Committed'::text, 500::bigint, test.v('s2'))$$,
                   'chargeback of 5,00 of sale 2 (8,00): booked, linked to the sale');
-SELECT is(pg_temp.last_audit(), format('transaction.chargeback transaction:%s by pgtap-ops-support', test.v('s2')),
+SELECT is(test.last_audit(), format('transaction.chargeback transaction:%s by pgtap-ops-support', test.v('s2')),
           'chargeback: audited as transaction.chargeback of the sale');
-SELECT is(test.error_detail(format($$SELECT api.admin_chargeback(pg_temp.tok('support'), %s, 301, 'more')$$, test.v('s2'))),
+SELECT is(test.error_detail(format($$SELECT api.admin_chargeback(test.admin_token('support'), %s, 301, 'more')$$, test.v('s2'))),
           '{"field": "amount", "left": 300}'::jsonb, 'a second one of 3,01: validation, field amount, 3,00 left');
 SELECT is(pg_temp.web(format($$SELECT api.admin_chargeback(%%1$s, %s, 300, 'the rest')$$, test.v('s2')), 'support')::bigint IS NOT NULL,
           true, 'the rest, 3,00: booked');
-SELECT is(test.error_detail(format($$SELECT api.admin_chargeback(pg_temp.tok('support'), %s, 1, 'more')$$, test.v('s2'))),
+SELECT is(test.error_detail(format($$SELECT api.admin_chargeback(test.admin_token('support'), %s, 1, 'more')$$, test.v('s2'))),
           '{"field": "amount", "left": 0}'::jsonb, 'nothing is left: validation, field amount');
 SELECT is(test.balance(test.e(), 'AA00AA01'), 9685::bigint, 'A got 8,00 back: 96,85');
-SELECT is(test.error_detail(format($$SELECT api.admin_chargeback(pg_temp.tok('support'), %s, 0, 'zero')$$, test.v('s1'))),
+SELECT is(test.error_detail(format($$SELECT api.admin_chargeback(test.admin_token('support'), %s, 0, 'zero')$$, test.v('s1'))),
           '{"field": "amount"}'::jsonb, 'a chargeback of 0: validation, field amount');
-SELECT throws_ok(format($$SELECT api.admin_chargeback(pg_temp.tok('support'), %s, 100, 'x')$$, test.v('tcu')), 'FP010', NULL,
+SELECT throws_ok(format($$SELECT api.admin_chargeback(test.admin_token('support'), %s, 100, 'x')$$, test.v('tcu')), 'FP010', NULL,
                  'a chargeback of a sale that is not committed: not-found');
 SELECT is(pg_temp.report('settlement'), '[["Bar", 2465, 800, 1665], ["Food", 0, 0, 0]]'::jsonb,
           'settlement after the chargebacks: the Bar is owed 16,65');
 
 -- ---------------------------------------------------------------- transactions
-SELECT results_eq($$SELECT id FROM api.admin_transactions(pg_temp.tok('viewer'), '{"uid": "AA00AA01", "type": "purchase"}')$$,
+SELECT results_eq($$SELECT id FROM api.admin_transactions(test.admin_token('viewer'), '{"uid": "AA00AA01", "type": "purchase"}')$$,
                   $$VALUES (test.v('tcu')), (test.v('s2')), (test.v('s1'))$$,
                   'filter uid and type: A''s three purchases, newest first');
-SELECT results_eq($$SELECT id FROM api.admin_transactions(pg_temp.tok('viewer'), '{"uid": "DD00DD01"}')$$,
+SELECT results_eq($$SELECT id FROM api.admin_transactions(test.admin_token('viewer'), '{"uid": "DD00DD01"}')$$,
                   $$VALUES (test.v('move'))$$, 'filter uid: D''s only transaction is the transfer it received');
 SELECT results_eq($$SELECT id, state, uid, merchant, "position", assignment_id, terminal_tx_number
-                      FROM api.admin_transactions(pg_temp.tok('viewer'), '{"state": "TerminalConfirmUnknown"}')$$,
+                      FROM api.admin_transactions(test.admin_token('viewer'), '{"state": "TerminalConfirmUnknown"}')$$,
                   $$VALUES (test.v('tcu'), 'TerminalConfirmUnknown'::text, 'AA00AA01'::text, 'Bar'::text, 'Bar'::text, test.bar(), 3::bigint)$$,
                   'filter state: the unknown outcome, with tag, merchant, position and terminal');
-SELECT is((SELECT count(*)::integer FROM api.admin_transactions(pg_temp.tok('viewer'),
+SELECT is((SELECT count(*)::integer FROM api.admin_transactions(test.admin_token('viewer'),
               jsonb_build_object('merchant_id', (SELECT id::text FROM ledger.merchant WHERE event_id = test.e() AND name = 'Bar'),
                                  'amount_min', '400', 'amount_max', 900))),
           3, 'filter merchant (as a string), amount 4,00 to 9,00: sale 2, the unknown outcome and a chargeback');
-SELECT is((SELECT count(*)::integer FROM api.admin_transactions(pg_temp.tok('viewer'),
+SELECT is((SELECT count(*)::integer FROM api.admin_transactions(test.admin_token('viewer'),
               jsonb_build_object('assignment_id', test.bar(), 'position_id', (SELECT position_id FROM ledger.assignment WHERE id = test.bar())))),
           4, 'filter terminal and position: the Bar terminal''s four transactions');
-SELECT is((SELECT count(*)::integer FROM api.admin_transactions(pg_temp.tok('viewer'),
+SELECT is((SELECT count(*)::integer FROM api.admin_transactions(test.admin_token('viewer'),
               jsonb_build_object('from', to_char(now() AT TIME ZONE 'Europe/Berlin' - interval '1 minute', 'YYYY-MM-DD"T"HH24:MI'),
                                  'to', to_char((now() + interval '1 minute') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'state', '', 'uid', null))),
           (SELECT count(*)::integer FROM ledger.transaction WHERE event_id = test.e()),
           'filter from (datetime-local in the event''s time zone) and to (RFC 3339); empty and null keys ignored: all of them');
-SELECT is((SELECT count(*)::integer FROM api.admin_transactions(pg_temp.tok('viewer'),
+SELECT is((SELECT count(*)::integer FROM api.admin_transactions(test.admin_token('viewer'),
               jsonb_build_object('to', to_char(now() AT TIME ZONE 'Europe/Berlin' - interval '1 minute', 'YYYY-MM-DD"T"HH24:MI')))),
           0, 'filter to before they were made: none');
-INSERT INTO test.res SELECT 'page1', jsonb_agg(id) FROM api.admin_transactions(pg_temp.tok('viewer'), '{}', NULL, 4);
+INSERT INTO test.res SELECT 'page1', jsonb_agg(id) FROM api.admin_transactions(test.admin_token('viewer'), '{}', NULL, 4);
 SELECT is(jsonb_array_length(j), 4, 'a page of 4') FROM test.res WHERE k = 'page1';
-SELECT results_eq(format($$SELECT id FROM api.admin_transactions(pg_temp.tok('viewer'), '{}', %s, 3)$$, j ->> 3),
+SELECT results_eq(format($$SELECT id FROM api.admin_transactions(test.admin_token('viewer'), '{}', %s, 3)$$, j ->> 3),
                   format($$SELECT id FROM ledger.transaction WHERE event_id = test.e() AND id < %s ORDER BY id DESC LIMIT 3$$, j ->> 3),
                   'the next page: the 3 below the last id of the first')
   FROM test.res WHERE k = 'page1';
-SELECT is(test.error_detail($$SELECT * FROM api.admin_transactions(pg_temp.tok('viewer'), '{"colour": "red"}')$$),
+SELECT is(test.error_detail($$SELECT * FROM api.admin_transactions(test.admin_token('viewer'), '{"colour": "red"}')$$),
           '{"field": "filter"}'::jsonb, 'an unknown filter key: validation, field filter');
-SELECT is(test.error_detail($$SELECT * FROM api.admin_transactions(pg_temp.tok('viewer'), '{"state": "Paid"}')$$),
+SELECT is(test.error_detail($$SELECT * FROM api.admin_transactions(test.admin_token('viewer'), '{"state": "Paid"}')$$),
           '{"field": "state"}'::jsonb, 'no such state: validation, field state');
-SELECT is(test.error_detail($$SELECT * FROM api.admin_transactions(pg_temp.tok('viewer'), '{"from": "2025-02-30T10:00"}')$$),
+SELECT is(test.error_detail($$SELECT * FROM api.admin_transactions(test.admin_token('viewer'), '{"from": "2025-02-30T10:00"}')$$),
           '{"field": "from"}'::jsonb, 'an impossible time: validation, field from');
-SELECT is(test.error_detail($$SELECT * FROM api.admin_transactions(pg_temp.tok('viewer'), '{"amount_min": "1; DROP TABLE x"}')$$),
+SELECT is(test.error_detail($$SELECT * FROM api.admin_transactions(test.admin_token('viewer'), '{"amount_min": "1; DROP TABLE x"}')$$),
           '{"field": "amount_min"}'::jsonb, 'an amount that is no number: validation, field amount_min');
-SELECT is((SELECT count(*)::integer FROM api.admin_transactions(pg_temp.tok('viewer'), '{"uid": "0BADC0DE"}')), 0,
+SELECT is((SELECT count(*)::integer FROM api.admin_transactions(test.admin_token('viewer'), '{"uid": "0BADC0DE"}')), 0,
           'filter by an unknown tag: none');
 
-INSERT INTO test.res SELECT 's1', api.admin_transaction(pg_temp.tok('viewer'), test.v('s1'));
+INSERT INTO test.res SELECT 's1', api.admin_transaction(test.admin_token('viewer'), test.v('s1'));
 SELECT is((SELECT jsonb_build_array(j -> 'transaction' ->> 'uid', j -> 'transaction' ->> 'merchant', jsonb_array_length(j -> 'items'),
                                     jsonb_array_length(j -> 'lines'), j -> 'lines' -> 0 ->> 'debit', j ->> 'receipt_url')
              FROM test.res WHERE k = 's1'),
@@ -323,61 +294,61 @@ SELECT is((SELECT j -> 'states' FROM test.res WHERE k = 's1'),
                                                'state', 'Committed', 'from', NULL, 'by', NULL)),
           'detail of sale 1: replicated as committed, one state');
 SELECT is((SELECT j -> 'signature' FROM test.res WHERE k = 's1'), 'null'::jsonb, 'detail of sale 1: not signed yet');
-SELECT is((api.admin_receipt(pg_temp.tok('viewer'), test.v('s1')) ->> 'total')::bigint, 315::bigint,
+SELECT is((api.admin_receipt(test.admin_token('viewer'), test.v('s1')) ->> 'total')::bigint, 315::bigint,
           'the receipt behind the link: api.receipt of sale 1');
-SELECT throws_ok(format($$SELECT api.admin_receipt(pg_temp.tok('viewer'), %s)$$, test.v('tcu')), 'FP010', NULL,
+SELECT throws_ok(format($$SELECT api.admin_receipt(test.admin_token('viewer'), %s)$$, test.v('tcu')), 'FP010', NULL,
                  'no receipt of a transaction that is not committed: not-found');
-SELECT is((SELECT jsonb_array_length(api.admin_transaction(pg_temp.tok('viewer'), test.v('s2')) -> 'linked')), 2,
+SELECT is((SELECT jsonb_array_length(api.admin_transaction(test.admin_token('viewer'), test.v('s2')) -> 'linked')), 2,
           'detail of sale 2: its two chargebacks are linked');
 
 -- ---------------------------------------------------------------- the resolution queue
-SELECT results_eq($$SELECT kind, transaction_id, uid, amount FROM api.admin_queue(pg_temp.tok('viewer'))$$,
+SELECT results_eq($$SELECT kind, transaction_id, uid, amount FROM api.admin_queue(test.admin_token('viewer'))$$,
                   $$VALUES ('terminal-confirm-unknown'::text, test.v('tcu'), 'AA00AA01'::text, 450::bigint),
                            ('overdraft', test.v('over'), 'EE00EE01', 1350),
                            ('refused-log-entry', NULL, NULL, 450),
                            ('implausible-offline-charge', NULL, 'FF00FF01', 450)$$,
                   'queue: the unknown outcome, the overdraft, the refused log entry, the implausible offline sale');
-SELECT is((SELECT api.admin_dashboard(pg_temp.tok('viewer')) -> 'queue_counts'),
+SELECT is((SELECT api.admin_dashboard(test.admin_token('viewer')) -> 'queue_counts'),
           '{"terminal-confirm-unknown": 1, "external-unknown": 0, "overdraft": 1, "refused-log-entry": 1,
             "implausible-offline-charge": 1, "violation": 0}'::jsonb, 'dashboard: the queue counts per kind');
-SELECT is(test.error_detail(format($$SELECT api.admin_queue_resolve(pg_temp.tok('support'), %s, 'Maybe', 'x')$$, test.v('tcu'))),
+SELECT is(test.error_detail(format($$SELECT api.admin_queue_resolve(test.admin_token('support'), %s, 'Maybe', 'x')$$, test.v('tcu'))),
           '{"field": "outcome"}'::jsonb, 'resolve with another outcome: validation, field outcome');
-SELECT is(test.error_detail(format($$SELECT api.admin_queue_resolve(pg_temp.tok('support'), %s, 'Committed', '')$$, test.v('tcu'))),
+SELECT is(test.error_detail(format($$SELECT api.admin_queue_resolve(test.admin_token('support'), %s, 'Committed', '')$$, test.v('tcu'))),
           '{"field": "reason"}'::jsonb, 'resolve without a reason: validation, field reason');
 SELECT is(pg_temp.web(format($$SELECT api.admin_queue_resolve(%%1$s, %s, 'Committed', 'the tag shows the charge')$$, test.v('tcu')), 'support'),
           'Committed', 'resolve the unknown outcome as Committed: booked');
 SELECT is(test.balance(test.e(), 'AA00AA01'), 9235::bigint, 'A paid the Beer: 92,35');
-SELECT is(pg_temp.last_audit(), format('queue.resolve transaction:%s by pgtap-ops-support', test.v('tcu')), 'resolve: audited as queue.resolve');
-SELECT is(pg_temp.last_audit_json(), '{"before": {"state": "TerminalConfirmUnknown"},
+SELECT is(test.last_audit(), format('queue.resolve transaction:%s by pgtap-ops-support', test.v('tcu')), 'resolve: audited as queue.resolve');
+SELECT is(test.last_change(), '{"before": {"state": "TerminalConfirmUnknown"},
                                        "after": {"state": "Committed", "outcome": "booked", "reason": "the tag shows the charge"}}'::jsonb,
           'resolve: before TerminalConfirmUnknown, after Committed, with the reason');
 SELECT is((SELECT jsonb_agg(jsonb_build_array(s ->> 'from', s ->> 'state', s ->> 'by'))
-             FROM jsonb_array_elements(api.admin_transaction(pg_temp.tok('viewer'), test.v('tcu')) -> 'states') s),
+             FROM jsonb_array_elements(api.admin_transaction(test.admin_token('viewer'), test.v('tcu')) -> 'states') s),
           '[[null, "TerminalConfirmUnknown", null], ["TerminalConfirmUnknown", "Committed", "admin:pgtap-ops-support"]]'::jsonb,
           'detail of the decided transaction: replicated as an unknown outcome, then the admin''s decision and who made it');
-SELECT throws_ok(format($$SELECT api.admin_queue_resolve(pg_temp.tok('support'), %s, 'Aborted', 'changed my mind')$$, test.v('tcu')),
+SELECT throws_ok(format($$SELECT api.admin_queue_resolve(test.admin_token('support'), %s, 'Aborted', 'changed my mind')$$, test.v('tcu')),
                  'FP030', NULL, 'deciding a Committed transaction again as Aborted: invalid-transition');
-SELECT throws_ok(format($$SELECT api.admin_queue_resolve(pg_temp.tok('support'), %s, 'Aborted', 'x')$$, test.v('s1')),
+SELECT throws_ok(format($$SELECT api.admin_queue_resolve(test.admin_token('support'), %s, 'Aborted', 'x')$$, test.v('s1')),
                  'FP030', NULL, 'deciding a sale that never waited: invalid-transition');
 SELECT is(pg_temp.web(format($$SELECT api.admin_queue_resolve(%%1$s, %s, 'reviewed', 'tag was charged offline, fine')$$, test.v('over')), 'support'),
           'reviewed', 'review the overdraft');
 SELECT is((SELECT reviewed_by FROM ledger.overdraft WHERE transaction_id = test.v('over')), 'pgtap-ops-support',
           'the overdraft is marked reviewed by the support user');
-SELECT is(pg_temp.last_audit(), format('queue.review transaction:%s by pgtap-ops-support', test.v('over')), 'review: audited as queue.review');
-INSERT INTO test.ctx SELECT 'viol', (detail ->> 'violation_id')::bigint FROM api.admin_queue(pg_temp.tok('viewer')) WHERE kind = 'refused-log-entry';
+SELECT is(test.last_audit(), format('queue.review transaction:%s by pgtap-ops-support', test.v('over')), 'review: audited as queue.review');
+INSERT INTO test.ctx SELECT 'viol', (detail ->> 'violation_id')::bigint FROM api.admin_queue(test.admin_token('viewer')) WHERE kind = 'refused-log-entry';
 SELECT is(pg_temp.web(format($$SELECT api.admin_queue_resolve(%%1$s, NULL, 'reviewed', 'a broken terminal', %s)$$, test.v('viol')), 'support'),
           'reviewed', 'review the refused log entry by its violation id');
-SELECT is(pg_temp.last_audit(), format('queue.review violation:%s by pgtap-ops-support', test.v('viol')), 'review of a violation: audited');
-SELECT throws_ok(format($$SELECT api.admin_queue_resolve(pg_temp.tok('support'), NULL, 'reviewed', 'again', %s)$$, test.v('viol')),
+SELECT is(test.last_audit(), format('queue.review violation:%s by pgtap-ops-support', test.v('viol')), 'review of a violation: audited');
+SELECT throws_ok(format($$SELECT api.admin_queue_resolve(test.admin_token('support'), NULL, 'reviewed', 'again', %s)$$, test.v('viol')),
                  'FP010', NULL, 'reviewing it again: not-found (nothing waits)');
-SELECT is(test.error_detail($$SELECT api.admin_queue_resolve(pg_temp.tok('support'), NULL, 'Committed', 'x')$$),
+SELECT is(test.error_detail($$SELECT api.admin_queue_resolve(test.admin_token('support'), NULL, 'Committed', 'x')$$),
           '{"field": "transaction_id"}'::jsonb, 'deciding nothing: validation, field transaction_id');
-SELECT results_eq($$SELECT kind FROM api.admin_queue(pg_temp.tok('viewer'))$$, $$VALUES ('implausible-offline-charge'::text)$$,
+SELECT results_eq($$SELECT kind FROM api.admin_queue(test.admin_token('viewer'))$$, $$VALUES ('implausible-offline-charge'::text)$$,
                   'the queue holds only the implausible offline sale now');
-SELECT ok((SELECT jsonb_array_length(api.admin_transaction(pg_temp.tok('viewer'), test.v('s1')) -> 'violations') = 0), 'sale 1 has no violations');
+SELECT ok((SELECT jsonb_array_length(api.admin_transaction(test.admin_token('viewer'), test.v('s1')) -> 'violations') = 0), 'sale 1 has no violations');
 
 -- ---------------------------------------------------------------- fiscal status, closing a till
-INSERT INTO test.res SELECT 'fiscal', api.admin_fiscal(pg_temp.tok('viewer'));
+INSERT INTO test.res SELECT 'fiscal', api.admin_fiscal(test.admin_token('viewer'));
 SELECT is((SELECT array_agg(x.key ORDER BY x.key) FROM test.res r, jsonb_object_keys(r.j) x(key) WHERE r.k = 'fiscal'),
           ARRAY['closings', 'open_cashpoints', 'outages', 'signing', 'tse', 'tse_outage'],
           'fiscal: the TSE, signing lag, outages, open tills, closings');
@@ -386,13 +357,13 @@ SELECT ok((SELECT (j -> 'open_cashpoints') @> jsonb_build_array(jsonb_build_obje
 INSERT INTO test.ctx SELECT 'closing', pg_temp.web(format($$SELECT api.admin_close_cashpoint(%%1$s, %s)$$, test.bar()), 'finance')::bigint;
 SELECT results_eq($$SELECT assignment_id, z_nr, transactions FROM ledger.cashpoint_closing WHERE id = test.v('closing')$$,
                   $$VALUES (test.bar(), 1, 4)$$, 'close the Bar till: Z 1 with its 4 committed receipts');
-SELECT is(pg_temp.last_audit(), format('cashpoint.close till:festpay-%s by pgtap-ops-finance', test.bar()), 'closing: audited as cashpoint.close');
-SELECT is((api.admin_fiscal(pg_temp.tok('viewer')) -> 'closings' -> 0 ->> 'id')::bigint, test.v('closing'), 'fiscal: the closing is listed');
-SELECT throws_ok(format($$SELECT api.admin_close_cashpoint(pg_temp.tok('finance'), %s)$$, test.bar()), 'FP001', NULL,
+SELECT is(test.last_audit(), format('cashpoint.close till:festpay-%s by pgtap-ops-finance', test.bar()), 'closing: audited as cashpoint.close');
+SELECT is((api.admin_fiscal(test.admin_token('viewer')) -> 'closings' -> 0 ->> 'id')::bigint, test.v('closing'), 'fiscal: the closing is listed');
+SELECT throws_ok(format($$SELECT api.admin_close_cashpoint(test.admin_token('finance'), %s)$$, test.bar()), 'FP001', NULL,
                  'closing it again: validation (no open receipts)');
 
 -- ---------------------------------------------------------------- dashboard
-INSERT INTO test.res SELECT 'dash', api.admin_dashboard(pg_temp.tok('viewer'));
+INSERT INTO test.res SELECT 'dash', api.admin_dashboard(test.admin_token('viewer'));
 SELECT is(test.res('dash', 'revenue_today')::bigint,
           (SELECT sum(amount)::bigint FROM ledger.transaction WHERE event_id = test.e() AND type = 'purchase' AND state = 'Committed'),
           'dashboard: revenue today is the committed sales');

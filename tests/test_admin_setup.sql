@@ -7,26 +7,8 @@ BEGIN;
 SELECT plan(177);
 
 -- ---------------------------------------------------------------- helpers
-CREATE FUNCTION pg_temp.user(p_name text, p_role text) RETURNS bigint LANGUAGE sql AS $$
-    INSERT INTO ledger.admin_user (username, password_hash, role)
-    VALUES (p_name, extensions.crypt('pw-' || p_name, extensions.gen_salt('bf', 4)), p_role) RETURNING id $$;
-CREATE FUNCTION pg_temp.tok(p_role text) RETURNS text LANGUAGE sql AS $$ SELECT test.res('tok', p_role) $$;
-CREATE FUNCTION pg_temp.admin() RETURNS text LANGUAGE sql AS $$ SELECT test.res('tok', 'admin') $$;
--- Runs p_sql as festpay_web, %1$s replaced by the quoted token of p_role and %2$s by p_role, and undoes it.
--- Returns 'ok' when it ran, else its SQLSTATE.
-CREATE FUNCTION pg_temp.as_web(p_sql text, p_role text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    v_sql text := format(p_sql, quote_nullable(pg_temp.tok(p_role)), p_role);
-BEGIN
-    BEGIN
-        SET LOCAL ROLE festpay_web;
-        EXECUTE v_sql;
-        RAISE EXCEPTION USING ERRCODE = 'P0099';
-    EXCEPTION
-        WHEN SQLSTATE 'P0099' THEN RETURN 'ok';
-        WHEN OTHERS THEN RETURN SQLSTATE;
-    END;
-END $$;
+-- The admin's session token (test.admin_token('admin')).
+CREATE FUNCTION pg_temp.admin() RETURNS text LANGUAGE sql AS $$ SELECT test.admin_token('admin') $$;
 -- Everything the setup pages change, as one text: the event, its catalogue, terminals, codes, tags, the audit log.
 CREATE FUNCTION pg_temp.footprint() RETURNS text LANGUAGE sql AS $$
     SELECT md5(concat_ws('|', ledger.admin_event_json(test.e()),
@@ -38,13 +20,6 @@ CREATE FUNCTION pg_temp.footprint() RETURNS text LANGUAGE sql AS $$
         (SELECT count(*) FROM ledger.registration_code c WHERE c.event_id = test.e()),
         (SELECT count(*) FROM ledger.tag t WHERE t.event_id = test.e()),
         (SELECT count(*) || ' ' || max(id) FROM ledger.admin_audit))) $$;
--- The newest audit row: action, object, who.
-CREATE FUNCTION pg_temp.last_audit() RETURNS text LANGUAGE sql AS $$
-    SELECT format('%s %s by %s', a.action, a.object, coalesce(u.username, 'a DBA'))
-      FROM ledger.admin_audit a LEFT JOIN ledger.admin_user u ON u.id = a.user_id ORDER BY a.id DESC LIMIT 1 $$;
-CREATE FUNCTION pg_temp.last_change() RETURNS jsonb LANGUAGE sql AS $$
-    SELECT jsonb_build_object('before', before, 'after', after) FROM ledger.admin_audit ORDER BY id DESC LIMIT 1 $$;
-CREATE FUNCTION pg_temp.audits() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM ledger.admin_audit $$;
 CREATE FUNCTION pg_temp.id(p_table text, p_name text) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     v bigint;
@@ -67,13 +42,11 @@ INSERT INTO test.ctx SELECT 'bar', test.terminal(test.e(), 'Bar');
 INSERT INTO test.ctx SELECT 'food', test.terminal(test.e(), 'Food');
 INSERT INTO test.ctx SELECT 'top', test.terminal(test.e(), 'Top-up');
 INSERT INTO test.ctx SELECT 'm', test.terminal(test.e(), 'Food');          -- revoked by the role matrix (undone)
-INSERT INTO test.ctx SELECT 'user ' || r, pg_temp.user('pgtap-s-' || r, r) FROM unnest(ARRAY['admin', 'finance', 'support', 'viewer']) r;
-INSERT INTO test.res SELECT 'tok', jsonb_object_agg(r, (SELECT token FROM api.admin_sign_in('pgtap-s-' || r, 'pw-pgtap-s-' || r)))
-  FROM unnest(ARRAY['admin', 'finance', 'support', 'viewer']) r;
+INSERT INTO test.ctx SELECT 'user ' || role, user_id FROM test.admin_sessions('pgtap-s-');
 SELECT is(test.funded_tag(test.e(), 'A0000001', 20000), 20000::bigint, 'a tag funded with 200.00');
 
 -- ---------------------------------------------------------------- the event
-SELECT is(api.admin_event(pg_temp.tok('viewer')) - 'created_at',
+SELECT is(api.admin_event(test.admin_token('viewer')) - 'created_at',
           jsonb_build_object('id', test.e(), 'name', 'pgTAP admin setup', 'currency', 'EUR', 'time_zone', 'Europe/Berlin',
               'max_balance', 50000, 'min_topup', 500, 'max_topup', 25000, 'topup_fee_cash', 0, 'topup_fee_card', 50,
               'topup_fee_online', 0, 'payout_fee', 100, 'reserve_timeout_s', 120, 'offline_limit', 5000,
@@ -88,13 +61,13 @@ SELECT is(api.admin_event_update(pg_temp.admin(), '{"max_balance": 60000, "topup
           'the admin changes limits, a fee (a form''s string of digits too) and the reserve timeout; the answer shows them');
 SELECT results_eq($$SELECT max_balance, topup_fee_card, reserve_timeout FROM ledger.event WHERE id = test.e()$$,
                   $$VALUES (60000::bigint, 75::bigint, interval '90 seconds')$$, 'the event row has them');
-SELECT is(pg_temp.last_audit(), format('event.update event:%s by pgtap-s-admin', test.e()), 'audited');
-SELECT is(pg_temp.last_change(), '{"before": {"max_balance": 50000, "topup_fee_card": 50, "reserve_timeout_s": 120},
+SELECT is(test.last_audit(), format('event.update event:%s by pgtap-s-admin', test.e()), 'audited');
+SELECT is(test.last_change(), '{"before": {"max_balance": 50000, "topup_fee_card": 50, "reserve_timeout_s": 120},
                                    "after": {"max_balance": 60000, "topup_fee_card": 75, "reserve_timeout_s": 90}}'::jsonb,
           'the audit row holds the changed settings before and after');
-CREATE TEMP TABLE before AS SELECT pg_temp.audits() AS n, pg_temp.footprint() AS f;
+CREATE TEMP TABLE before AS SELECT test.audits() AS n, pg_temp.footprint() AS f;
 SELECT lives_ok($$SELECT api.admin_event_update(pg_temp.admin(), '{"max_balance": 60000}')$$, 'saving without a change');
-SELECT is(pg_temp.audits(), (SELECT n FROM before), 'writes no audit row');
+SELECT is(test.audits(), (SELECT n FROM before), 'writes no audit row');
 SELECT is(test.error_detail(format($$SELECT api.admin_event_update(%L, '{"min_topup": "ten"}')$$, pg_temp.admin())),
           '{"field": "min_topup"}'::jsonb, 'not a number: refused next to its field');
 SELECT is(test.error_detail(format($$SELECT api.admin_event_update(%L, '{"min_topup": ""}')$$, pg_temp.admin())),
@@ -118,27 +91,27 @@ SELECT is(pg_temp.footprint(), (SELECT f FROM before), 'the refused updates save
 SELECT is(api.admin_event_update(pg_temp.admin(), '{"seller_name": "Fest GmbH", "seller_street": "Weg 1", "seller_postcode": "12345",
               "seller_city": "Musterstadt", "tax_number": "12/345/67890", "vat_id": "de 123456789"}') ->> 'vat_id',
           'DE123456789', 'the seller with tax number and VAT id is saved (through api.set_seller)');
-SELECT is(pg_temp.last_change() -> 'after', '{"seller_name": "Fest GmbH", "seller_street": "Weg 1", "seller_postcode": "12345",
+SELECT is(test.last_change() -> 'after', '{"seller_name": "Fest GmbH", "seller_street": "Weg 1", "seller_postcode": "12345",
               "seller_city": "Musterstadt", "tax_number": "12/345/67890", "vat_id": "DE123456789"}'::jsonb, 'and audited');
 
 -- ---------------------------------------------------------------- merchants
-SELECT results_eq(format($$SELECT name, archived, positions, sales FROM api.admin_merchants(%L)$$, pg_temp.tok('viewer')),
+SELECT results_eq(format($$SELECT name, archived, positions, sales FROM api.admin_merchants(%L)$$, test.admin_token('viewer')),
                   $$VALUES ('Bar'::text, false, 1, 0::bigint), ('Food', false, 1, 0)$$, 'the merchants page: positions and sales');
 SELECT lives_ok($$SELECT api.reserve(test.bar(), 1, 'A0000001', 0, 900, test.items(test.e(), 'Beer:2'))$$, 'a sale at the bar');
 SELECT is((SELECT outcome FROM api.replicate(test.bar(), jsonb_build_array(jsonb_build_object(
               'terminal_tx_number', 1, 'state', 'Committed', 'uid', 'A0000001', 'amount', 900)))), 'booked', 'it commits');
-SELECT is((SELECT sales FROM api.admin_merchants(pg_temp.tok('viewer')) WHERE name = 'Bar'), 900::bigint, 'the bar''s sales: 9.00');
+SELECT is((SELECT sales FROM api.admin_merchants(test.admin_token('viewer')) WHERE name = 'Bar'), 900::bigint, 'the bar''s sales: 9.00');
 SELECT lives_ok($$INSERT INTO test.ctx SELECT 'wine', api.admin_merchant_save(pg_temp.admin(), NULL, ' Wine ', false)$$, 'a merchant is created');
 SELECT results_eq($$SELECT m.name, a.kind::text, a.name FROM ledger.merchant m JOIN ledger.account a ON a.id = m.account_id
                      WHERE m.id = test.v('wine')$$, $$VALUES ('Wine'::text, 'merchant'::text, 'Wine'::text)$$,
                   'with its merchant account (through api.create_merchant), the name trimmed');
-SELECT is(pg_temp.last_audit(), format('merchant.create merchant:%s by pgtap-s-admin', test.v('wine')), 'audited');
-SELECT is(pg_temp.last_change(), jsonb_build_object('before', NULL, 'after', jsonb_build_object('id', test.v('wine'), 'name', 'Wine', 'archived', false)),
+SELECT is(test.last_audit(), format('merchant.create merchant:%s by pgtap-s-admin', test.v('wine')), 'audited');
+SELECT is(test.last_change(), jsonb_build_object('before', NULL, 'after', jsonb_build_object('id', test.v('wine'), 'name', 'Wine', 'archived', false)),
           'with the new merchant as after');
 SELECT lives_ok($$SELECT api.admin_merchant_save(pg_temp.admin(), test.v('wine'), 'Wine & Co', false)$$, 'it is renamed');
 SELECT is((SELECT a.name FROM ledger.merchant m JOIN ledger.account a ON a.id = m.account_id WHERE m.id = test.v('wine')),
           'Wine & Co', 'its account keeps the merchant''s name');
-SELECT is(pg_temp.last_change(), '{"before": {"name": "Wine"}, "after": {"name": "Wine & Co"}}'::jsonb, 'audited: the name before and after');
+SELECT is(test.last_change(), '{"before": {"name": "Wine"}, "after": {"name": "Wine & Co"}}'::jsonb, 'audited: the name before and after');
 SELECT is(test.error_detail($$SELECT api.admin_merchant_save(pg_temp.admin(), test.v('wine'), 'Bar', false)$$),
           '{"field": "name"}'::jsonb, 'a taken name: refused next to the field name');
 SELECT is(test.error_detail($$SELECT api.admin_merchant_save(pg_temp.admin(), NULL, '  ', false)$$),
@@ -146,12 +119,12 @@ SELECT is(test.error_detail($$SELECT api.admin_merchant_save(pg_temp.admin(), NU
 SELECT throws_ok($$SELECT api.admin_merchant_save(pg_temp.admin(), -1, 'Ghost', false)$$, 'FP010', NULL, 'an unknown merchant: not-found');
 
 -- ---------------------------------------------------------------- positions
-SELECT results_eq(format($$SELECT name, kind, merchant, archived, terminals FROM api.admin_positions(%L)$$, pg_temp.tok('support')),
+SELECT results_eq(format($$SELECT name, kind, merchant, archived, terminals FROM api.admin_positions(%L)$$, test.admin_token('support')),
                   $$VALUES ('Bar'::text, 'sale'::text, 'Bar'::text, false, 1), ('Food', 'sale', 'Food', false, 2),
                            ('Top-up', 'topup', NULL, false, 2)$$, 'the positions page: kind, merchant, terminals');
 SELECT lives_ok($$INSERT INTO test.ctx SELECT 'wpos', api.admin_position_save(pg_temp.admin(), NULL, 'Wine stand', 'sale', test.v('wine'), false)$$,
                 'a sale position for the wine merchant is created');
-SELECT is(pg_temp.last_audit(), format('position.create position:%s by pgtap-s-admin', test.v('wpos')), 'audited');
+SELECT is(test.last_audit(), format('position.create position:%s by pgtap-s-admin', test.v('wpos')), 'audited');
 SELECT is(test.error_detail($$SELECT api.admin_position_save(pg_temp.admin(), NULL, 'Stand 2', 'sale', NULL, false)$$),
           '{"field": "merchant_id"}'::jsonb, 'a sale position without a merchant: refused next to merchant_id');
 SELECT is(test.error_detail($$SELECT api.admin_position_save(pg_temp.admin(), NULL, 'Stand 2', 'bar', test.v('wine'), false)$$),
@@ -164,16 +137,16 @@ SELECT is(test.error_detail(format($$SELECT api.admin_position_save(pg_temp.admi
           '{"field": "kind"}'::jsonb, 'a position with terminals keeps its kind');
 SELECT lives_ok($$SELECT api.admin_position_save(pg_temp.admin(), test.v('wpos'), 'Wine stand', 'topup', test.v('wine'), false)$$,
                 'a position without terminals may change its kind');
-SELECT is(pg_temp.last_change(), jsonb_build_object('before', jsonb_build_object('kind', 'sale', 'merchant_id', test.v('wine')),
+SELECT is(test.last_change(), jsonb_build_object('before', jsonb_build_object('kind', 'sale', 'merchant_id', test.v('wine')),
                                                     'after', jsonb_build_object('kind', 'topup', 'merchant_id', NULL)),
           'a top-up position has no merchant (the one given is dropped); audited');
 
 -- ---------------------------------------------------------------- products
 SELECT lives_ok($$INSERT INTO test.ctx SELECT 'wine glass', api.admin_product_save(pg_temp.admin(), NULL, 'Wine', 550, 19, true, false, false)$$,
                 'a product is created');
-SELECT results_eq(format($$SELECT name, price, vat_rate, fixed_price, returnable, archived FROM api.admin_products(%L) WHERE id = test.v('wine glass')$$, pg_temp.tok('finance')),
+SELECT results_eq(format($$SELECT name, price, vat_rate, fixed_price, returnable, archived FROM api.admin_products(%L) WHERE id = test.v('wine glass')$$, test.admin_token('finance')),
                   $$VALUES ('Wine'::text, 550::bigint, 19.00::numeric, true, false, false)$$, 'the products page lists it');
-SELECT is(pg_temp.last_audit(), format('product.create product:%s by pgtap-s-admin', test.v('wine glass')), 'audited');
+SELECT is(test.last_audit(), format('product.create product:%s by pgtap-s-admin', test.v('wine glass')), 'audited');
 SELECT is(test.error_detail($$SELECT api.admin_product_save(pg_temp.admin(), NULL, 'Water', NULL, 7, true, false, false)$$),
           '{"field": "price"}'::jsonb, 'a fixed-price product without a price: refused next to price');
 SELECT is(test.error_detail($$SELECT api.admin_product_save(pg_temp.admin(), NULL, 'Water', -1, 7, true, false, false)$$),
@@ -188,7 +161,7 @@ SELECT is(test.error_detail($$SELECT api.admin_product_save(pg_temp.admin(), NUL
           '{"field": "name"}'::jsonb, 'a taken name: refused next to name');
 SELECT lives_ok(format($$SELECT api.admin_product_save(pg_temp.admin(), %s, 'Beer', 500, 19, true, false, false)$$, test.product(test.e(), 'Beer')),
                 'the beer costs 5.00 now');
-SELECT is(pg_temp.last_change(), '{"before": {"price": 450}, "after": {"price": 500}}'::jsonb, 'audited: the price before and after');
+SELECT is(test.last_change(), '{"before": {"price": 450}, "after": {"price": 500}}'::jsonb, 'audited: the price before and after');
 SELECT results_eq($$SELECT name, unit_price::bigint, vat_rate FROM ledger.item WHERE transaction_id = test.bartx(1)$$,
                   $$VALUES ('Beer'::text, 450::bigint, 19.00::numeric(5,2))$$, 'the beer sold before keeps its price as sold');
 
@@ -196,13 +169,13 @@ SELECT results_eq($$SELECT name, unit_price::bigint, vat_rate FROM ledger.item W
 SELECT is(pg_temp.offered(test.food()), ARRAY['Beer', 'Cup', 'Pretzel', 'Tip', 'Wine'], 'the food terminal is offered every product');
 SELECT lives_ok(format($$SELECT api.admin_product_save(pg_temp.admin(), %s, 'Pretzel', 350, 7, true, false, true)$$, test.product(test.e(), 'Pretzel')),
                 'the pretzel is archived');
-SELECT is(pg_temp.last_change(), '{"before": {"archived": false}, "after": {"archived": true}}'::jsonb, 'audited');
+SELECT is(test.last_change(), '{"before": {"archived": false}, "after": {"archived": true}}'::jsonb, 'audited');
 SELECT is(pg_temp.offered(test.food()), ARRAY['Beer', 'Cup', 'Tip', 'Wine'], 'an archived product is not offered in the terminal config');
 SELECT throws_ok($$SELECT api.reserve(test.food(), 1, 'A0000001', 1, 350, test.items(test.e(), 'Pretzel:1'))$$, 'FP073', NULL,
                  'nor sold: a reserve of it is refused as archived');
 SELECT is((SELECT outcome FROM api.replicate(test.food(), pg_temp.sale(2, 'A0000001', 1, 350, 'Pretzel:1'))), 'booked',
           'a pretzel the terminal sold offline before it learned of the archiving is booked (the tag was charged)');
-SELECT ok((SELECT archived FROM api.admin_products(pg_temp.tok('viewer')) WHERE name = 'Pretzel'), 'the products page still lists it, archived');
+SELECT ok((SELECT archived FROM api.admin_products(test.admin_token('viewer')) WHERE name = 'Pretzel'), 'the products page still lists it, archived');
 SELECT lives_ok(format($$SELECT api.admin_merchant_save(pg_temp.admin(), %s, 'Food', true)$$, pg_temp.id('merchant', 'Food')),
                 'the food merchant is archived');
 SELECT throws_ok($$SELECT api.reserve(test.food(), 3, 'A0000001', 2, 500, test.items(test.e(), 'Beer:1'))$$, 'FP073', NULL,
@@ -210,7 +183,7 @@ SELECT throws_ok($$SELECT api.reserve(test.food(), 3, 'A0000001', 2, 500, test.i
 SELECT is((SELECT outcome FROM api.replicate(test.food(), pg_temp.sale(4, 'A0000001', 2, 500, 'Beer:1'))), 'booked',
           'what they sold offline is booked');
 SELECT lives_ok($$SELECT api.terminal_config(test.food())$$, 'its terminals still read their config (and sync tags)');
-SELECT is((SELECT sales FROM api.admin_merchants(pg_temp.tok('viewer')) WHERE name = 'Food'), 850::bigint,
+SELECT is((SELECT sales FROM api.admin_merchants(test.admin_token('viewer')) WHERE name = 'Food'), 850::bigint,
           'the archived merchant''s sales are still reported');
 SELECT is(test.error_detail(format($$SELECT api.admin_position_save(pg_temp.admin(), NULL, 'Food 2', 'sale', %s, false)$$, pg_temp.id('merchant', 'Food'))),
           '{"field": "merchant_id"}'::jsonb, 'a new position cannot sell for an archived merchant');
@@ -229,23 +202,23 @@ SELECT is(test.error_detail(format($$SELECT api.admin_registration_code(pg_temp.
 SELECT lives_ok(format($$INSERT INTO test.res SELECT 'code', jsonb_build_object('code', api.admin_registration_code(pg_temp.admin(), %s))$$,
                        pg_temp.id('position', 'Bar')), 'a registration code for the bar');
 SELECT ok(test.res('code', 'code') ~ '^[A-Z0-9]{12}$', 'twelve characters (api.create_registration_code)');
-SELECT is(pg_temp.last_audit(), format('registration-code.create position:%s by pgtap-s-admin', pg_temp.id('position', 'Bar')),
+SELECT is(test.last_audit(), format('registration-code.create position:%s by pgtap-s-admin', pg_temp.id('position', 'Bar')),
           'audited');
 SELECT ok(NOT (SELECT after::text LIKE '%' || test.res('code', 'code') || '%' FROM ledger.admin_audit ORDER BY id DESC LIMIT 1),
           'the audit row does not carry the code');
 INSERT INTO test.ctx SELECT 'bar2', assignment_id FROM api.register_terminal(test.res('code', 'code'), 'bar tablet 2');
 SELECT results_eq(format($$SELECT device, position, open_transactions, revoked_at FROM api.admin_terminals(%L) WHERE assignment_id = test.v('bar2')$$,
-                         pg_temp.tok('viewer')),
+                         test.admin_token('viewer')),
                   $$VALUES ('bar tablet 2'::text, 'Bar'::text, 0, NULL::timestamptz)$$, 'the terminals page lists the new terminal');
-SELECT results_eq(format($$SELECT open_transactions, last_seen FROM api.admin_terminals(%L) WHERE assignment_id = test.food()$$, pg_temp.tok('viewer')),
+SELECT results_eq(format($$SELECT open_transactions, last_seen FROM api.admin_terminals(%L) WHERE assignment_id = test.food()$$, test.admin_token('viewer')),
                   $$VALUES (1, now())$$, 'with its open transactions (the food reserve) and when it was last seen');
 SELECT lives_ok($$SELECT api.reserve(test.v('bar2'), 1, 'A0000001', 4, 500, test.items(test.e(), 'Beer:1'))$$, 'the new terminal sells');
 SELECT lives_ok($$SELECT api.admin_terminal_revoke(pg_temp.admin(), test.v('bar2'))$$, 'the admin revokes it');
-SELECT is(pg_temp.last_audit(), format('terminal.revoke assignment:%s by pgtap-s-admin', test.v('bar2')), 'audited');
-SELECT is(pg_temp.last_change(), jsonb_build_object('before', jsonb_build_object('device', 'bar tablet 2', 'revoked_at', NULL),
+SELECT is(test.last_audit(), format('terminal.revoke assignment:%s by pgtap-s-admin', test.v('bar2')), 'audited');
+SELECT is(test.last_change(), jsonb_build_object('before', jsonb_build_object('device', 'bar tablet 2', 'revoked_at', NULL),
                                                     'after', jsonb_build_object('device', 'bar tablet 2', 'revoked_at', now())),
           'with revoked_at before and after');
-SELECT is((SELECT revoked_at FROM api.admin_terminals(pg_temp.tok('viewer')) WHERE assignment_id = test.v('bar2')), now(),
+SELECT is((SELECT revoked_at FROM api.admin_terminals(test.admin_token('viewer')) WHERE assignment_id = test.v('bar2')), now(),
           'the terminals page shows it revoked');
 SELECT throws_ok($$SELECT api.reserve(test.v('bar2'), 2, 'A0000001', 5, 500, test.items(test.e(), 'Beer:1'))$$, 'FP072', NULL,
                  'its next reserve: terminal-revoked');
@@ -261,22 +234,22 @@ SELECT throws_ok($$SELECT * FROM api.deposit_return(test.v('bar2'), 3, 'A0000001
 SELECT is(test.money('A0000001'), 'balance 18250 held 1000', 'its reserve is still held (it expires or is resolved like any other)');
 SELECT lives_ok($$SELECT api.reserve(test.bar(), 2, 'A0000001', 5, 500, test.items(test.e(), 'Beer:1'))$$,
                 'the other bar terminal sells on');
-CREATE TEMP TABLE revoked AS SELECT pg_temp.audits() AS n;
+CREATE TEMP TABLE revoked AS SELECT test.audits() AS n;
 SELECT lives_ok($$SELECT api.admin_terminal_revoke(pg_temp.admin(), test.v('bar2'))$$, 'revoking it again is no error');
-SELECT is(pg_temp.audits(), (SELECT n FROM revoked), '... and changes nothing (no audit row)');
+SELECT is(test.audits(), (SELECT n FROM revoked), '... and changes nothing (no audit row)');
 SELECT throws_ok($$SELECT api.admin_terminal_revoke(pg_temp.admin(), -1)$$, 'FP010', NULL, 'an unknown assignment: not-found');
 
 -- ---------------------------------------------------------------- tags
-SELECT results_eq(format($$SELECT status, count FROM api.admin_tags(%L)$$, pg_temp.tok('support')),
+SELECT results_eq(format($$SELECT status, count FROM api.admin_tags(%L)$$, test.admin_token('support')),
                   $$VALUES ('new'::text, 0::bigint), ('active', 1), ('blocked', 0)$$, 'the tags page: counts by status, 0 included');
 SELECT is(api.admin_tags_import(pg_temp.admin(), E'UID;PIN\r\n"B0:00:00:01";"1234"\r\n\r\nb0000002, 5678\nB0000003,0000\n'), 3,
           'three wristbands imported (header, quotes, colons, semicolons, blank lines, CRLF)');
 SELECT results_eq($$SELECT uid, status::text, extensions.crypt('5678', pin_hash) = pin_hash FROM ledger.tag
                      WHERE event_id = test.e() AND uid = 'B0000002'$$,
                   $$VALUES ('B0000002'::text, 'new'::text, true)$$, 'each is new, its PIN hashed (through api.create_tag)');
-SELECT is(pg_temp.last_change() -> 'after', '{"count": 3, "first_uid": "B0000001", "last_uid": "B0000003"}'::jsonb,
+SELECT is(test.last_change() -> 'after', '{"count": 3, "first_uid": "B0000001", "last_uid": "B0000003"}'::jsonb,
           'one audit row for the import: how many, first and last UID');
-SELECT is((SELECT count FROM api.admin_tags(pg_temp.tok('viewer')) WHERE status = 'new'), 3::bigint, 'three new tags');
+SELECT is((SELECT count FROM api.admin_tags(test.admin_token('viewer')) WHERE status = 'new'), 3::bigint, 'three new tags');
 CREATE TEMP TABLE tags_before AS SELECT pg_temp.footprint() AS f;
 SELECT throws_ok($$SELECT api.admin_tags_import(pg_temp.admin(), E'C0000001,1111\nC0000002,2222\nnot-hex,3333\n')$$, 'FP001',
                  'validation: line 3: tag UID ''not-hex'' is not 4 to 10 bytes of hex', 'a bad UID is refused with its line number');
@@ -315,11 +288,11 @@ INSERT INTO calls VALUES
 INSERT INTO test.ctx SELECT 'food position', pg_temp.id('position', 'Food');
 GRANT SELECT ON roles, calls TO festpay_web;
 GRANT SELECT ON test.res, test.ctx TO festpay_web;
-SELECT is(pg_temp.as_web(c.call, r.role), 'ok', format('%s may call %s', r.role, c.fn))
+SELECT is(test.as_web(c.call, r.role), 'ok', format('%s may call %s', r.role, c.fn))
   FROM calls c JOIN roles r ON r.role = ANY (c.allowed) ORDER BY c.fn, r.n;
 CREATE TEMP TABLE footprint AS SELECT pg_temp.footprint() AS f;
 SET ROLE festpay_web;
-SELECT throws_ok(format(c.call, quote_literal(test.res('tok', r.role)), r.role), 'FP071', NULL,
+SELECT throws_ok(format(c.call, quote_literal(test.admin_token(r.role)), r.role), 'FP071', NULL,
                  format('%s may not call %s: admin-forbidden', r.role, c.fn))
   FROM calls c JOIN roles r ON NOT r.role = ANY (c.allowed) ORDER BY c.fn, r.n;
 SELECT throws_ok(format(c.call, quote_literal('no-such-token'), 'nobody'), 'FP070', NULL,
