@@ -335,8 +335,18 @@ class Relay:
                                         row["attempts"], row["started"])
                 try:
                     await handler.handle(conn, request)
-                except (asyncio.CancelledError, psycopg.OperationalError, psycopg.InterfaceError):
-                    raise  # a connection is gone (and the claim transaction with it): whoever claims next retries
+                except asyncio.CancelledError:
+                    raise
+                except (psycopg.OperationalError, psycopg.InterfaceError) as err:
+                    if connection_lost(conn, err):
+                        raise  # a connection is gone (and the claim transaction with it): whoever claims next retries
+                    # The database refused the request itself (a named problem: psycopg files class FP under
+                    # OperationalError), e.g. process data it cannot make: recorded and retried with backoff.
+                    self.failures += 1
+                    log.warning("relay: %s request %s (transaction %s, %s) refused by the database: %s", topic,
+                                request.outbox_id, request.transaction_id, key, str(err).strip())
+                    self._note_due(await handler.failed(conn, request, err))
+                    break
                 except Exception as err:  # noqa: BLE001 - recorded; the key's batch stops here (order!)
                     self.failures += 1
                     log.warning("relay: %s request %s (transaction %s, %s) failed: %s", topic, request.outbox_id,
@@ -355,6 +365,12 @@ class Relay:
             return
         due = time.monotonic() + max(0.0, (retry_at - datetime.now(timezone.utc)).total_seconds())
         self._next_due = due if self._next_due is None else min(self._next_due, due)
+
+
+def connection_lost(conn: psycopg.AsyncConnection, err: psycopg.Error) -> bool:
+    """Tells whether ``err`` means the connection is gone, not that the database refused one statement (which has a
+    SQLSTATE and leaves the connection usable)."""
+    return conn.closed or conn.broken or not err.sqlstate or err.sqlstate.startswith(("08", "57"))
 
 
 # --------------------------------------------------------------------------- topic tse

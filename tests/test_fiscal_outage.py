@@ -403,6 +403,43 @@ def test_outage(admin, tse, tills, relay_url, pg_cluster, capsys):
     assert "0 failed" in out and "FAIL" not in out
 
 
+class RefusedOnce(TseHandler):
+    """The real TSE handler, but the database refuses its first request once (a named problem, as when the ledger
+    cannot make a receipt's process data)."""
+
+    def __init__(self, tse_url: str) -> None:
+        super().__init__(RemoteTSE(tse_url, timeout=5))
+        self.refused: list[int] = []
+        self.failed_with: list[str | None] = []
+
+    async def handle(self, conn, request: OutboxRequest) -> None:
+        if not self.refused:
+            self.refused.append(request.outbox_id)
+            await conn.execute("SELECT api.tse_started(%s, '{}')", (-request.outbox_id,))  # not-found (FP010)
+        await super().handle(conn, request)
+
+    async def failed(self, conn, request: OutboxRequest, error: BaseException):
+        self.failed_with.append(getattr(error, "sqlstate", None))
+        return await super().failed(conn, request, error)
+
+
+def test_a_request_the_database_refuses_is_recorded_and_retried(admin, tse, tills, relay_url):
+    """A named problem from the database is the request's failure (recorded, backoff, outage with its cause), not a
+    lost connection: the relay keeps its connections and signs the receipt on the retry."""
+    tills.book(3)
+    handler = RefusedOnce(tse.url)
+    relay = RunningRelay(relay_url, handlers=[handler], workers=1)
+    try:
+        wait_until_signed(admin)
+    finally:
+        relay.stop()
+    assert handler.failed_with == ["FP010"] and relay.relay.failures == 1
+    row = admin.execute("SELECT attempts, last_error FROM ledger.outbox WHERE id = %s", (handler.refused[0],)).fetchone()
+    assert row["attempts"] == 1 and "unknown or done" in row["last_error"], row
+    outage = admin.execute("SELECT cause, ended_at FROM ledger.tse_outage ORDER BY id DESC LIMIT 1").fetchone()
+    assert "relay error" in outage["cause"] and outage["ended_at"] is not None
+
+
 def test_mixed_receipts_verify(admin, tse, relay_url, event):
     """A multi-VAT sale, a cash refund: their process data as the ledger computes it and as Python recomputes it."""
     one = lambda q, p=(): next(iter(admin.execute(q, p).fetchone().values()))  # noqa: E731
