@@ -108,8 +108,8 @@ RETURNS TABLE (transaction_id bigint, line_no integer, kind text, name text, qua
                vat_rate numeric, vat_key integer, gross bigint, net bigint, tax bigint)
 LANGUAGE sql STABLE AS $$
 -- The lines of the receipts of the given transactions, money into the till positive: a sale's or deposit return's
--- items at their own rates (kind item or deposit); money without items one voucher line at 0 % (a top-up without its
--- fee); a fee its own line at the general rate. A line's tax is its share of its receipt's tax at that rate, so a
+-- items at their own rates (kind item or deposit); a chargeback split over its sale's rates; other money one voucher
+-- line at 0 % (a top-up without its fee); a fee its own line at the general rate. A line's tax is its share of its receipt's tax at that rate, so a
 -- receipt's lines of a rate add up to exactly round(gross * rate / (100 + rate)). Returns them by transaction and line.
     WITH t AS (SELECT * FROM ledger.transaction WHERE id = ANY (p_tx_ids)),
     lines AS (
@@ -124,6 +124,26 @@ LANGUAGE sql STABLE AS $$
                ledger.receipt_sign(t.type) * (t.amount - CASE WHEN t.type = 'topup' THEN t.fee ELSE 0 END)
           FROM t
          WHERE NOT (t.type IN ('purchase', 'deposit_return') AND EXISTS (SELECT FROM ledger.item i WHERE i.transaction_id = t.id))
+           AND NOT (t.type = 'chargeback' AND EXISTS (SELECT FROM ledger.item i WHERE i.transaction_id = t.linked_id
+                                                                              AND NOT i.returnable))
+        UNION ALL
+        -- A chargeback returns part of a sale's merchant share: split over that share's VAT rates in proportion
+        -- (cumulative rounding, so the parts add up to the amount), it reduces each rate's taxable amount.
+        SELECT c.id, (row_number() OVER (PARTITION BY c.id ORDER BY c.vat_rate DESC))::integer, 'chargeback',
+               'Chargeback', 1, c.part, c.vat_rate, -c.part
+          FROM (SELECT x.id, x.vat_rate,
+                       (round(x.amount * x.upto / x.share) - round(x.amount * (x.upto - x.gross) / x.share))::bigint AS part
+                  FROM (SELECT t.id, t.amount, r.vat_rate, r.gross,
+                               sum(r.gross) OVER (PARTITION BY t.id ORDER BY r.vat_rate DESC) AS upto,
+                               sum(r.gross) OVER (PARTITION BY t.id) AS share
+                          FROM t
+                          CROSS JOIN LATERAL (SELECT i.vat_rate, sum(i.quantity * i.unit_price) AS gross
+                                                FROM ledger.item i
+                                               WHERE i.transaction_id = t.linked_id AND NOT i.returnable
+                                               GROUP BY i.vat_rate) r
+                         WHERE t.type = 'chargeback') x
+                 WHERE x.share > 0) c
+         WHERE c.part <> 0
         UNION ALL
         SELECT t.id, 2, 'fee', CASE WHEN t.type = 'topup' THEN 'Top-up fee' ELSE 'Payout fee' END, 1, t.fee,
                ledger.fee_vat_rate(), t.fee

@@ -25,7 +25,7 @@ top-up fee            Umsatz                  Gebuehr Aufladung                 
 sale, item            Umsatz                  MehrzweckgutscheinEinloesung (paid with credit)       by rate
 sale, deposit item    Pfand                   MehrzweckgutscheinEinloesung                          by rate
 deposit return        PfandRueckzahlung       MehrzweckgutscheinEinloesung (back onto credit)       by rate
-chargeback            Umsatz (negative)       Rueckbuchung (Gutschrift auf Mehrzweckgutschein)      5 (0 %)
+chargeback            Umsatz (negative)       Rueckbuchung (Gutschrift auf Mehrzweckgutschein)      by sale's rate
 refund (cash)         Auszahlung (negative)   Auszahlung Restguthaben Mehrzweckgutschein (Bar)      5 (0 %)
 payout (bank)         Auszahlung (negative)   Auszahlung Restguthaben ... (Ueberweisung)            5 (0 %)
 payout fee            Umsatz                  Gebuehr Auszahlung                                    1 (19 %)
@@ -49,8 +49,9 @@ Which source each mapping follows:
 - Payment names: cash ``Bar``/``Bar``, card ``Unbar``/``Karte``, online top-up ``Unbar``/``Online``, payout
   ``Unbar``/``Ueberweisung``, credit ``Unbar``/``Mehrzweckgutschein``.  VAT keys (``vat.csv``): 1 = 19 %, 2 = 7 %,
   3 = 10,7 %, 4 = 5,5 %, 5 = 0 % (nicht steuerbar).
-- Chargebacks stay at key 5 as a credit back onto the voucher; reducing the original sale's tax instead (§ 17 UStG)
-  would need the chargeback split over the sale's rates, which the ledger does not record.
+- A chargeback returns part of a sale to the customer's credit: it reduces the taxable amount of that sale (§ 17
+  Abs. 1 UStG, Aenderung der Bemessungsgrundlage), so it is split over the sale's VAT rates in proportion to the
+  merchant's share at each rate (items without deposits), each part a negative ``Umsatz`` line at its rate's key.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 -- auditor compares: VAT rounded once per rate, a cash refund negative everywhere, a deposit and its return at the
 -- drink's rate, a top-up fee as a service at 19 %.
 BEGIN;
-SELECT plan(21);
+SELECT plan(23);
 
 CREATE FUNCTION pg_temp.sell(p_number integer, p_uid text, p_tag_no integer, p_amount bigint, VARIADIC p_items text[])
 RETURNS text LANGUAGE sql AS $$
@@ -58,9 +58,16 @@ SELECT results_eq($$SELECT kind, gross, vat_key, tax FROM ledger.receipt_lines(t
 SELECT is(ledger.tse_process_data(test.v('card')), 'Beleg^0.50_0.00_0.00_0.00_19.50^20.00:Unbar',
           'its process data: 0.50 at 19 %, 19.50 not taxable, 20.00 paid by card');
 
+-- A chargeback of 4.00 of a sale of a beer (4.50 at 19 %) and a pretzel (3.50 at 7 %) reduces both rates in proportion.
+SELECT is(pg_temp.sell(4, 'C2000001', 2, 800, 'Beer:1', 'Pretzel:1'), 'booked', 'a beer and a pretzel');
+INSERT INTO test.ctx SELECT 'chargeback', transaction_id FROM api.chargeback(test.bartx(4), 400);
+SELECT is(ledger.tse_process_data(test.v('chargeback')), 'Beleg^-2.25_-1.75_0.00_0.00_0.00^-4.00:Unbar',
+          'the chargeback: -2.25 at 19 % and -1.75 at 7 %, not -4.00 at 0 %');
+
 -- The export of the closed tills says the same, receipt by receipt and closing by closing.
-SELECT lives_ok($$SELECT api.close_cashpoint(test.e(), test.bar()), api.close_cashpoint(test.e(), test.v('top'))$$,
-                'both tills closed');
+SELECT lives_ok($$SELECT api.close_cashpoint(test.e(), test.bar()), api.close_cashpoint(test.e(), test.v('top')),
+                        api.close_cashpoint(test.e(), NULL)$$,
+                'both tills and the backend (the chargeback) closed');
 SELECT is_empty($$SELECT r.transaction_id FROM api.dsfinvk_receipts(ARRAY(SELECT id FROM ledger.cashpoint_closing
                                                                         WHERE event_id = test.e())) r
                    WHERE r.total IS DISTINCT FROM (api.receipt(r.transaction_id) ->> 'total')::bigint
