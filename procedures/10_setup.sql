@@ -90,26 +90,54 @@ COMMENT ON FUNCTION api.create_position IS 'Creates a position (sale for a merch
 CREATE OR REPLACE FUNCTION api.create_product(p_event_id bigint, p_name text, p_price bigint, p_vat_rate numeric,
                                               p_fixed_price boolean DEFAULT true, p_returnable boolean DEFAULT false)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- Creates a product: price in cents (NULL for a variable price), VAT rate in percent, returnable for deposit items.
--- Returns the product id; raises validation or not-found.
+-- Creates a product: price in cents (NULL for a variable price), VAT rate in percent and one of the rates DSFinV-K
+-- knows (ledger.vat_key: a receipt with any other rate could not be signed), returnable for deposit items.
+-- Returns the product id; raises not-found, validation naming the field (name, price, vat_rate, returnable).
 DECLARE
+    v_currency text;
+    v_rates text;
+    v_constraint text;
+    v_column text;
     v_id bigint;
 BEGIN
-    PERFORM FROM ledger.event WHERE id = p_event_id;
+    SELECT currency INTO v_currency FROM ledger.event WHERE id = p_event_id;
     IF NOT FOUND THEN
         PERFORM ledger.fail('not-found', format('event %s does not exist', p_event_id));
+    END IF;
+    IF p_price < 0 THEN
+        PERFORM ledger.fail('validation', format('the price must be %s %s or more', ledger.money(0), v_currency),
+                            '{"field": "price"}');
+    ELSIF ledger.vat_key(p_vat_rate) IS NULL THEN
+        -- The rates ledger.vat_key knows (all have at most two decimals), in the order of their keys.
+        SELECT string_agg(trim_scale(r) || ' %', ', ' ORDER BY ledger.vat_key(r)) INTO v_rates
+          FROM (SELECT n / 100.0 AS r FROM generate_series(0, 9999) n) x WHERE ledger.vat_key(r) IS NOT NULL;
+        PERFORM ledger.fail('validation',
+                            format('the VAT rate must be one of %s', regexp_replace(v_rates, ', ([^,]*)$', ' or \1')),
+                            '{"field": "vat_rate"}');
     END IF;
     BEGIN
         INSERT INTO ledger.product (event_id, name, price, vat_rate, fixed_price, returnable)
         VALUES (p_event_id, p_name, p_price, p_vat_rate, p_fixed_price, p_returnable) RETURNING id INTO v_id;
     EXCEPTION
-        WHEN check_violation OR not_null_violation OR unique_violation OR numeric_value_out_of_range THEN
-            PERFORM ledger.fail('validation', format('product not valid: %s', SQLERRM));
+        WHEN unique_violation THEN
+            PERFORM ledger.fail('validation', format('the name %s is taken', p_name), '{"field": "name"}');
+        WHEN check_violation OR not_null_violation THEN
+            GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME, v_column = COLUMN_NAME;
+            IF v_constraint = 'fixed_price_has_a_price' THEN
+                PERFORM ledger.fail('validation', 'a fixed-price product needs a price', '{"field": "price"}');
+            ELSIF v_constraint = 'returnable_has_fixed_price' THEN
+                PERFORM ledger.fail('validation', 'a returnable (deposit) product has a fixed price', '{"field": "returnable"}');
+            ELSIF v_column IN ('fixed_price', 'returnable') THEN
+                PERFORM ledger.fail('validation', 'say whether the price is fixed and whether the product is returnable',
+                                    jsonb_build_object('field', v_column));
+            END IF;
+            PERFORM ledger.fail('validation', 'a name has 1 to 200 characters', '{"field": "name"}');
     END;
     RETURN v_id;
 END
 $$;
-COMMENT ON FUNCTION api.create_product IS 'Creates a product (price in cents, VAT in percent). Returns the product id.';
+COMMENT ON FUNCTION api.create_product IS
+    'Creates a product (price in cents, VAT in percent: one of the five rates DSFinV-K knows). Returns the product id.';
 
 CREATE OR REPLACE FUNCTION api.create_registration_code(p_event_id bigint, p_position text)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$

@@ -373,7 +373,8 @@ BEGIN
                             CASE v_field WHEN 'tax_number' THEN 'a tax number (StNr) has digits, spaces and slashes'
                                          WHEN 'vat_id' THEN 'a VAT id (USt-IdNr) is a country code and 2 to 12 characters, e.g. DE123456789'
                                          WHEN 'seller_postcode' THEN 'a postcode has at most 10 letters or digits'
-                                         ELSE format('%s is too long', v_field) END,
+                                         WHEN 'seller_street' THEN 'the street has at most 200 characters'
+                                         ELSE 'the city has at most 100 characters' END,
                             jsonb_build_object('field', v_field));
     END;
     IF NOT FOUND THEN

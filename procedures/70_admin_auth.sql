@@ -34,6 +34,13 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION ledger.admin_money(p_event_id bigint, p_cents bigint)
+RETURNS text LANGUAGE sql STABLE AS $$
+-- An amount of money as the admin site's messages say it: a decimal amount (ledger.money) and the event's currency.
+-- Returns e.g. '14.50 EUR'.
+    SELECT ledger.money(p_cents) || ' ' || e.currency FROM ledger.event e WHERE e.id = p_event_id;
+$$;
+
 CREATE OR REPLACE FUNCTION ledger.admin_audit(p_user_id bigint, p_action text, p_object text, p_before jsonb,
                                               p_after jsonb)
 RETURNS void LANGUAGE sql AS $$
@@ -111,7 +118,8 @@ CREATE OR REPLACE FUNCTION ledger.admin_user_write(p_actor_id bigint, p_user_id 
 RETURNS bigint LANGUAGE plpgsql AS $$
 -- The one place admin users are created and changed, by an admin (p_actor_id) or a DBA (NULL): p_user_id NULL creates
 -- (password required), else changes username, role, disabled and, unless p_password is NULL, the password. A new
--- password or disabling revokes the user's sessions. At least one enabled user keeps the privilege users. Audited.
+-- password or disabling revokes the user's sessions; a new password also clears its sign-in failures (unlocks it).
+-- At least one enabled user keeps the privilege users. Audited.
 -- Returns the user id; raises validation naming the field (username, role, password), not-found.
 DECLARE
     v_name text := lower(btrim(p_username));
@@ -146,6 +154,9 @@ BEGIN
         RETURNING * INTO u;
         IF u.disabled OR p_password IS NOT NULL THEN
             UPDATE ledger.admin_session SET revoked_at = now() WHERE user_id = u.id AND revoked_at IS NULL;
+        END IF;
+        IF p_password IS NOT NULL THEN
+            DELETE FROM ledger.admin_sign_in_failure f WHERE f.user_id = u.id;      -- a new password unlocks the user
         END IF;
         -- Serialised by this lock (a statement after it sees the other's commit), so two admins demoting each other
         -- at once cannot both succeed.
@@ -258,9 +269,10 @@ COMMENT ON FUNCTION api.admin_whoami IS
 
 CREATE OR REPLACE FUNCTION api.admin_change_password(p_token text, p_old text, p_new text)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- Changes the signed-in admin's own password and revokes all of the user's sessions (this one too: sign in again).
+-- Changes the signed-in admin's own password, revokes all of the user's sessions (this one too: sign in again) and
+-- clears its sign-in failures.
 -- Returns nothing; raises admin-unauthenticated, validation (field password: the current one is wrong;
--- new_password: fewer than 10 characters or more than 72 bytes).
+-- new_password: the same as the current one, fewer than 10 characters or more than 72 bytes).
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, NULL);
     v_hash text;
@@ -268,16 +280,22 @@ BEGIN
     IF extensions.crypt(left(coalesce(p_old, ''), 1000), u.password_hash) IS DISTINCT FROM u.password_hash THEN
         PERFORM ledger.fail('validation', 'the current password is wrong', '{"field": "password"}');
     END IF;
+    -- p_old is the current password (just checked), up to the 72 bytes bcrypt reads: beyond them only the hash tells.
+    IF p_new = p_old OR (octet_length(p_old) > 72 AND extensions.crypt(p_new, u.password_hash) = u.password_hash) THEN
+        PERFORM ledger.fail('validation', 'the new password must differ from the current one', '{"field": "new_password"}');
+    END IF;
     v_hash := ledger.admin_password_hash(p_new, 'new_password');
     UPDATE ledger.admin_user SET password_hash = v_hash, password_changed_at = now() WHERE id = u.id;
     UPDATE ledger.admin_session SET revoked_at = now() WHERE user_id = u.id AND revoked_at IS NULL;
+    DELETE FROM ledger.admin_sign_in_failure f WHERE f.user_id = u.id;
     PERFORM ledger.admin_audit(u.id, 'password.change', 'admin_user:' || u.id,
                                jsonb_build_object('password_changed_at', u.password_changed_at),
                                jsonb_build_object('password_changed_at', now()));
 END
 $$;
 COMMENT ON FUNCTION api.admin_change_password IS
-    'Changes the signed-in admin''s own password (at least 10 characters) and revokes all of the user''s sessions.';
+    'Changes the signed-in admin''s own password (at least 10 characters, not the current one) and revokes all of the '
+    'user''s sessions.';
 
 CREATE OR REPLACE FUNCTION api.create_admin_user(p_username text, p_role text, p_password text)
 RETURNS bigint LANGUAGE sql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
@@ -347,7 +365,7 @@ CREATE OR REPLACE FUNCTION api.admin_user_save(p_token text, p_user_id bigint, p
                                                p_disabled boolean, p_password text)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Creates (p_user_id NULL) or changes an admin user (privilege users): ledger.admin_user_write; p_password NULL keeps
--- the password. A new password or disabling revokes the user's sessions. Audited.
+-- the password. A new password or disabling revokes the user's sessions; a new password unlocks the user. Audited.
 -- Returns the user id; raises admin-unauthenticated, admin-forbidden, validation naming the field, not-found.
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'users');

@@ -5,24 +5,40 @@ SET LOCAL ROLE festpay_owner;
 -- every change writes one ledger.admin_audit row with the object before and after. Creating delegates to the api.create_*
 -- functions; archiving keeps what was sold (never deleted).
 
-CREATE OR REPLACE FUNCTION ledger.admin_setting_int(p_settings jsonb, p_key text, p_min bigint, p_max bigint,
-                                                    p_rule text)
-RETURNS bigint LANGUAGE plpgsql IMMUTABLE AS $$
--- Reads the whole-number setting p_key of a settings form: a JSON number or a string of digits (what a form sends).
--- Returns it; raises validation naming p_key when it is empty, not whole, or outside p_min .. p_max (p_rule says so).
+-- Dropped where it exists: ledger.admin_setting reads a form's setting, naming it in words.
+DROP FUNCTION IF EXISTS ledger.admin_setting_int(jsonb, text, bigint, bigint, text);
+
+CREATE OR REPLACE FUNCTION ledger.admin_setting(p_settings jsonb, p_key text, p_label text, p_min bigint, p_max bigint,
+                                                p_event_id bigint DEFAULT NULL, p_unit text DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql STABLE AS $$
+-- Reads the whole-number setting p_key of a form: a JSON number or a string of digits (what a form sends). Messages
+-- call it p_label (plain words, e.g. 'the maximum balance'); with p_event_id it is an amount of money in cents, said
+-- as a decimal amount in the event's currency (ledger.admin_money), else a number of p_unit.
+-- Returns it; raises validation naming p_key when it is empty, not whole, or outside p_min .. p_max.
 DECLARE
     v jsonb := p_settings -> p_key;
-    n bigint;
+    v_text text := btrim(p_settings ->> p_key);
+    n numeric;
 BEGIN
-    IF jsonb_typeof(v) = 'string' AND btrim(v #>> '{}') ~ '^-?[0-9]{1,15}$' THEN
-        n := btrim(v #>> '{}')::bigint;
-    ELSIF jsonb_typeof(v) = 'string' AND btrim(v #>> '{}') = '' THEN
-        PERFORM ledger.fail('validation', format('%s is required', p_key), jsonb_build_object('field', p_key));
-    ELSE
-        n := ledger.json_int(p_settings, p_key);
+    IF v IS NULL OR jsonb_typeof(v) = 'null' OR v_text = '' THEN
+        PERFORM ledger.fail('validation', format('%s is required', p_label), jsonb_build_object('field', p_key));
+    ELSIF jsonb_typeof(v) = 'number' OR (jsonb_typeof(v) = 'string' AND v_text ~ '^-?[0-9]{1,30}$') THEN
+        n := v_text::numeric;
     END IF;
-    IF n < p_min OR n > p_max THEN
-        PERFORM ledger.fail('validation', format('%s %s', p_key, p_rule), jsonb_build_object('field', p_key));
+    IF n IS NULL OR n <> trunc(n) THEN
+        PERFORM ledger.fail('validation', format('%s must be a whole number', p_label), jsonb_build_object('field', p_key));
+    ELSIF p_event_id IS NOT NULL AND n < p_min THEN
+        PERFORM ledger.fail('validation',
+                            CASE p_min WHEN 0 THEN format('%s must be %s or more', p_label, ledger.admin_money(p_event_id, 0))
+                                       WHEN 1 THEN format('%s must be more than %s', p_label, ledger.admin_money(p_event_id, 0))
+                                       ELSE format('%s must be at least %s', p_label, ledger.admin_money(p_event_id, p_min)) END,
+                            jsonb_build_object('field', p_key));
+    ELSIF p_event_id IS NOT NULL AND n > p_max THEN
+        PERFORM ledger.fail('validation', format('%s must be %s to %s', p_label, ledger.money(p_min),
+                                                 ledger.admin_money(p_event_id, p_max)), jsonb_build_object('field', p_key));
+    ELSIF n < p_min OR n > p_max THEN
+        PERFORM ledger.fail('validation', format('%s must be %s to %s%s', p_label, p_min, p_max, ' ' || p_unit),
+                            jsonb_build_object('field', p_key));
     END IF;
     RETURN n;
 END
@@ -84,6 +100,19 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION ledger.admin_uid(p_uid text, p_field text)
+RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+-- Checks a tag UID from a form with the ledger's own rule (ledger.normalize_uid), saying it in plain words.
+-- Returns the UID normalised; raises validation naming the form field p_field.
+BEGIN
+    RETURN ledger.normalize_uid(p_uid);
+EXCEPTION WHEN SQLSTATE 'FP001' THEN
+    PERFORM ledger.fail('validation', CASE WHEN coalesce(btrim(p_uid), '') = '' THEN 'enter a tag UID: 8 to 20 hex digits'
+                                           ELSE format('%L is no tag UID: a tag UID is 8 to 20 hex digits', p_uid) END,
+                        jsonb_build_object('field', p_field));
+END
+$$;
+
 CREATE OR REPLACE FUNCTION api.admin_event(p_token text)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- The settings of the event the admin site runs (privilege view).
@@ -110,17 +139,17 @@ DECLARE
     v_key text;
     v_constraint text;
     v_field text;
-    -- setting, least, greatest, what the rule says
-    v_rules CONSTANT jsonb := '[["max_balance", 1, 9007199254740991, "must be more than 0"],
-                                ["min_topup", 1, 9007199254740991, "must be more than 0"],
-                                ["max_topup", 1, 9007199254740991, "must be more than 0"],
-                                ["topup_fee_cash", 0, 9007199254740991, "must be 0 or more"],
-                                ["topup_fee_card", 0, 9007199254740991, "must be 0 or more"],
-                                ["topup_fee_online", 0, 9007199254740991, "must be 0 or more"],
-                                ["payout_fee", 0, 9007199254740991, "must be 0 or more"],
-                                ["reserve_timeout_s", 1, 86400, "must be 1 to 86400 seconds"],
-                                ["offline_limit", 0, 9007199254740991, "must be 0 or more"],
-                                ["offline_log_size", 1, 255, "must be 1 to 255"]]';
+    -- setting, what it is called, least, greatest, unit (money: cents, said in the event's currency)
+    v_rules CONSTANT jsonb := '[["max_balance", "the maximum balance", 1, 9007199254740991, "money"],
+                                ["min_topup", "the minimum top-up", 1, 9007199254740991, "money"],
+                                ["max_topup", "the maximum top-up", 1, 9007199254740991, "money"],
+                                ["topup_fee_cash", "the cash top-up fee", 0, 9007199254740991, "money"],
+                                ["topup_fee_card", "the card top-up fee", 0, 9007199254740991, "money"],
+                                ["topup_fee_online", "the online top-up fee", 0, 9007199254740991, "money"],
+                                ["payout_fee", "the payout fee", 0, 9007199254740991, "money"],
+                                ["reserve_timeout_s", "the reserve timeout", 1, 86400, "seconds"],
+                                ["offline_limit", "the offline limit", 0, 9007199254740991, "money"],
+                                ["offline_log_size", "the offline log size", 1, 255, "entries"]]';
     v_seller CONSTANT text[] := ARRAY['seller_name', 'seller_street', 'seller_postcode', 'seller_city', 'tax_number', 'vat_id'];
     r jsonb;
 BEGIN
@@ -129,13 +158,15 @@ BEGIN
     END IF;
     FOR v_key IN SELECT jsonb_object_keys(p_settings) LOOP
         IF NOT (v_key = ANY (v_seller) OR jsonb_path_exists(v_rules, '$[*] ? (@[0] == $k)', jsonb_build_object('k', v_key))) THEN
-            PERFORM ledger.fail('validation', format('%s is not a setting of the event', v_key), jsonb_build_object('field', v_key));
+            PERFORM ledger.fail('validation', format('the event has no setting %L', v_key), jsonb_build_object('field', v_key));
         END IF;
     END LOOP;
     FOR r IN SELECT jsonb_array_elements(v_rules) LOOP
         IF p_settings ? (r ->> 0) THEN
-            v := v || jsonb_build_object(r ->> 0, ledger.admin_setting_int(p_settings, r ->> 0, (r ->> 1)::bigint,
-                                                                           (r ->> 2)::bigint, r ->> 3));
+            v := v || jsonb_build_object(r ->> 0, ledger.admin_setting(p_settings, r ->> 0, r ->> 1, (r ->> 2)::bigint,
+                                                                       (r ->> 3)::bigint,
+                                                                       CASE WHEN r ->> 4 = 'money' THEN v_id END,
+                                                                       nullif(r ->> 4, 'money')));
         END IF;
     END LOOP;
     BEGIN
@@ -150,19 +181,29 @@ BEGIN
     EXCEPTION WHEN check_violation THEN
         GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME;
         IF v_constraint = 'topup_bounds' THEN
-            PERFORM ledger.fail('validation', 'the maximum top-up must be at least the minimum top-up and at most the maximum balance',
+            PERFORM ledger.fail('validation',
+                                format('the maximum top-up must be at least the minimum top-up (%s) and at most the maximum '
+                                       'balance (%s)', ledger.admin_money(v_id, (v ->> 'min_topup')::bigint),
+                                       ledger.admin_money(v_id, (v ->> 'max_balance')::bigint)),
                                 '{"field": "max_topup"}');
         ELSIF v_constraint = 'fees_below_min_topup' THEN
             SELECT f INTO v_field FROM unnest(ARRAY['topup_fee_cash', 'topup_fee_card', 'topup_fee_online']) f
              WHERE (v ->> f)::bigint >= (v ->> 'min_topup')::bigint LIMIT 1;
-            PERFORM ledger.fail('validation', 'a top-up fee must be below the minimum top-up', jsonb_build_object('field', v_field));
+            PERFORM ledger.fail('validation', format('a top-up fee must be below the minimum top-up (%s)',
+                                                     ledger.admin_money(v_id, (v ->> 'min_topup')::bigint)),
+                                jsonb_build_object('field', v_field));
         END IF;
-        PERFORM ledger.fail('validation', format('the settings break the rule %s', v_constraint));
+        PERFORM ledger.fail('validation', 'these settings do not fit together', '{"field": "settings"}');
     END;
     -- The seller goes through api.set_seller (its rules: name, street, postcode and city all given), when it changes.
     FOREACH v_key IN ARRAY v_seller LOOP
         IF p_settings ? v_key AND jsonb_typeof(p_settings -> v_key) NOT IN ('string', 'null') THEN
-            PERFORM ledger.fail('validation', format('%s must be text', v_key), jsonb_build_object('field', v_key));
+            PERFORM ledger.fail('validation',
+                                format('%s must be text', '{"seller_name": "the seller''s name", "seller_street": "the street",
+                                                            "seller_postcode": "the postcode", "seller_city": "the city",
+                                                            "tax_number": "the tax number", "vat_id": "the VAT id"}'::jsonb
+                                                          ->> v_key),
+                                jsonb_build_object('field', v_key));
         END IF;
         IF p_settings ? v_key THEN
             v := v || jsonb_build_object(v_key, coalesce(btrim(p_settings ->> v_key), ''));
@@ -170,7 +211,7 @@ BEGIN
     END LOOP;
     IF EXISTS (SELECT FROM unnest(v_seller) k WHERE v -> k IS DISTINCT FROM v_before -> k) THEN
         IF length(v ->> 'seller_name') > 200 THEN
-            PERFORM ledger.fail('validation', 'seller_name has at most 200 characters', '{"field": "seller_name"}');
+            PERFORM ledger.fail('validation', 'the seller''s name has at most 200 characters', '{"field": "seller_name"}');
         END IF;
         PERFORM api.set_seller(v_id, v ->> 'seller_name', v ->> 'seller_street', v ->> 'seller_postcode',
                                v ->> 'seller_city', v ->> 'tax_number', v ->> 'vat_id');
@@ -250,27 +291,30 @@ CREATE OR REPLACE FUNCTION api.admin_positions(p_token text)
 RETURNS TABLE (id bigint, name text, kind text, merchant_id bigint, merchant text, archived boolean, terminals integer)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- The positions of the event (privilege view), archived ones too, with their merchant and how many terminals are
--- registered there and not revoked.
+-- registered there and not revoked. archived: the position or its merchant is archived (either way it sells nothing
+-- new and gets no registration code).
 -- Returns one row per position by name; raises admin-unauthenticated, admin-forbidden, not-found (no event).
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'view');
 BEGIN
     RETURN QUERY
-    SELECT p.id, p.name, p.kind::text, p.merchant_id, m.name, p.archived,
+    SELECT p.id, p.name, p.kind::text, p.merchant_id, m.name, p.archived OR coalesce(m.archived, false),
            (SELECT count(*)::integer FROM ledger.assignment a WHERE a.position_id = p.id AND a.revoked_at IS NULL)
       FROM ledger.position p LEFT JOIN ledger.merchant m ON m.id = p.merchant_id
      WHERE p.event_id = ledger.admin_event_id()
      ORDER BY p.name;
 END
 $$;
-COMMENT ON FUNCTION api.admin_positions IS 'The event''s positions with kind, merchant, archived and active terminals (privilege view).';
+COMMENT ON FUNCTION api.admin_positions IS
+    'The event''s positions with kind, merchant, archived (itself or its merchant) and active terminals (privilege view).';
 
 CREATE OR REPLACE FUNCTION api.admin_position_save(p_token text, p_id bigint, p_name text, p_kind text,
                                                    p_merchant_id bigint, p_archived boolean)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Creates (p_id NULL, through api.create_position) or changes a position (privilege setup): kind sale with a merchant
--- of the event that is not archived, or topup (no merchant: one given is dropped); a position with registered
--- terminals keeps its kind. Audited.
+-- of the event that is not archived, or topup without a merchant; a position with registered terminals keeps its
+-- kind. api.admin_positions lists a position of an archived merchant as archived: saving that back keeps the
+-- position's own flag (it is active again when its merchant is). Audited.
 -- Returns the position id; raises admin-unauthenticated, admin-forbidden, validation (field name, kind or
 -- merchant_id), not-found.
 DECLARE
@@ -279,7 +323,8 @@ DECLARE
     v_before jsonb := ledger.admin_position_json(p_id);
     v_name text := ledger.admin_name(p_name, EXISTS (SELECT FROM ledger.position p WHERE p.event_id = v_event
                                                          AND p.name = btrim(p_name) AND p.id IS DISTINCT FROM p_id));
-    v_merchant bigint := CASE WHEN p_kind = 'sale' THEN p_merchant_id END;
+    v_merchant bigint := p_merchant_id;
+    v_archived boolean := p_archived;
     v_id bigint := p_id;
 BEGIN
     IF p_id IS NOT NULL AND NOT EXISTS (SELECT FROM ledger.position p WHERE p.id = p_id AND p.event_id = v_event) THEN
@@ -288,7 +333,9 @@ BEGIN
     IF p_kind IS NULL OR p_kind NOT IN ('sale', 'topup') THEN
         PERFORM ledger.fail('validation', 'kind must be sale or topup', '{"field": "kind"}');
     END IF;
-    IF p_kind = 'sale' AND v_merchant IS NULL THEN
+    IF p_kind = 'topup' AND v_merchant IS NOT NULL THEN
+        PERFORM ledger.fail('validation', 'a top-up position has no merchant', '{"field": "merchant_id"}');
+    ELSIF p_kind = 'sale' AND v_merchant IS NULL THEN
         PERFORM ledger.fail('validation', 'a sale position needs a merchant', '{"field": "merchant_id"}');
     ELSIF p_kind = 'sale' AND NOT EXISTS (SELECT FROM ledger.merchant m WHERE m.id = v_merchant AND m.event_id = v_event) THEN
         PERFORM ledger.fail('validation', format('merchant %s does not exist', v_merchant), '{"field": "merchant_id"}');
@@ -299,12 +346,16 @@ BEGIN
     IF p_kind IS DISTINCT FROM v_before ->> 'kind' AND EXISTS (SELECT FROM ledger.assignment a WHERE a.position_id = p_id) THEN
         PERFORM ledger.fail('validation', 'a position with registered terminals keeps its kind', '{"field": "kind"}');
     END IF;
+    IF v_archived AND NOT (v_before ->> 'archived')::boolean AND v_merchant = (v_before ->> 'merchant_id')::bigint
+       AND EXISTS (SELECT FROM ledger.merchant m WHERE m.id = v_merchant AND m.archived) THEN
+        v_archived := false;                         -- archived by its merchant, as the list showed it
+    END IF;
     IF p_id IS NULL THEN
         v_id := api.create_position(v_event, v_name, p_kind, v_merchant);
     END IF;
     UPDATE ledger.position p
        SET name = v_name, kind = p_kind::ledger.position_kind, merchant_id = v_merchant,
-           archived = coalesce(p_archived, p.archived)
+           archived = coalesce(v_archived, p.archived)
      WHERE p.id = v_id;
     PERFORM ledger.admin_changes(CASE WHEN p_id IS NULL THEN 'position.create' ELSE 'position.update' END, u.id,
                                  'position:' || v_id, v_before, ledger.admin_position_json(v_id));
@@ -346,8 +397,8 @@ CREATE OR REPLACE FUNCTION api.admin_product_save(p_token text, p_id bigint, p_n
                                                   p_archived boolean)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Creates (p_id NULL, through api.create_product) or changes a product (privilege setup): price in cents (NULL only
--- for a variable price), VAT rate in percent (0 to 99.99), a returnable (deposit) product has a fixed price. Items
--- sold keep the name, price and VAT rate they were sold with. Audited.
+-- for a variable price), VAT rate in percent, one of the rates DSFinV-K knows (ledger.vat_key), a returnable (deposit)
+-- product has a fixed price. Items sold keep the name, price and VAT rate they were sold with. Audited.
 -- Returns the product id; raises admin-unauthenticated, admin-forbidden, validation (field name, price, vat_rate,
 -- returnable), not-found.
 DECLARE
@@ -358,17 +409,27 @@ DECLARE
                                                          AND p.name = btrim(p_name) AND p.id IS DISTINCT FROM p_id));
     v_fixed boolean := coalesce(p_fixed_price, true);
     v_returnable boolean := coalesce(p_returnable, false);
+    v_rates text;
     v_id bigint := p_id;
 BEGIN
     IF p_id IS NOT NULL AND NOT EXISTS (SELECT FROM ledger.product p WHERE p.id = p_id AND p.event_id = v_event) THEN
         PERFORM ledger.fail('not-found', format('product %s does not exist', p_id));
     END IF;
-    IF p_price < 0 OR p_price > 9007199254740991 THEN
-        PERFORM ledger.fail('validation', 'the price is 0 or more cents', '{"field": "price"}');
+    IF p_price < 0 THEN
+        PERFORM ledger.fail('validation', format('the price must be %s or more', ledger.admin_money(v_event, 0)),
+                            '{"field": "price"}');
+    ELSIF p_price > 9007199254740991 THEN
+        PERFORM ledger.fail('validation', format('the price must be %s to %s', ledger.money(0),
+                                                 ledger.admin_money(v_event, 9007199254740991)), '{"field": "price"}');
     ELSIF p_price IS NULL AND v_fixed THEN
         PERFORM ledger.fail('validation', 'a fixed-price product needs a price', '{"field": "price"}');
-    ELSIF p_vat_rate IS NULL OR p_vat_rate < 0 OR p_vat_rate >= 100 OR p_vat_rate <> round(p_vat_rate, 2) THEN
-        PERFORM ledger.fail('validation', 'the VAT rate is a percentage from 0 to 99.99', '{"field": "vat_rate"}');
+    ELSIF ledger.vat_key(p_vat_rate) IS NULL THEN
+        -- The rates ledger.vat_key knows (all have at most two decimals), in the order of their keys.
+        SELECT string_agg(trim_scale(r) || ' %', ', ' ORDER BY ledger.vat_key(r)) INTO v_rates
+          FROM (SELECT n / 100.0 AS r FROM generate_series(0, 9999) n) x WHERE ledger.vat_key(r) IS NOT NULL;
+        PERFORM ledger.fail('validation',
+                            format('the VAT rate must be one of %s', regexp_replace(v_rates, ', ([^,]*)$', ' or \1')),
+                            '{"field": "vat_rate"}');
     ELSIF v_returnable AND NOT v_fixed THEN
         PERFORM ledger.fail('validation', 'a returnable (deposit) product has a fixed price', '{"field": "returnable"}');
     END IF;
@@ -419,20 +480,26 @@ COMMENT ON FUNCTION api.admin_terminals IS
 
 CREATE OR REPLACE FUNCTION api.admin_registration_code(p_token text, p_position_id bigint)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- Makes a one-time terminal registration code for a position of the event that is not archived (privilege setup),
--- through api.create_registration_code. Audited (without the code).
--- Returns the code; raises admin-unauthenticated, admin-forbidden, not-found, archived.
+-- Makes a one-time terminal registration code for a position of the event (privilege setup), through
+-- api.create_registration_code, unless the position or its merchant is archived. Audited (without the code).
+-- Returns the code; raises admin-unauthenticated, admin-forbidden, not-found, archived (detail field position_id).
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'setup');
     v_event bigint := ledger.admin_event_id();
     p ledger.position;
+    v_merchant text;
     v_code text;
 BEGIN
     SELECT * INTO p FROM ledger.position x WHERE x.id = p_position_id AND x.event_id = v_event;
     IF NOT FOUND THEN
         PERFORM ledger.fail('not-found', format('position %s does not exist', p_position_id), '{"field": "position_id"}');
-    ELSIF p.archived OR EXISTS (SELECT FROM ledger.merchant m WHERE m.id = p.merchant_id AND m.archived) THEN
-        PERFORM ledger.fail('archived', format('position %s or its merchant is archived', p.name),
+    ELSIF p.archived THEN
+        PERFORM ledger.fail('archived', format('position %s is archived', p.name), '{"field": "position_id"}');
+    END IF;
+    SELECT m.name INTO v_merchant FROM ledger.merchant m WHERE m.id = p.merchant_id AND m.archived;
+    IF FOUND THEN
+        PERFORM ledger.fail('archived', format('the merchant %s of position %s is archived: a terminal there could not sell',
+                                               v_merchant, p.name),
                             '{"field": "position_id"}');
     END IF;
     v_code := api.create_registration_code(v_event, p.name);
@@ -455,7 +522,7 @@ BEGIN
     SELECT * INTO a FROM ledger.assignment x WHERE x.id = p_assignment_id AND x.event_id = ledger.admin_event_id()
        FOR NO KEY UPDATE;
     IF NOT FOUND THEN
-        PERFORM ledger.fail('not-found', format('assignment %s does not exist', p_assignment_id));
+        PERFORM ledger.fail('not-found', format('terminal %s does not exist', p_assignment_id));
     ELSIF a.revoked_at IS NULL THEN
         UPDATE ledger.assignment SET revoked_at = now() WHERE id = a.id;
         PERFORM ledger.admin_audit(u.id, 'terminal.revoke', 'assignment:' || a.id,
@@ -525,10 +592,10 @@ BEGIN
             ELSIF v_fields[2] !~ '^[[:alnum:]]{4,32}$' THEN
                 PERFORM ledger.fail('validation', 'the PIN must be 4 to 32 letters or digits');
             END IF;
-            PERFORM api.create_tag(v_event, v_fields[1], v_fields[2]);
+            v_last := ledger.admin_uid(v_fields[1], 'csv');
+            PERFORM api.create_tag(v_event, v_last, v_fields[2]);
             v_count := v_count + 1;
-            v_first := coalesce(v_first, ledger.normalize_uid(v_fields[1]));
-            v_last := ledger.normalize_uid(v_fields[1]);
+            v_first := coalesce(v_first, v_last);
         END LOOP;
     EXCEPTION WHEN SQLSTATE 'FP001' THEN
         GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT;

@@ -200,12 +200,9 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ledger.admin_problem_message(p_message text)
-RETURNS text LANGUAGE sql IMMUTABLE AS $$
--- The message of a named problem (ledger.fail) without its leading "slug: ", to raise it again under another name.
--- Returns text.
-    SELECT regexp_replace(p_message, '^[a-z][a-z-]*: ', '');
-$$;
+-- Dropped where it exists: the admin functions word the ledger's messages themselves (ledger.admin_uid,
+-- ledger.admin_money).
+DROP FUNCTION IF EXISTS ledger.admin_problem_message(text);
 
 CREATE OR REPLACE FUNCTION ledger.admin_transaction_of(p_event_id bigint, p_id bigint)
 RETURNS ledger.transaction LANGUAGE plpgsql STABLE AS $$
@@ -225,20 +222,45 @@ $$;
 
 CREATE OR REPLACE FUNCTION ledger.admin_filter_time(p_filter jsonb, p_key text, p_time_zone text)
 RETURNS timestamptz LANGUAGE plpgsql STABLE AS $$
--- Reads the time p_key of a filter: RFC 3339 (ledger.json_time), or a local time as a form's datetime-local field sends
--- it (YYYY-MM-DDTHH:MM, seconds optional) in the event's time zone p_time_zone.
+-- Reads the time p_key (from: the start, to: the end) of a filter: a date and time as a form's datetime-local field
+-- sends it (YYYY-MM-DDTHH:MM, a space for the T and seconds optional) in the event's time zone p_time_zone, or with
+-- its own offset (RFC 3339).
 -- Returns it, NULL when absent; raises validation naming p_key.
 DECLARE
-    v text := p_filter ->> p_key;
+    v text := btrim(p_filter ->> p_key);
+    v_label text := CASE p_key WHEN 'from' THEN 'the start' WHEN 'to' THEN 'the end' ELSE p_key END;
 BEGIN
-    BEGIN
-        IF jsonb_typeof(p_filter -> p_key) = 'string' AND v ~ '^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$' THEN
+    IF jsonb_typeof(p_filter -> p_key) IS NULL OR jsonb_typeof(p_filter -> p_key) = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(p_filter -> p_key) = 'string'
+       AND v ~ '^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:\d{2})?$' THEN
+        BEGIN
+            IF v ~ '([Zz]|[+-]\d{2}:\d{2})$' THEN
+                RETURN v::timestamptz;
+            END IF;
             RETURN v::timestamp AT TIME ZONE p_time_zone;
-        END IF;
-        RETURN ledger.json_time(p_filter, p_key);
-    EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
-        PERFORM ledger.fail('validation', format('%s is not a possible time', p_key), jsonb_build_object('field', p_key));
-    END;
+        EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
+            PERFORM ledger.fail('validation', format('%s %s is not a possible time', v_label, v),
+                                jsonb_build_object('field', p_key));
+        END;
+    END IF;
+    PERFORM ledger.fail('validation', format('%s must be a time like 2026-07-04 21:30', v_label),
+                        jsonb_build_object('field', p_key));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.admin_filter_id(p_filter jsonb, p_key text, p_what text)
+RETURNS bigint LANGUAGE plpgsql IMMUTABLE AS $$
+-- Reads the id p_key of a filter (a choice of the form, e.g. merchant_id): a JSON number or a string of digits.
+-- Returns it; raises validation naming p_key ("there is no such p_what") when it is no possible id.
+DECLARE
+    v text := btrim(p_filter ->> p_key);
+BEGIN
+    IF jsonb_typeof(p_filter -> p_key) IN ('number', 'string') AND v ~ '^[0-9]{1,18}$' AND v::bigint > 0 THEN
+        RETURN v::bigint;
+    END IF;
+    PERFORM ledger.fail('validation', format('there is no such %s', p_what), jsonb_build_object('field', p_key));
 END
 $$;
 
@@ -277,7 +299,7 @@ RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_tem
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'view');
     v_event bigint := ledger.admin_event_id();
-    v_tag ledger.tag := ledger.find_tag(v_event, p_uid);
+    v_tag ledger.tag := ledger.find_tag(v_event, ledger.admin_uid(p_uid, 'uid'));
     a ledger.account;
     v_ids bigint[];
     v_statement jsonb;
@@ -330,7 +352,7 @@ BEGIN
     IF p_blocked IS NULL THEN
         PERFORM ledger.fail('validation', 'say whether to block or unblock', '{"field": "blocked"}');
     END IF;
-    v_tag := ledger.find_tag(v_event, p_uid);
+    v_tag := ledger.find_tag(v_event, ledger.admin_uid(p_uid, 'uid'));
     v_status := api.set_tag_blocked(v_event, v_tag.uid, p_blocked);
     PERFORM ledger.admin_audit(u.id, CASE WHEN p_blocked THEN 'customer.block' ELSE 'customer.unblock' END,
                                'tag:' || v_tag.uid, jsonb_build_object('status', v_tag.status),
@@ -351,16 +373,13 @@ DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'support');
     v_event bigint := ledger.admin_event_id();
     v_reason text := ledger.admin_reason(p_reason);
-    v_tag ledger.tag := ledger.find_tag(v_event, p_uid);
+    v_tag ledger.tag := ledger.find_tag(v_event, ledger.admin_uid(p_uid, 'uid'));
+    v_new text := ledger.admin_uid(p_new_uid, 'new_uid');
     a ledger.account;
-    v_new text;
     r record;
+    v_text text;
+    v_detail jsonb;
 BEGIN
-    BEGIN
-        v_new := ledger.normalize_uid(p_new_uid);
-    EXCEPTION WHEN SQLSTATE 'FP001' THEN
-        PERFORM ledger.fail('validation', ledger.admin_problem_message(SQLERRM), '{"field": "new_uid"}');
-    END;
     IF v_new = v_tag.uid THEN
         PERFORM ledger.fail('validation', 'the new tag must be another tag', '{"field": "new_uid"}');
     END IF;
@@ -368,7 +387,17 @@ BEGIN
     IF a.balance - a.held <= 0 THEN
         PERFORM ledger.fail('validation', format('tag %s has nothing available to move', v_tag.uid), '{"field": "new_uid"}');
     END IF;
-    SELECT * INTO r FROM api.transfer(v_event, v_tag.uid, v_new);
+    BEGIN
+        SELECT * INTO r FROM api.transfer(v_event, v_tag.uid, v_new);
+    EXCEPTION WHEN SQLSTATE 'FP021' THEN                                -- max-balance-exceeded, said in money
+        GET STACKED DIAGNOSTICS v_text = PG_EXCEPTION_DETAIL;
+        v_detail := v_text::jsonb;
+        PERFORM ledger.fail('max-balance-exceeded',
+                            format('tag %s would then hold %s, more than the maximum balance of %s', v_new,
+                                   ledger.admin_money(v_event, (v_detail ->> 'balance')::bigint + a.balance - a.held),
+                                   ledger.admin_money(v_event, (v_detail ->> 'max_balance')::bigint)),
+                            v_detail || '{"field": "new_uid"}');
+    END;
     PERFORM api.set_tag_blocked(v_event, v_tag.uid, true);
     PERFORM ledger.admin_audit(u.id, 'customer.move', 'tag:' || v_tag.uid,
                                jsonb_build_object('status', v_tag.status, 'balance', a.balance, 'held', a.held),
@@ -384,22 +413,40 @@ COMMENT ON FUNCTION api.admin_customer_move IS
 
 CREATE OR REPLACE FUNCTION api.admin_chargeback(p_token text, p_transaction_id bigint, p_amount bigint, p_reason text)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- Gives (part of) a committed sale back to its customer (privilege support) through api.chargeback, which never
--- returns more than is left of the sale's merchant share; audited with the reason. Returns the chargeback's
--- transaction id; raises validation (amount: more than is left, detail left; reason), not-found.
+-- Gives (part of) a committed sale of the event back to its customer (privilege support) through api.chargeback,
+-- which never returns more than is left of the sale's merchant share; audited with the reason. Returns the
+-- chargeback's transaction id; raises validation (transaction_id: no committed purchase of the event; amount: not
+-- more than 0, or more than is left, detail left; reason).
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'support');
     v_event bigint := ledger.admin_event_id();
     v_reason text := ledger.admin_reason(p_reason);
-    p ledger.transaction := ledger.admin_transaction_of(v_event, p_transaction_id);
+    p ledger.transaction;
     r record;
     v_detail text;
 BEGIN
+    SELECT * INTO p FROM ledger.transaction x WHERE x.id = p_transaction_id AND x.event_id = v_event;
+    IF NOT FOUND THEN
+        PERFORM ledger.fail('validation', format('there is no transaction %s in this event', p_transaction_id),
+                            '{"field": "transaction_id"}');
+    ELSIF p.type <> 'purchase' THEN
+        PERFORM ledger.fail('validation', format('transaction %s is a %s: only a purchase can be charged back', p.id,
+                                                 replace(p.type::text, '_', ' ')),
+                            '{"field": "transaction_id"}');
+    ELSIF p.state <> 'Committed' THEN
+        PERFORM ledger.fail('validation', format('purchase %s is %s, not committed: only a committed purchase can be charged back',
+                                                 p.id, p.state),
+                            '{"field": "transaction_id"}');
+    ELSIF p_amount IS NULL OR p_amount <= 0 THEN
+        PERFORM ledger.fail('validation', format('the amount must be more than %s', ledger.admin_money(v_event, 0)),
+                            '{"field": "amount"}');
+    END IF;
     BEGIN
         SELECT * INTO r FROM api.chargeback(p.id, p_amount);
-    EXCEPTION WHEN SQLSTATE 'FP023' THEN
+    EXCEPTION WHEN SQLSTATE 'FP023' THEN                                -- chargeback-exceeds-purchase
         GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL;
-        PERFORM ledger.fail('validation', ledger.admin_problem_message(SQLERRM),
+        PERFORM ledger.fail('validation', format('only %s of purchase %s is left to charge back',
+                                                 ledger.admin_money(v_event, (v_detail::jsonb ->> 'left')::bigint), p.id),
                             v_detail::jsonb || '{"field": "amount"}');
     END;
     PERFORM ledger.admin_audit(u.id, 'transaction.chargeback', 'transaction:' || p.id,
@@ -495,24 +542,23 @@ BEGIN
     END IF;
     IF f ? 'merchant_id' THEN
         SELECT m.account_id INTO v_merchant FROM ledger.merchant m
-         WHERE m.id = ledger.admin_setting_int(f, 'merchant_id', 1, 9007199254740991, 'must be a merchant')
-           AND m.event_id = v_event;
+         WHERE m.id = ledger.admin_filter_id(f, 'merchant_id', 'merchant') AND m.event_id = v_event;
         IF NOT FOUND THEN
-            PERFORM ledger.fail('validation', 'no such merchant in this event', '{"field": "merchant_id"}');
+            PERFORM ledger.fail('validation', 'there is no such merchant in this event', '{"field": "merchant_id"}');
         END IF;
         v_where := v_where || ' AND t.other_account_id = $8';
     END IF;
     IF f ? 'position_id' THEN
-        v_position := ledger.admin_setting_int(f, 'position_id', 1, 9007199254740991, 'must be a position');
+        v_position := ledger.admin_filter_id(f, 'position_id', 'position');
         v_where := v_where || ' AND t.assignment_id IN (SELECT a.id FROM ledger.assignment a WHERE a.position_id = $9)';
     END IF;
     IF f ? 'assignment_id' THEN
-        v_assignment := ledger.admin_setting_int(f, 'assignment_id', 1, 9007199254740991, 'must be a terminal assignment');
+        v_assignment := ledger.admin_filter_id(f, 'assignment_id', 'terminal');
         v_where := v_where || ' AND t.assignment_id = $10';
     END IF;
     IF f ? 'uid' THEN
         SELECT g.account_id INTO v_account FROM ledger.tag g
-         WHERE g.event_id = v_event AND g.uid = ledger.normalize_uid(f ->> 'uid');
+         WHERE g.event_id = v_event AND g.uid = ledger.admin_uid(f ->> 'uid', 'uid');
         IF NOT FOUND THEN
             RETURN;                                   -- an unknown tag has no transactions
         END IF;
@@ -522,11 +568,11 @@ BEGIN
                            || ' AND x.state <> ''Committed'')';
     END IF;
     IF f ? 'amount_min' THEN
-        v_min := ledger.admin_setting_int(f, 'amount_min', 0, 9007199254740991, 'must be 0 or more cents');
+        v_min := ledger.admin_setting(f, 'amount_min', 'the smallest amount', 0, 9007199254740991, v_event);
         v_where := v_where || ' AND t.amount >= $12';
     END IF;
     IF f ? 'amount_max' THEN
-        v_max := ledger.admin_setting_int(f, 'amount_max', 0, 9007199254740991, 'must be 0 or more cents');
+        v_max := ledger.admin_setting(f, 'amount_max', 'the largest amount', 0, 9007199254740991, v_event);
         v_where := v_where || ' AND t.amount <= $13';
     END IF;
     -- The page first (the primary key read backwards), then its names.

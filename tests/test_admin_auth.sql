@@ -4,7 +4,7 @@
 -- whether a user exists; every admin function checks the privilege of the caller's role and refuses the others
 -- with a named error, changing nothing; every change leaves an audit row; no audience role reads a hash.
 BEGIN;
-SELECT plan(132);
+SELECT plan(143);
 
 -- ---------------------------------------------------------------- helpers
 -- The outcome of a sign-in.
@@ -147,6 +147,18 @@ SELECT is(ARRAY[pg_temp.outcome('pgtap-lock', 'wrong-1'), pg_temp.outcome('pgtap
 UPDATE ledger.admin_sign_in_failure SET at = at - interval '16 minutes'
  WHERE ctid = (SELECT ctid FROM ledger.admin_sign_in_failure WHERE user_id = test.v('lock') LIMIT 1);
 SELECT is(pg_temp.outcome('pgtap-lock'), 'ok', 'five failures that span more than 15 minutes lock nothing');
+-- An admin who sets a new password for a locked user unlocks it; a change without a password does not.
+INSERT INTO ledger.admin_sign_in_failure (user_id) SELECT test.v('lock') FROM generate_series(1, 5);
+SELECT ok((SELECT locked FROM api.admin_users(test.admin_token('admin')) WHERE username = 'pgtap-lock'), 'locked again (five failures)');
+SELECT lives_ok(format($$SELECT api.admin_user_save(%L, test.v('lock'), 'pgtap-lock', 'support', false, NULL)$$, test.admin_token('admin')),
+                'the admin changes its role, keeping the password');
+SELECT ok((SELECT locked FROM api.admin_users(test.admin_token('admin')) WHERE username = 'pgtap-lock'), '... it stays locked');
+SELECT lives_ok(format($$SELECT api.admin_user_save(%L, test.v('lock'), 'pgtap-lock', 'support', false, 'reset-lock-password')$$,
+                       test.admin_token('admin')), 'the admin sets a new password');
+SELECT is((SELECT count(*)::integer FROM ledger.admin_sign_in_failure WHERE user_id = test.v('lock')), 0,
+          'a new password clears the sign-in failures');
+SELECT ok(NOT (SELECT locked FROM api.admin_users(test.admin_token('admin')) WHERE username = 'pgtap-lock'), 'the users page shows it unlocked');
+SELECT is(pg_temp.outcome('pgtap-lock', 'reset-lock-password'), 'ok', 'the user signs in with the new password at once');
 SELECT is(pg_temp.outcome('pgtap-nobody', 'x') || pg_temp.outcome('pgtap-nobody', 'x') || pg_temp.outcome('pgtap-nobody', 'x')
           || pg_temp.outcome('pgtap-nobody', 'x') || pg_temp.outcome('pgtap-nobody', 'x') || pg_temp.outcome('pgtap-nobody', 'x'),
           repeat('refused', 6), 'an unknown user is refused every time, as a locked one would be');
@@ -198,8 +210,16 @@ SELECT is(test.error_detail(format($$SELECT api.admin_change_password(%L, 'wrong
           '{"field": "password"}'::jsonb, 'a wrong current password is refused next to the field password');
 SELECT is(test.error_detail(format($$SELECT api.admin_change_password(%L, 'pw-pgtap-pw', 'short')$$, test.res('pw', 'a'))),
           '{"field": "new_password"}'::jsonb, 'a new password of fewer than 10 characters is refused next to new_password');
+SELECT is(test.error_detail(format($$SELECT api.admin_change_password(%L, 'pw-pgtap-pw', 'pw-pgtap-pw')$$, test.res('pw', 'a'))),
+          '{"field": "new_password"}'::jsonb, 'the current password again as the new one: refused next to new_password');
+SELECT throws_ok(format($$SELECT api.admin_change_password(%L, 'pw-pgtap-pw', 'pw-pgtap-pw')$$, test.res('pw', 'a')), 'FP001',
+                 'validation: the new password must differ from the current one', '... saying why');
+SELECT lives_ok(format($$SELECT * FROM api.admin_whoami(%L)$$, test.res('pw', 'a')), 'a refused change revokes no session');
+INSERT INTO ledger.admin_sign_in_failure (user_id) VALUES (test.v('pw')), (test.v('pw'));
 SELECT lives_ok(format($$SELECT api.admin_change_password(%L, 'pw-pgtap-pw', 'new-password-123')$$, test.res('pw', 'a')),
                 'the password is changed');
+SELECT is((SELECT count(*)::integer FROM ledger.admin_sign_in_failure WHERE user_id = test.v('pw')), 0,
+          'a password change clears the user''s sign-in failures');
 SELECT is(test.last_audit(), 'password.change admin_user:' || test.v('pw') || ' by pgtap-pw', 'the change is audited');
 SELECT throws_ok(format($$SELECT * FROM api.admin_whoami(%L)$$, test.res('pw', 'a')), 'FP070', NULL,
                  'the session that changed it is revoked');

@@ -5,7 +5,7 @@
 -- without its privilege with admin-forbidden and a missing session with admin-unauthenticated, changing nothing;
 -- every change leaves one audit row.
 BEGIN;
-SELECT plan(125);
+SELECT plan(140);
 
 -- ---------------------------------------------------------------- helpers
 -- Runs p_sql as festpay_web with the token of p_role, keeping what it does. Returns its one value as text.
@@ -36,6 +36,13 @@ CREATE FUNCTION pg_temp.sale(p_number integer, p_uid text, p_amount bigint, p_st
 RETURNS bigint LANGUAGE sql AS $$
     SELECT transaction_id FROM api.replicate(test.bar(), jsonb_build_array(
         test.entry(p_number, p_state, p_uid, p_number, p_amount, VARIADIC p_items))) $$;
+-- Funds a new tag EE00EE02 with 450,00 and moves A's balance (88,85) to it: over the maximum balance of 500,00.
+CREATE FUNCTION pg_temp.move_to_a_full_tag() RETURNS bigint LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM test.funded_tag(test.e(), 'EE00EE02', 25000);
+    PERFORM test.funded_tag(test.e(), 'EE00EE02', 20000);
+    RETURN api.admin_customer_move(test.admin_token('support'), 'AA00AA01', 'EE00EE02', 'to a full tag');
+END $$;
 -- One report: its rows.
 CREATE FUNCTION pg_temp.report(p_name text, p_from timestamptz DEFAULT NULL, p_to timestamptz DEFAULT NULL)
 RETURNS jsonb LANGUAGE sql AS $$
@@ -185,6 +192,8 @@ SELECT is(test.res('a', 'statement_total')::integer, 4, 'customer A: statement_t
 SELECT throws_ok($$SELECT api.admin_customer(test.admin_token('viewer'), 'AB00AB00')$$, 'FP010', NULL, 'an unknown tag: not-found');
 SELECT is(test.error_detail($$SELECT api.admin_customer(test.admin_token('viewer'), 'xyz')$$), '{"field": "uid"}'::jsonb,
           'no UID: validation, field uid');
+SELECT throws_ok($$SELECT api.admin_customer(test.admin_token('viewer'), 'xyz')$$, 'FP001',
+                 'validation: ''xyz'' is no tag UID: a tag UID is 8 to 20 hex digits', '... in words');
 
 -- Block and unblock.
 SELECT is(pg_temp.web($$SELECT api.admin_customer_block(%1$s, 'CC00CC01', true, ' lost at the stage ')$$, 'support'), 'blocked',
@@ -203,6 +212,11 @@ SELECT is(test.error_detail($$SELECT api.admin_customer_block(test.admin_token('
           '{"field": "blocked"}'::jsonb, 'block neither true nor false: validation, field blocked');
 
 -- Move the balance to a new tag.
+SELECT throws_ok($$SELECT pg_temp.move_to_a_full_tag()$$, 'FP021',
+                 'max-balance-exceeded: tag EE00EE02 would then hold 538.85 EUR, more than the maximum balance of 500.00 EUR',
+                 'move to a tag that would hold more than the maximum: max-balance-exceeded, in EUR (and nothing kept)');
+SELECT is(test.error_detail($$SELECT pg_temp.move_to_a_full_tag()$$),
+          '{"field": "new_uid", "balance": 45000, "max_balance": 50000}'::jsonb, '... next to the field new_uid');
 INSERT INTO test.ctx SELECT 'move', pg_temp.web($$SELECT api.admin_customer_move(%1$s, 'BB00BB01', 'dd:00:dd:01', 'lost wristband')$$, 'support')::bigint;
 SELECT results_eq($$SELECT type::text, amount::bigint FROM ledger.transaction WHERE id = test.v('move')$$,
                   $$VALUES ('transfer'::text, 3000::bigint)$$, 'move B to D: one transfer of all of B''s 30,00');
@@ -215,6 +229,8 @@ SELECT is(test.error_detail($$SELECT api.admin_customer_move(test.admin_token('s
           '{"field": "new_uid"}'::jsonb, 'move a tag with nothing available: validation, field new_uid');
 SELECT is(test.error_detail($$SELECT api.admin_customer_move(test.admin_token('support'), 'DD00DD01', 'nonsense', 'x')$$),
           '{"field": "new_uid"}'::jsonb, 'move to no UID: validation, field new_uid');
+SELECT throws_ok($$SELECT api.admin_customer_move(test.admin_token('support'), 'DD00DD01', 'nonsense', 'x')$$, 'FP001',
+                 'validation: ''nonsense'' is no tag UID: a tag UID is 8 to 20 hex digits', '... in words');
 SELECT is(test.error_detail($$SELECT api.admin_customer_move(test.admin_token('support'), 'DD00DD01', 'DD:00:DD:01', 'x')$$),
           '{"field": "new_uid"}'::jsonb, 'move to the same tag: validation, field new_uid');
 SELECT throws_ok($$SELECT api.admin_customer_move(test.admin_token('support'), 'DD00DD01', 'BB00BB01', 'x')$$, 'FP011', NULL,
@@ -229,6 +245,8 @@ SELECT is(test.last_audit(), format('transaction.chargeback transaction:%s by pg
           'chargeback: audited as transaction.chargeback of the sale');
 SELECT is(test.error_detail(format($$SELECT api.admin_chargeback(test.admin_token('support'), %s, 301, 'more')$$, test.v('s2'))),
           '{"field": "amount", "left": 300}'::jsonb, 'a second one of 3,01: validation, field amount, 3,00 left');
+SELECT throws_ok(format($$SELECT api.admin_chargeback(test.admin_token('support'), %s, 301, 'more')$$, test.v('s2')), 'FP001',
+                 format('validation: only 3.00 EUR of purchase %s is left to charge back', test.v('s2')), '... said in EUR, not cents');
 SELECT is(pg_temp.web(format($$SELECT api.admin_chargeback(%%1$s, %s, 300, 'the rest')$$, test.v('s2')), 'support')::bigint IS NOT NULL,
           true, 'the rest, 3,00: booked');
 SELECT is(test.error_detail(format($$SELECT api.admin_chargeback(test.admin_token('support'), %s, 1, 'more')$$, test.v('s2'))),
@@ -236,8 +254,18 @@ SELECT is(test.error_detail(format($$SELECT api.admin_chargeback(test.admin_toke
 SELECT is(test.balance(test.e(), 'AA00AA01'), 9685::bigint, 'A got 8,00 back: 96,85');
 SELECT is(test.error_detail(format($$SELECT api.admin_chargeback(test.admin_token('support'), %s, 0, 'zero')$$, test.v('s1'))),
           '{"field": "amount"}'::jsonb, 'a chargeback of 0: validation, field amount');
-SELECT throws_ok(format($$SELECT api.admin_chargeback(test.admin_token('support'), %s, 100, 'x')$$, test.v('tcu')), 'FP010', NULL,
-                 'a chargeback of a sale that is not committed: not-found');
+SELECT is(test.error_detail(format($$SELECT api.admin_chargeback(test.admin_token('support'), %s, 100, 'x')$$, test.v('tcu'))),
+          '{"field": "transaction_id"}'::jsonb, 'a chargeback of a sale that is not committed: validation, field transaction_id');
+SELECT throws_ok(format($$SELECT api.admin_chargeback(test.admin_token('support'), %s, 100, 'x')$$, test.v('tcu')), 'FP001',
+                 format('validation: purchase %s is TerminalConfirmUnknown, not committed: only a committed purchase can be charged back',
+                        test.v('tcu')), '... saying why');
+SELECT is(test.error_detail(format($$SELECT api.admin_chargeback(test.admin_token('support'), %s, 100, 'x')$$,
+                                   (SELECT id FROM ledger.transaction WHERE event_id = test.e() AND type = 'topup' LIMIT 1))),
+          '{"field": "transaction_id"}'::jsonb, 'a chargeback of a top-up: validation, field transaction_id');
+SELECT is(test.error_detail(format($$SELECT api.admin_chargeback(test.admin_token('support'), %s, 100, 'x')$$, test.v('move'))),
+          '{"field": "transaction_id"}'::jsonb, 'a chargeback of a transfer: validation, field transaction_id');
+SELECT is(test.error_detail($$SELECT api.admin_chargeback(test.admin_token('support'), -1, 100, 'x')$$),
+          '{"field": "transaction_id"}'::jsonb, 'a chargeback of no transaction of the event: validation, field transaction_id');
 SELECT is(pg_temp.report('settlement'), '[["Bar", 2465, 800, 1665], ["Food", 0, 0, 0]]'::jsonb,
           'settlement after the chargebacks: the Bar is owed 16,65');
 
@@ -278,6 +306,20 @@ SELECT is(test.error_detail($$SELECT * FROM api.admin_transactions(test.admin_to
           '{"field": "state"}'::jsonb, 'no such state: validation, field state');
 SELECT is(test.error_detail($$SELECT * FROM api.admin_transactions(test.admin_token('viewer'), '{"from": "2025-02-30T10:00"}')$$),
           '{"field": "from"}'::jsonb, 'an impossible time: validation, field from');
+SELECT throws_ok($$SELECT * FROM api.admin_transactions(test.admin_token('viewer'), '{"from": "2025-02-30T10:00"}')$$, 'FP001',
+                 'validation: the start 2025-02-30T10:00 is not a possible time', '... in words');
+SELECT throws_ok($$SELECT * FROM api.admin_transactions(test.admin_token('viewer'), '{"to": "yesterday"}')$$, 'FP001',
+                 'validation: the end must be a time like 2026-07-04 21:30', 'no time: an example of one, not "RFC 3339"');
+SELECT is((SELECT count(*)::integer FROM api.admin_transactions(test.admin_token('viewer'),
+              jsonb_build_object('to', to_char(now() AT TIME ZONE 'Europe/Berlin' + interval '1 minute', 'YYYY-MM-DD HH24:MI')))),
+          (SELECT count(*)::integer FROM ledger.transaction WHERE event_id = test.e()),
+          'a time as the example writes it (a space for the T) is read in the event''s time zone');
+SELECT throws_ok($$SELECT * FROM api.admin_transactions(test.admin_token('viewer'), '{"amount_min": -1}')$$, 'FP001',
+                 'validation: the smallest amount must be 0.00 EUR or more', 'a negative amount: in EUR');
+SELECT is(test.error_detail($$SELECT * FROM api.admin_transactions(test.admin_token('viewer'), '{"merchant_id": "bar"}')$$),
+          '{"field": "merchant_id"}'::jsonb, 'a merchant that is no id: validation, field merchant_id');
+SELECT is(test.error_detail($$SELECT * FROM api.admin_transactions(test.admin_token('viewer'), '{"uid": "zz"}')$$),
+          '{"field": "uid"}'::jsonb, 'a tag filter that is no UID: validation, field uid');
 SELECT is(test.error_detail($$SELECT * FROM api.admin_transactions(test.admin_token('viewer'), '{"amount_min": "1; DROP TABLE x"}')$$),
           '{"field": "amount_min"}'::jsonb, 'an amount that is no number: validation, field amount_min');
 SELECT is((SELECT count(*)::integer FROM api.admin_transactions(test.admin_token('viewer'), '{"uid": "0BADC0DE"}')), 0,

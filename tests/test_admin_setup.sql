@@ -4,7 +4,7 @@
 -- to its form field with nothing saved. Archived merchants, positions and products sell nothing new and are not
 -- offered to terminals (a sale already made offline is still booked); a revoked terminal's next call is refused.
 BEGIN;
-SELECT plan(177);
+SELECT plan(200);
 
 -- ---------------------------------------------------------------- helpers
 -- The admin's session token (test.admin_token('admin')).
@@ -70,16 +70,31 @@ SELECT lives_ok($$SELECT api.admin_event_update(pg_temp.admin(), '{"max_balance"
 SELECT is(test.audits(), (SELECT n FROM before), 'writes no audit row');
 SELECT is(test.error_detail(format($$SELECT api.admin_event_update(%L, '{"min_topup": "ten"}')$$, pg_temp.admin())),
           '{"field": "min_topup"}'::jsonb, 'not a number: refused next to its field');
+SELECT throws_ok(format($$SELECT api.admin_event_update(%L, '{"min_topup": "ten"}')$$, pg_temp.admin()), 'FP001',
+                 'validation: the minimum top-up must be a whole number', '... in words, not the field''s name');
+SELECT throws_ok(format($$SELECT api.admin_event_update(%L, '{"max_balance": 0}')$$, pg_temp.admin()), 'FP001',
+                 'validation: the maximum balance must be more than 0.00 EUR', 'a maximum balance of 0: an amount in EUR');
+SELECT throws_ok(format($$SELECT api.admin_event_update(%L, '{"payout_fee": 9007199254740992}')$$, pg_temp.admin()), 'FP001',
+                 'validation: the payout fee must be 0.00 to 90071992547409.91 EUR', 'a fee too large: the range it must lie in');
+SELECT throws_ok(format($$SELECT api.admin_event_update(%L, '{"reserve_timeout_s": "0"}')$$, pg_temp.admin()), 'FP001',
+                 'validation: the reserve timeout must be 1 to 86400 seconds', 'a reserve timeout of 0 seconds: refused in words');
 SELECT is(test.error_detail(format($$SELECT api.admin_event_update(%L, '{"min_topup": ""}')$$, pg_temp.admin())),
           '{"field": "min_topup"}'::jsonb, 'empty: refused next to its field');
 SELECT is(test.error_detail(format($$SELECT api.admin_event_update(%L, '{"payout_fee": -1}')$$, pg_temp.admin())),
           '{"field": "payout_fee"}'::jsonb, 'a negative fee: refused next to its field');
 SELECT is(test.error_detail(format($$SELECT api.admin_event_update(%L, '{"offline_log_size": 256}')$$, pg_temp.admin())),
           '{"field": "offline_log_size"}'::jsonb, 'an offline log of 256 entries: refused');
+SELECT throws_ok(format($$SELECT api.admin_event_update(%L, '{"offline_log_size": 256}')$$, pg_temp.admin()), 'FP001',
+                 'validation: the offline log size must be 1 to 255 entries', '... saying the range');
 SELECT is(test.error_detail(format($$SELECT api.admin_event_update(%L, '{"max_topup": 70000}')$$, pg_temp.admin())),
           '{"field": "max_topup"}'::jsonb, 'a maximum top-up above the maximum balance: refused next to max_topup');
+SELECT throws_ok(format($$SELECT api.admin_event_update(%L, '{"max_topup": 70000}')$$, pg_temp.admin()), 'FP001',
+                 'validation: the maximum top-up must be at least the minimum top-up (5.00 EUR) and at most the maximum balance (600.00 EUR)',
+                 '... naming both bounds in EUR');
 SELECT is(test.error_detail(format($$SELECT api.admin_event_update(%L, '{"topup_fee_cash": 10, "topup_fee_online": 500}')$$, pg_temp.admin())),
           '{"field": "topup_fee_online"}'::jsonb, 'a top-up fee not below the minimum top-up: refused next to that fee');
+SELECT throws_ok(format($$SELECT api.admin_event_update(%L, '{"topup_fee_cash": 10, "topup_fee_online": 500}')$$, pg_temp.admin()), 'FP001',
+                 'validation: a top-up fee must be below the minimum top-up (5.00 EUR)', '... naming the minimum top-up in EUR');
 SELECT is(test.error_detail(format($$SELECT api.admin_event_update(%L, '{"name": "Other"}')$$, pg_temp.admin())),
           '{"field": "name"}'::jsonb, 'a key that is no setting (the name): refused');
 SELECT is(test.error_detail(format($$SELECT api.admin_event_update(%L, '{"seller_name": "Fest GmbH", "seller_street": "Weg 1"}')$$, pg_temp.admin())),
@@ -135,11 +150,15 @@ SELECT is(test.error_detail($$SELECT api.admin_position_save(pg_temp.admin(), NU
           '{"field": "name"}'::jsonb, 'a taken name: refused next to name');
 SELECT is(test.error_detail(format($$SELECT api.admin_position_save(pg_temp.admin(), %s, 'Bar', 'topup', NULL, false)$$, pg_temp.id('position', 'Bar'))),
           '{"field": "kind"}'::jsonb, 'a position with terminals keeps its kind');
-SELECT lives_ok($$SELECT api.admin_position_save(pg_temp.admin(), test.v('wpos'), 'Wine stand', 'topup', test.v('wine'), false)$$,
+SELECT throws_ok($$SELECT api.admin_position_save(pg_temp.admin(), test.v('wpos'), 'Wine stand', 'topup', test.v('wine'), false)$$,
+                 'FP001', 'validation: a top-up position has no merchant', 'a top-up position with a merchant: refused, not dropped');
+SELECT is(test.error_detail($$SELECT api.admin_position_save(pg_temp.admin(), NULL, 'Top-up 2', 'topup', test.v('wine'), false)$$),
+          '{"field": "merchant_id"}'::jsonb, '... next to merchant_id (a new one too)');
+SELECT lives_ok($$SELECT api.admin_position_save(pg_temp.admin(), test.v('wpos'), 'Wine stand', 'topup', NULL, false)$$,
                 'a position without terminals may change its kind');
 SELECT is(test.last_change(), jsonb_build_object('before', jsonb_build_object('kind', 'sale', 'merchant_id', test.v('wine')),
                                                     'after', jsonb_build_object('kind', 'topup', 'merchant_id', NULL)),
-          'a top-up position has no merchant (the one given is dropped); audited');
+          'a top-up position has no merchant; audited');
 
 -- ---------------------------------------------------------------- products
 SELECT lives_ok($$INSERT INTO test.ctx SELECT 'wine glass', api.admin_product_save(pg_temp.admin(), NULL, 'Wine', 550, 19, true, false, false)$$,
@@ -151,6 +170,24 @@ SELECT is(test.error_detail($$SELECT api.admin_product_save(pg_temp.admin(), NUL
           '{"field": "price"}'::jsonb, 'a fixed-price product without a price: refused next to price');
 SELECT is(test.error_detail($$SELECT api.admin_product_save(pg_temp.admin(), NULL, 'Water', -1, 7, true, false, false)$$),
           '{"field": "price"}'::jsonb, 'a negative price: refused next to price');
+SELECT throws_ok($$SELECT api.admin_product_save(pg_temp.admin(), NULL, 'Water', -1, 7, true, false, false)$$, 'FP001',
+                 'validation: the price must be 0.00 EUR or more', '... as an amount in EUR');
+SELECT throws_ok($$SELECT api.admin_product_save(pg_temp.admin(), NULL, 'Water', 9007199254740992, 7, true, false, false)$$, 'FP001',
+                 'validation: the price must be 0.00 to 90071992547409.91 EUR', 'a price too large: refused with the range it must lie in');
+SELECT is(test.error_detail($$SELECT api.admin_product_save(pg_temp.admin(), NULL, 'Water', 300, 12, true, false, false)$$),
+          '{"field": "vat_rate"}'::jsonb, 'a VAT rate of 12 % (no DSFinV-K rate: the receipt could not be signed): refused next to vat_rate');
+SELECT throws_ok($$SELECT api.admin_product_save(pg_temp.admin(), NULL, 'Water', 300, 12, true, false, false)$$, 'FP001',
+                 'validation: the VAT rate must be one of 19 %, 7 %, 10.7 %, 5.5 % or 0 %', '... naming the rates ledger.vat_key knows');
+SELECT is(test.error_detail(format($$SELECT api.admin_product_save(pg_temp.admin(), %s, 'Beer', 450, 12, true, false, false)$$,
+                                   test.product(test.e(), 'Beer'))),
+          '{"field": "vat_rate"}'::jsonb, 'changing a product to 12 %: refused next to vat_rate as well');
+SELECT is(test.error_detail($$SELECT api.create_product(test.e(), 'Water', 300, 12)$$), '{"field": "vat_rate"}'::jsonb,
+          'api.create_product (a DBA''s) refuses 12 % too');
+SELECT throws_ok($$SELECT api.create_product(test.e(), 'Water', -5, 7)$$, 'FP001', 'validation: the price must be 0.00 EUR or more',
+                 'api.create_product: a negative price, in EUR');
+SELECT is(test.as_web($$SELECT api.admin_product_save(%1$s, NULL, 'Schnapps', 300, 10.7, true, false, false),
+                               api.admin_product_save(%1$s, NULL, 'Cider', 300, 5.5, true, false, false)$$, 'admin'),
+          'ok', 'the rates 10.7 % and 5.5 % are taken (tried and undone)');
 SELECT is(test.error_detail($$SELECT api.admin_product_save(pg_temp.admin(), NULL, 'Water', 300, 100, true, false, false)$$),
           '{"field": "vat_rate"}'::jsonb, 'a VAT rate of 100 %: refused next to vat_rate');
 SELECT is(test.error_detail($$SELECT api.admin_product_save(pg_temp.admin(), NULL, 'Water', 300, 7.005, true, false, false)$$),
@@ -183,6 +220,18 @@ SELECT throws_ok($$SELECT api.reserve(test.food(), 3, 'A0000001', 2, 500, test.i
 SELECT is((SELECT outcome FROM api.replicate(test.food(), pg_temp.sale(4, 'A0000001', 2, 500, 'Beer:1'))), 'booked',
           'what they sold offline is booked');
 SELECT lives_ok($$SELECT api.terminal_config(test.food())$$, 'its terminals still read their config (and sync tags)');
+SELECT ok((SELECT archived FROM api.admin_positions(test.admin_token('viewer')) WHERE name = 'Food'),
+          'the positions page lists the food position as archived (by its merchant)');
+SELECT throws_ok(format($$SELECT api.admin_registration_code(pg_temp.admin(), %s)$$, pg_temp.id('position', 'Food')), 'FP073',
+                 'archived: the merchant Food of position Food is archived: a terminal there could not sell',
+                 'a position of an archived merchant gets no registration code');
+SELECT is(test.error_detail(format($$SELECT api.admin_registration_code(pg_temp.admin(), %s)$$, pg_temp.id('position', 'Food'))),
+          '{"field": "position_id"}'::jsonb, '... named next to the field position_id');
+SELECT lives_ok(format($$SELECT api.admin_position_save(pg_temp.admin(), %s, 'Food', 'sale', %s, true)$$,
+                       pg_temp.id('position', 'Food'), pg_temp.id('merchant', 'Food')),
+                'the food position saved back as the page lists it (archived)');
+SELECT ok(NOT (SELECT archived FROM ledger.position WHERE id = pg_temp.id('position', 'Food')),
+          '... keeps its own flag: archived only by its merchant');
 SELECT is((SELECT sales FROM api.admin_merchants(test.admin_token('viewer')) WHERE name = 'Food'), 850::bigint,
           'the archived merchant''s sales are still reported');
 SELECT is(test.error_detail(format($$SELECT api.admin_position_save(pg_temp.admin(), NULL, 'Food 2', 'sale', %s, false)$$, pg_temp.id('merchant', 'Food'))),
@@ -190,6 +239,8 @@ SELECT is(test.error_detail(format($$SELECT api.admin_position_save(pg_temp.admi
 SELECT lives_ok(format($$SELECT api.admin_merchant_save(pg_temp.admin(), %s, 'Food', false)$$, pg_temp.id('merchant', 'Food')),
                 'the food merchant is back');
 SELECT lives_ok($$SELECT api.reserve(test.food(), 5, 'A0000001', 3, 500, test.items(test.e(), 'Beer:1'))$$, 'and sells again');
+SELECT ok(NOT (SELECT archived FROM api.admin_positions(test.admin_token('viewer')) WHERE name = 'Food'),
+          'the positions page lists the food position as active again');
 SELECT lives_ok(format($$SELECT api.admin_position_save(pg_temp.admin(), %s, 'Top-up', 'topup', NULL, true)$$, pg_temp.id('position', 'Top-up')),
                 'the top-up position is archived');
 SELECT throws_ok($$SELECT api.topup(test.v('top'), 10, 'A0000001', 1000, 'cash')$$, 'FP073', NULL, 'its terminal tops up nothing (archived)');
@@ -252,7 +303,7 @@ SELECT is(test.last_change() -> 'after', '{"count": 3, "first_uid": "B0000001", 
 SELECT is((SELECT count FROM api.admin_tags(test.admin_token('viewer')) WHERE status = 'new'), 3::bigint, 'three new tags');
 CREATE TEMP TABLE tags_before AS SELECT pg_temp.footprint() AS f;
 SELECT throws_ok($$SELECT api.admin_tags_import(pg_temp.admin(), E'C0000001,1111\nC0000002,2222\nnot-hex,3333\n')$$, 'FP001',
-                 'validation: line 3: tag UID ''not-hex'' is not 4 to 10 bytes of hex', 'a bad UID is refused with its line number');
+                 'validation: line 3: ''not-hex'' is no tag UID: a tag UID is 8 to 20 hex digits', 'a bad UID is refused with its line number');
 SELECT is(test.error_detail($$SELECT api.admin_tags_import(pg_temp.admin(), E'C0000001,1111\nC0000002,2222\nnot-hex,3333\n')$$),
           '{"field": "csv", "line": 3}'::jsonb, 'next to the field csv');
 SELECT throws_ok($$SELECT api.admin_tags_import(pg_temp.admin(), E'uid,pin\nC0000001,1111\nC0000002\n')$$, 'FP001',
