@@ -19,7 +19,10 @@ import asyncio
 import csv
 import io
 import secrets
+import time
 import zipfile
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,10 +30,10 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -104,7 +107,12 @@ def invariants(owner: psycopg.Connection) -> None:
 
 
 class Operator:
-    """The operator at the browser: opens admin pages, fills and submits forms, saves screenshots."""
+    """The operator at the browser: opens admin pages, fills and submits forms, saves screenshots.
+
+    Waiting for the next page never holds on to an element of the old one (its node may already be gone, which
+    chromedriver reports in more ways than a stale reference): the old page gets a random mark in its ``window``,
+    and the next page is there when the window carries no mark and its document has finished loading.  Finding an
+    element is tried again when the page swapped it meanwhile (StaleElementReferenceException)."""
 
     def __init__(self, browser: Browser, base_url: str):
         self.browser, self.base = browser, base_url
@@ -112,7 +120,38 @@ class Operator:
         self.shots: list[str] = []
 
     def wait(self, condition: Callable[[WebDriver], Any], what: str, timeout: float = WAIT_S) -> Any:
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(condition, message=what)
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+                             ).until(condition, message=what)
+
+    def retry(self, action: Callable[[], T], attempts: int = 5) -> T:
+        """``action`` again when the element it used went stale (the page redrew it) in between."""
+        for attempt in range(attempts):
+            try:
+                return action()
+            except StaleElementReferenceException:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.1)
+        raise AssertionError("unreachable")
+
+    def mark_page(self) -> str:
+        """Marks the current document (a random value in its window); :meth:`wait_for_next_page` waits for a
+        document without it."""
+        mark = secrets.token_hex(8)
+        self.driver.execute_script("window.__festpayPageMark = arguments[0];", mark)
+        return mark
+
+    def wait_for_next_page(self, mark: str, what: str) -> None:
+        def loaded(drv: WebDriver) -> bool:
+            try:
+                current, state = drv.execute_script(
+                    "return [window.__festpayPageMark || null, document.readyState];")
+            except WebDriverException:  # the old document is going away, the new one not there yet
+                return False
+            return current != mark and state == "complete"
+
+        self.wait(loaded, what)
 
     def open(self, path: str, shot: str | None = None) -> None:
         """GET an admin page; it must be a page of the site, not an error page."""
@@ -122,8 +161,8 @@ class Operator:
             self.shot(shot)
 
     def page_ok(self, what: str) -> None:
-        errors = self.driver.find_elements(By.CSS_SELECTOR, ".error-page")
-        assert not errors, f"{what}: error page: {errors[0].text}"
+        errors = self.retry(lambda: [e.text for e in self.driver.find_elements(By.CSS_SELECTOR, ".error-page")])
+        assert not errors, f"{what}: error page: {errors[0]}"
         assert self.driver.title.endswith("Festpay admin"), (what, self.driver.title)
 
     def shot(self, name: str) -> None:
@@ -131,7 +170,7 @@ class Operator:
         self.shots.append(name)
 
     def text(self, css: str) -> str:
-        return self.driver.find_element(By.CSS_SELECTOR, css).text
+        return self.retry(lambda: self.driver.find_element(By.CSS_SELECTOR, css).text)
 
     def form_of(self, field_id: str) -> WebElement:
         return self.driver.find_element(By.ID, field_id).find_element(By.XPATH, "./ancestor::form")
@@ -139,36 +178,57 @@ class Operator:
     def fill(self, values: dict[str, str | bool]) -> None:
         """Types into fields by id (checkboxes: ticked or not; selects: by visible text)."""
         for field_id, value in values.items():
-            el = self.driver.find_element(By.ID, field_id)
-            if el.tag_name == "select":
-                Select(el).select_by_visible_text(str(value))
-            elif el.get_attribute("type") == "checkbox":
-                if el.is_selected() != bool(value):
-                    el.click()
-            else:
-                el.clear()
-                el.send_keys(str(value))
+            def one(field_id: str = field_id, value: str | bool = value) -> None:
+                el = self.driver.find_element(By.ID, field_id)
+                if el.tag_name == "select":
+                    Select(el).select_by_visible_text(str(value))
+                elif el.get_attribute("type") == "checkbox":
+                    if el.is_selected() != bool(value):
+                        el.click()
+                else:
+                    el.clear()
+                    el.send_keys(str(value))
 
-    def submit(self, form: WebElement) -> None:
-        """Clicks the form's submit button and waits for the next page."""
-        page = self.driver.find_element(By.TAG_NAME, "html")
-        form.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
-        self.wait(EC.staleness_of(page), "the next page after submitting")
+            self.retry(one)
+
+    def submit(self, form: WebElement | Callable[[], WebElement]) -> None:
+        """Clicks the form's submit button and waits for the next page (by the mark of the old one, not by
+        holding on to an element of it); the next page must show no error."""
+        find = form if callable(form) else (lambda: form)
+        mark = self.mark_page()
+        self.retry(lambda: find().find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click())
+        self.wait_for_next_page(mark, "the next page after submitting")
         self.page_ok("after submitting")
-        errors = [e.text for e in self.driver.find_elements(By.CSS_SELECTOR, ".form-error, .field-error")]
+        errors = self.retry(lambda: [e.text for e in self.driver.find_elements(By.CSS_SELECTOR,
+                                                                               ".form-error, .field-error")])
         assert not errors, errors
+
+    def follow(self, link: Callable[[], WebElement], what: str) -> None:
+        """Clicks a link and waits for the page it leads to."""
+        mark = self.mark_page()
+        self.retry(lambda: link().click())
+        self.wait_for_next_page(mark, what)
+        self.page_ok(what)
 
     def fill_and_submit(self, values: dict[str, str | bool]) -> None:
         self.fill(values)
-        self.submit(self.form_of(next(iter(values))))
+        first = next(iter(values))
+        self.submit(lambda: self.form_of(first))
 
     def table_rows(self) -> list[str]:
-        return [row.text for row in self.driver.find_elements(By.CSS_SELECTOR, "table.list tbody tr")]
+        return self.retry(lambda: [row.text for row in
+                                   self.driver.find_elements(By.CSS_SELECTOR, "table.list tbody tr")])
 
     def download(self, link: WebElement, suffix: str) -> Path:
         before = self.browser.downloaded()
         link.click()
         return self.browser.wait_for_download(suffix, before)
+
+    def overflow(self) -> int:
+        """How many CSS pixels the page is wider than the window (0: no horizontal page scroll)."""
+        return int(self.driver.execute_script(
+            "var d = document.documentElement; return Math.max(d.scrollWidth, document.body.scrollWidth)"
+            " - d.clientWidth;"))
 
 
 # ----------------------------------------------------------------------------- the story
@@ -178,6 +238,9 @@ def test_operator_story(browser: Browser, site: gs.RunningGateway, owner: psycop
                         tmp_path: Path):
     op = Operator(browser, site.base_url)
     d = op.driver
+    # the browser's clock runs in another zone than the event's: every time on the pages is the event's
+    d.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "America/New_York"})
+    event_zone = ZoneInfo(one(owner, "SELECT time_zone FROM ledger.event WHERE id = %s", (event_id,))["time_zone"])
 
     # ---- sign in: a page of the site without a session shows the sign-in form
     op.open("/admin/customers")
@@ -186,6 +249,11 @@ def test_operator_story(browser: Browser, site: gs.RunningGateway, owner: psycop
     op.fill({"username": OPERATOR, "password": PASSWORD})
     op.submit(op.form_of("username"))
     assert OPERATOR in op.text(".site-footer")
+    # on a desktop the navigation is one row of links, below the site's name and the account links
+    rows = d.execute_script("var tops = {}; document.querySelectorAll('.site-nav li').forEach(function (li) {"
+                            " tops[Math.round(li.getBoundingClientRect().top)] = true; });"
+                            " return Object.keys(tops).length;")
+    assert rows == 1, f"the navigation wraps into {rows} rows at {d.get_window_size()}"
 
     # ---- the event's settings, as the DBA made them
     op.open("/admin/event", "event")
@@ -266,7 +334,12 @@ def test_operator_story(browser: Browser, site: gs.RunningGateway, owner: psycop
     invariants(owner)
     op.wait(lambda drv: "7.60" in drv.find_element(By.ID, "revenue-today").text,
             "the dashboard's revenue today to show the sale (live, without a reload)")
-    assert op.text("#live-status").startswith("live"), op.text("#live-status")
+    status = op.text("#live-status")
+    assert status.startswith("live"), status
+    # its time is the event's (not the browser's zone), in the page's locale (en: 2:13:04 AM)
+    now = datetime.now(timezone.utc)
+    clocks = {(now + timedelta(seconds=s)).astimezone(event_zone).strftime("%-I:%M") for s in range(-90, 15)}
+    assert any(f"live · {c}:" in status for c in clocks), (status, sorted(clocks))
     op.shot("dashboard")
 
     # ---- the sale in the transactions list, and its detail page
@@ -276,11 +349,15 @@ def test_operator_story(browser: Browser, site: gs.RunningGateway, owner: psycop
                for r in rows), rows
     op.open(f"/admin/transactions?type=purchase&uid={UID}")
     assert [r.split()[0] for r in op.table_rows()] == [str(sale_id)], op.table_rows()
-    d.find_element(By.LINK_TEXT, str(sale_id)).click()
-    op.wait(lambda drv: drv.current_url.endswith(f"/admin/transactions/{sale_id}"), "the transaction page")
-    op.page_ok("transaction detail")
-    body = d.find_element(By.TAG_NAME, "main").text
+    op.follow(lambda: d.find_element(By.LINK_TEXT, str(sale_id)), "the transaction page")
+    assert d.current_url.endswith(f"/admin/transactions/{sale_id}"), d.current_url
+    body = op.text("main")
     assert PRODUCT in body and "7.60" in body, body
+    facts = op.text("dl.facts")
+    for label in ("Type", "State", "Amount", "Fee", "Tag", "Merchant", "Position", "Terminal", "Created",
+                  "Committed"):
+        assert label in facts, (label, facts)
+    assert "Lemon Stand" in facts and "browser bar" in facts and UID in facts, facts
     op.shot("transaction")
 
     # ---- a bar crashes mid-sale (before writing the tag): TerminalConfirmUnknown, decided in the queue
@@ -312,9 +389,8 @@ def test_operator_story(browser: Browser, site: gs.RunningGateway, owner: psycop
     op.open(f"/admin/customers?q={UID[:6]}")
     assert any(UID in r for r in op.table_rows()), op.table_rows()
     op.shot("customers")
-    d.find_element(By.LINK_TEXT, UID).click()
-    op.wait(lambda drv: UID in drv.current_url, "the tag's page")
-    op.page_ok("customer")
+    op.follow(lambda: d.find_element(By.LINK_TEXT, UID), "the tag's page")
+    assert UID in d.current_url, d.current_url
     assert "active" in op.text("h1") and "12.40" in op.text(".tiles"), (op.text("h1"), op.text(".tiles"))
     assert PRODUCT in d.find_element(By.TAG_NAME, "main").text
     op.fill_and_submit({"block-reason": "lost wristband, reported at the info point"})
@@ -349,8 +425,16 @@ def test_operator_story(browser: Browser, site: gs.RunningGateway, owner: psycop
     op.open("/admin/fiscal", "fiscal")
     for assignment in (bar_id, desk_id):
         op.open("/admin/fiscal")
-        op.submit(d.find_element(By.CSS_SELECTOR, f"form input[name=assignment_id][value='{assignment}']")
-                  .find_element(By.XPATH, "./ancestor::form"))
+        op.submit(lambda a=assignment: d.find_element(
+            By.CSS_SELECTOR, f"form input[name=assignment_id][value='{a}']").find_element(By.XPATH, "./ancestor::form"))
+        # a page asks first (no JavaScript); nothing is closed until it is confirmed
+        assert "Close a till" in op.text("h1"), op.text("main")
+        assert owner.execute("SELECT count(*) FROM ledger.cashpoint_closing WHERE assignment_id = %s",
+                             (assignment,)).fetchone()[0] == 0
+        if assignment == bar_id:
+            op.shot("fiscal-close-confirm")
+        op.submit(lambda: d.find_element(By.ID, "confirm-form"))
+        assert "closed" in op.text(".note"), op.text("main")
     closed = owner.execute("SELECT count(*) FROM ledger.cashpoint_closing").fetchone()[0]
     assert closed == 2, closed
     op.open("/admin/fiscal")
@@ -388,9 +472,32 @@ def test_operator_story(browser: Browser, site: gs.RunningGateway, owner: psycop
         assert change in audit, (change, audit[:3000])
     op.open("/admin/password", "password")
 
+    # ---- a phone (390 CSS pixels wide): no page scrolls sideways; wide tables scroll inside their box
+    d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                      {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+    try:
+        phone_pages = {"dashboard": "/admin/", "transactions": "/admin/transactions",
+                       "transaction": f"/admin/transactions/{sale_id}", "customer": f"/admin/customers/{UID}",
+                       "event": "/admin/event", "merchants": "/admin/merchants", "positions": "/admin/positions",
+                       "products": "/admin/products", "terminals": "/admin/terminals", "tags": "/admin/tags",
+                       "queue": "/admin/queue", "report": "/admin/reports/sales-per-product",
+                       "chart": "/admin/reports/sales-per-hour", "fiscal": "/admin/fiscal", "users": "/admin/users",
+                       "audit": "/admin/audit"}
+        wide = {}
+        for name, path in phone_pages.items():
+            op.open(path)
+            assert d.execute_script("return window.innerWidth;") == 390
+            if op.overflow() > 0:
+                wide[name] = op.overflow()
+            if name in ("dashboard", "transaction", "customer", "products", "fiscal"):
+                op.shot(f"phone-{name}")
+        assert not wide, f"pages wider than a 390 px phone (px too wide): {wide}"
+    finally:
+        d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
     # ---- sign out: the session is revoked, the cookie's token no longer opens a page
     op.open("/admin/logout", "logout")
-    op.submit(d.find_element(By.CSS_SELECTOR, "main form"))
+    op.submit(lambda: d.find_element(By.CSS_SELECTOR, "main form"))
     assert d.find_elements(By.ID, "username"), "signed out: the sign-in page"
     assert owner.execute("SELECT count(*) FROM ledger.admin_session WHERE revoked_at IS NULL").fetchone()[0] == 0
     op.driver.get(site.base_url + "/admin/transactions")

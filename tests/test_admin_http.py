@@ -507,23 +507,44 @@ def test_registration_code_with_qr_and_revocation(db, sessions, terminal_client,
     page = s.get("/admin/terminals")
     position = re.search(r'<option value="(\d+)">Top-up \(topup\)</option>', page.text)
     assert position, page.text[:4000]
+    codes_before = scalar(db, "SELECT count(*) FROM ledger.registration_code")
+    # POST -> redirect -> GET: the code is made once and shown once on /admin/terminals
     page = s.post("/admin/terminals/code", {"position_id": position.group(1)}, csrf=page.csrf())
-    assert page.status == 201, page.text[:2000]
+    assert page.status == 303 and page.location.startswith("/admin/terminals?code="), (page.status, page.text[:2000])
+    shown_at = page.location
+    page = s.get(shown_at)
+    assert page.status == 200, page.text[:2000]
     code = re.search(r'id="registration-code">([^<]+)<', page.text).group(1)
     assert "<svg" in page.text and 'class="qr"' in page.text
+    assert f".venv/bin/festpay terminal register --name NAME --code {code}" in page.text
+    again = s.get(shown_at)  # a reload makes no new code and does not show this one again
+    assert again.status == 200 and 'id="registration-code"' not in again.text and code not in again.text
+    assert "shown once" in again.text
+    assert scalar(db, "SELECT count(*) FROM ledger.registration_code") == codes_before + 1
+    # another admin cannot read the note
+    page = s.post("/admin/terminals/code", {"position_id": position.group(1)}, csrf=s.csrf("/admin/terminals"))
+    assert 'id="registration-code"' not in sessions["viewer"].get(page.location).text
     reply = terminal_client.post(f"{PREFIX}/register", {"registration_code": code, "device": "scanned"})
     assert reply.status == 201, reply.raw
     terminal = Terminal(reply.json["assignment_id"], reply.json["secret"], reply.json["event_id"],
                         reply.json["tag_key"])
     assert terminal_client.get(f"{PREFIX}/config", terminal=terminal).status == 200
+    # revoking asks first (a page with a second submit, no JavaScript needed); asking changes nothing
     page = s.post("/admin/terminals/revoke", {"assignment_id": terminal.assignment_id}, csrf=s.csrf())
-    assert page.status == 303, page.text[:2000]
+    assert page.status == 200 and 'name="confirm" value="yes"' in page.text and "scanned" in page.text, \
+        page.text[:3000]
+    assert terminal_client.get(f"{PREFIX}/config", terminal=terminal).status == 200
+    page = s.post("/admin/terminals/revoke", {"assignment_id": terminal.assignment_id, "confirm": "yes"},
+                  csrf=page.csrf())
+    assert page.status == 303 and page.location == "/admin/terminals?done=revoked", page.text[:2000]
     for _ in range(2):  # the cached secret is gone too: still refused
         reply = terminal_client.get(f"{PREFIX}/config", terminal=terminal)
         assert reply.status == 401, reply.raw
-    # a viewer may not make codes
+    # a viewer may neither make codes nor be asked to revoke
     viewer = sessions["viewer"]
     assert viewer.post("/admin/terminals/code", {"position_id": position.group(1)},
+                       csrf=viewer.csrf()).status == 403
+    assert viewer.post("/admin/terminals/revoke", {"assignment_id": terminal.assignment_id},
                        csrf=viewer.csrf()).status == 403
 
 
@@ -540,6 +561,11 @@ def test_tag_import_refuses_a_bad_line_and_imports_nothing(db, sessions):
     good = "\n".join(f"{uid},{1000 + i}" for i, uid in enumerate(uids))
     page = s.post("/admin/tags", {"form": "import", "csv": good}, csrf=token)
     assert page.status == 303 and "imported=3" in page.location, page.text[:2000]
+    assert "3 tags imported." in s.get(page.location).text
+    page = s.post("/admin/tags", {"form": "import", "csv": f"{secrets.token_hex(7).upper()},4321"}, csrf=token)
+    assert page.status == 303 and "imported=1" in page.location, page.text[:2000]
+    text = s.get(page.location).text
+    assert "1 tag imported." in text and "1 tags" not in text
 
 
 # ----------------------------------------------------------------------------- customers, transactions, reports
@@ -596,6 +622,73 @@ def test_reports_download_as_csv_and_print(sessions):
     assert s.get("/admin/reports/no-such-report").status == 404
 
 
+def test_transaction_detail_is_labelled_for_an_operator(sessions, sales):
+    s = sessions["viewer"]
+    page = s.get(f"/admin/transactions/{sales['sale_id']}", headers={"Accept-Language": "en"})
+    assert page.status == 200
+    facts = page.text[page.text.index('<dl class="facts">'):page.text.index("</dl>")]
+    labels = re.findall(r"<dt>([^<]+)</dt>", facts)
+    # the facts an operator reads, with human labels, in this order
+    wanted = ["Type", "State", "Amount", "Fee", "Tag", "Merchant", "Position", "Terminal", "Terminal number",
+              "Created", "Committed"]
+    assert [label for label in labels if label in wanted] == wanted, labels
+    assert f'href="/admin/customers/{sales["uid"]}"' in facts and "bar till" in facts and "€9.00" in facts
+    assert "purchase" in facts and "Committed" in facts
+    # internal ids only in the small technical block
+    technical = page.text[page.text.index('<details class="technical">'):]
+    technical = technical[:technical.index("</details>")]
+    for internal in ("other_account_id", "account_id", "event_id", "tag_id"):
+        assert internal not in facts and internal in technical, internal
+    # labelled tables: items, booking lines, state changes
+    heads = re.findall(r"<thead><tr>(.*?)</tr></thead>", page.text, re.S)
+    columns = [re.findall(r"<th[^>]*>([^<]*)</th>", head) for head in heads]
+    assert ["#", "Product", "Quantity", "Unit price", "VAT", "Deposit", "Gross"] in columns, columns
+    assert ["#", "Debit (pays)", "Credit (receives)", "Amount", "Booked"] in columns, columns
+    assert any(c[:4] == ["Time", "From", "To", "By"] for c in columns), columns
+    assert ">19%<" in page.text and "€4.50" in page.text and "Bar (merchant)" in page.text
+    assert re.search(r"<td>terminal \d+</td>", page.text), "the state change's author, as a terminal"
+    german = s.get(f"/admin/transactions/{sales['sale_id']}", headers={"Accept-Language": "de"}).text
+    assert ">19\xa0%<" in german and "4,50\xa0€" in german
+
+
+def visible_text(markup: str) -> str:
+    """What a reader sees of a page: no scripts, no tags, no attribute values."""
+    markup = re.sub(r"<script\b.*?</script>", " ", markup, flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", markup))
+
+
+@pytest.mark.parametrize("language", ("en", "de"))
+def test_no_python_values_leak_into_pages(language, sessions, sales):
+    s = sessions["admin"]
+    for path in pages(sales):
+        text = visible_text(s.get(path, headers={"Accept-Language": language}).text)
+        for leak in re.findall(r"\b(?:True|False|None)\b|\b\d+\.0\b(?![.,\d])", text):
+            pytest.fail(f"{path} ({language}) shows {leak!r}: …{text[max(0, text.index(leak) - 80):][:200]}…")
+
+
+def test_report_columns_have_labels_and_the_csv_the_same(sessions, sales):
+    s = sessions["finance"]
+    page = s.get("/admin/reports/sales-per-merchant")
+    head = re.search(r"<thead><tr>(.*?)</tr></thead>", page.text, re.S).group(1)
+    labels = [html.unescape(x) for x in re.findall(r"<th[^>]*>([^<]*)</th>", head)]
+    assert labels == ["Merchant", "Purchases", "Gross (EUR)", "Chargebacks (EUR)", "Net (EUR)"], labels
+    csv_page = s.get("/admin/reports/sales-per-merchant?format=csv")
+    lines = csv_page.text.splitlines()
+    assert lines[0] == ",".join(labels), lines[0]
+    bar = next(line.split(",") for line in lines[1:] if line.startswith("Bar,"))
+    assert bar[1].isdigit() and all(re.fullmatch(r"-?\d+\.\d\d", cell) for cell in bar[2:]), bar
+    settlement = s.get("/admin/reports/settlement?format=csv").text.splitlines()[0]
+    assert settlement == "Merchant,Gross sales (EUR),Chargebacks (EUR),Payable (EUR)", settlement
+    products = s.get("/admin/reports/sales-per-product?format=csv").text.splitlines()
+    assert products[0] == "Product,VAT rate,Quantity sold,Gross (EUR),Quantity returned", products[0]
+    beer = next(line.split(",") for line in products[1:] if line.startswith("Beer,"))
+    assert beer[1] == "19", beer  # a plain number, not 19.0
+    hours = s.get("/admin/reports/sales-per-hour?format=csv").text.splitlines()
+    assert hours[0] == "Hour,Purchases,Gross (EUR)", hours[0]
+    for line in hours[1:]:  # ISO 8601 with the event zone's offset
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d,\d+,\d+\.\d\d$", line), line
+
+
 # ----------------------------------------------------------------------------- dashboard
 
 
@@ -634,7 +727,8 @@ def read_events(port: int, cookie: str, wanted: int, timeout: float = 10.0) -> l
 def test_dashboard_renders_values_and_streams_one_summary_to_every_viewer(site, sessions):
     page = sessions["viewer"].get("/admin/")
     assert 'id="revenue-today"' in page.text and 'id="chart"' in page.text
-    assert "uPlot.iife.min.js" in page.text
+    assert "uPlot.iife.min.js" in page.text and "chart-time.js" in page.text
+    assert 'data-time-zone="' in page.text  # the live clock and the chart axes use the event's zone
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as pool:
@@ -653,7 +747,7 @@ def test_dashboard_renders_values_and_streams_one_summary_to_every_viewer(site, 
 
 def test_static_files_and_vendored_chart_library(site):
     s = Session(site.port)
-    for path in ("/admin/static/site.css", "/admin/static/dashboard.js",
+    for path in ("/admin/static/site.css", "/admin/static/dashboard.js", "/admin/static/chart-time.js",
                  "/admin/static/vendor/uplot/uPlot.iife.min.js", "/admin/static/vendor/uplot/uPlot.min.css",
                  "/admin/static/vendor/uplot/LICENSE"):
         page = s.get(path)
@@ -754,10 +848,16 @@ def test_queue_item_decided_with_outcome_and_reason(db, sessions, sales, world, 
     assert tx["transaction"]["state"] == "Aborted"
     page = sessions["admin"].get("/admin/audit")
     assert "queue.resolve" in page.text and "the tag was never written" in page.text
-    # deciding it again is refused with the database's message, on the queue page
-    page = s.post("/admin/queue/resolve", {"transaction_id": tx_id, "outcome": "Committed", "reason": "again"},
-                  csrf=s.csrf())
-    assert page.status >= 400 and page.messages(), page.status
+    # deciding it again (the item is gone from the queue): a clear message above the queue page, with the state now
+    for extra in ({}, {"form": form}):  # without and with the name of the form, which is no longer on the page
+        page = s.post("/admin/queue/resolve", {**extra, "transaction_id": tx_id, "outcome": "Committed",
+                                               "reason": "again"}, csrf=s.csrf())
+        assert page.status == 409, (page.status, page.messages())
+        assert any(f"Transaction #{tx_id} is already decided: now Aborted." in m for m in page.messages()), \
+            page.messages()
+        assert "Resolution queue" in page.text and f'id="{form}-outcome"' not in page.text
+    assert scalar(db, "SELECT * FROM api.admin_transaction(%s, %s)", (s.session_token(), tx_id))["transaction"][
+        "state"] == "Aborted"
 
 
 def test_chargeback_never_more_than_is_left(db, sessions, sales):
@@ -774,6 +874,27 @@ def test_chargeback_never_more_than_is_left(db, sessions, sales):
     rows = [e for e in scalar(db, "SELECT * FROM api.admin_customer(%s, %s)",
                               (s.session_token(), sales["uid"]))["statement"] if e["type"] == "chargeback"]
     assert [e["amount"] for e in rows] == [100]
+
+
+def test_move_to_a_blocked_tag_is_refused_on_the_form(db, sessions, sales, terminal_client):
+    s = sessions["support"]
+    uid, blocked = secrets.token_hex(7).upper(), secrets.token_hex(7).upper()
+    for tag in (uid, blocked):
+        reply = terminal_client.post(f"{PREFIX}/topups", {"terminal_tx_number": next(_numbers), "uid": tag,
+                                                          "amount": 700, "payment": "cash"}, terminal=sales["till"])
+        assert reply.status == 201, reply.raw
+    page = s.post(f"/admin/customers/{blocked}/block", {"blocked": "true", "reason": "stolen"}, csrf=s.csrf())
+    assert page.status == 303, page.messages()
+    page = s.post(f"/admin/customers/{uid}/move", {"form": "move", "new_uid": blocked, "reason": "lost it"},
+                  csrf=s.csrf())
+    # not an error page: the tag's page again, the message next to the new tag's field, the typed values kept
+    assert 400 <= page.status < 500 and 'class="error-page"' not in page.text, (page.status, page.text[:2000])
+    assert 'id="move-new_uid-error"' in page.text and re.search(r'name="new_uid"[^>]*aria-invalid="true"',
+                                                                 page.text), page.text[:4000]
+    assert f'value="{blocked}"' in page.text and 'value="lost it"' in page.text
+    token = s.session_token()
+    assert scalar(db, "SELECT * FROM api.admin_customer(%s, %s)", (token, uid))["available"] == 700
+    assert scalar(db, "SELECT * FROM api.admin_customer(%s, %s)", (token, uid))["status"] == "active"
 
 
 def test_move_the_balance_to_a_new_tag(db, sessions, sales, terminal_client):
@@ -801,9 +922,24 @@ def test_fiscal_close_and_dsfinvk_export_job(db, sessions, sales):
     assert page.status == 200
     bar = sales["bar"].assignment_id
     assert f'name="assignment_id" value="{bar}"' in page.text, page.text[:4000]
+    closings = scalar(db, "SELECT count(*) FROM ledger.cashpoint_closing")
+    # closing asks first (a second submit with confirm=yes, no JavaScript needed); asking closes nothing
     page = s.post("/admin/fiscal/close", {"assignment_id": bar}, csrf=page.csrf())
+    assert page.status == 200 and 'name="confirm" value="yes"' in page.text and "bar till" in page.text, \
+        page.text[:3000]
+    assert scalar(db, "SELECT count(*) FROM ledger.cashpoint_closing") == closings
+    page = s.post("/admin/fiscal/close", {"assignment_id": bar, "confirm": "yes"}, csrf=page.csrf())
     assert page.status == 303 and page.location == "/admin/fiscal?done=closed", page.messages()
+    assert scalar(db, "SELECT count(*) FROM ledger.cashpoint_closing") == closings + 1
     viewer = sessions["viewer"]
+    assert viewer.post("/admin/fiscal/close", {"assignment_id": bar}, csrf=viewer.csrf()).status == 403
+    # DSFinV-K dates: a date that is none, or an end before the start, is refused next to its field
+    page = s.post("/admin/fiscal/export", {"form": "export", "from": "2025-13-01", "to": ""}, csrf=s.csrf())
+    assert page.status in INVALID and 'id="export-from-error"' in page.text, page.messages()
+    page = s.post("/admin/fiscal/export", {"form": "export", "from": "2025-07-02", "to": "2025-07-01"},
+                  csrf=s.csrf())
+    assert page.status in INVALID and 'id="export-to-error"' in page.text, page.messages()
+    assert 'value="2025-07-02"' in page.text and 'value="2025-07-01"' in page.text
     assert viewer.post("/admin/fiscal/export", {}, csrf=viewer.csrf()).status == 403
     page = s.post("/admin/fiscal/export", {"from": "", "to": ""}, csrf=s.csrf())
     assert page.status == 303 and page.location.startswith("/admin/fiscal/export/"), page.messages()

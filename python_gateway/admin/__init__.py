@@ -31,6 +31,7 @@ def create_admin_app(web_database_url: str, *, public_url: str | None = None, da
         cookie_name="festpay_admin",
         whoami="admin_whoami",
         unauthenticated="admin-unauthenticated",
+        forbidden="admin-forbidden",
         public_url=public_url,
         error_template="admin/error.html",
         nav_template="admin/_nav.html",

@@ -11,9 +11,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from .common import call, call_value, done_note, page_of, query, read_form, render, see_other, token
+from .common import act, call, call_value, done_note, page_of, query, read_form, render, see_other, token
 
 MAX_QUERY = 64
+#: Refusals of moving a balance that concern the new tag: shown next to its field.
+NEW_TAG_REFUSALS = {"tag-blocked": "new_uid", "tag-not-active": "new_uid", "max-balance-exceeded": "new_uid"}
 
 
 def _page(uid: str) -> str:
@@ -49,8 +51,8 @@ async def move(request: web.Request) -> web.StreamResponse:
     """POST /admin/customers/{uid}/move (``new_uid``, ``reason``): 303 to the new tag's page."""
     form = await read_form(request)
     new_uid = form.text("new_uid", required=True) or ""
-    await call_value(request, "admin_customer_move", token(request), request.match_info["uid"], new_uid,
-                     form.text("reason", required=True))
+    await act(request, NEW_TAG_REFUSALS, "admin_customer_move", token(request), request.match_info["uid"], new_uid,
+              form.text("reason", required=True))
     raise see_other(request, _page(new_uid), done="moved")
 
 

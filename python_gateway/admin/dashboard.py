@@ -18,6 +18,7 @@ from ..web.database import WEB_POOL_KEY, call_pool
 from ..web.formatting import as_datetime
 from ..web.live import Broadcaster, stream
 from .common import call_value, render, token, viewer
+from .queue import KIND_LABELS
 
 BROADCASTER_KEY = web.AppKey("dashboard_broadcaster", Broadcaster)
 #: SQLSTATEs meaning "this viewer's session may not (any longer) see the summary".
@@ -39,7 +40,8 @@ def chart_data(summary: dict[str, Any]) -> dict[str, list[Any]]:
 async def page(request: web.Request) -> web.Response:
     """GET /admin/"""
     summary = await call_value(request, "admin_dashboard", token(request)) or {}
-    return render(request, "admin/dashboard.html", {"summary": summary, "chart": chart_data(summary)})
+    return render(request, "admin/dashboard.html", {"summary": summary, "chart": chart_data(summary),
+                                                    "kind_labels": KIND_LABELS})
 
 
 async def live(request: web.Request) -> web.StreamResponse:

@@ -27,6 +27,7 @@ from ..gateway.problems import Problem
 from ..migrate import libpq_url
 from ..web.errors import page_of
 from ..web.site import Viewer
+from ..web.templating import formatter
 from .common import call_value, done_note, field_error, read_form, render, see_other, token, viewer
 
 log = logging.getLogger("festpay.web")
@@ -145,17 +146,47 @@ async def fiscal_page(request: web.Request) -> web.Response:
 
 @page_of(fiscal_page)
 async def close_till(request: web.Request) -> web.StreamResponse:
-    """POST /admin/fiscal/close (``assignment_id``; empty: the backend's own till): Kassenabschluss of one till."""
+    """POST /admin/fiscal/close (``assignment_id``; empty: the backend's own till; ``confirm=yes``): without the
+    confirmation a page that asks for it (no JavaScript needed); with it the till's Kassenabschluss."""
     form = await read_form(request)
-    await call_value(request, "admin_close_cashpoint", token(request), form.whole("assignment_id"))
+    assignment_id = form.whole("assignment_id")
+    form_name = f"close-{assignment_id if assignment_id is not None else 'backend'}"
+    if form.text("confirm") != "yes":
+        if not viewer(request).may("finance"):  # refused before asking; the api function checks it again
+            raise Problem("admin-forbidden", "closing a till needs the privilege finance")
+        fiscal = await call_value(request, "admin_fiscal", token(request)) or {}
+        till = next((t for t in fiscal.get("open_cashpoints") or [] if t.get("assignment_id") == assignment_id),
+                    None)
+        fmt = formatter(request)
+        name = "the backend's own till" if assignment_id is None else f"till {assignment_id}"
+        facts = []
+        if till is not None:
+            name = f"till {till.get('client_id')}"
+            facts = [("Till (client id)", str(till.get("client_id") or "")),
+                     ("Device", till.get("device") or ("backend" if assignment_id is None else "")),
+                     ("Position", till.get("position") or ""),
+                     ("Open receipts", fmt.number(till.get("transactions") or 0))]
+        return render(request, "admin/confirm.html", {
+            "title": "Close a till (Kassenabschluss)",
+            "question": f"Close {name} now?",
+            "consequence": "Its open receipts get a cashpoint closing (Z number) for the DSFinV-K export. A closing "
+                           "cannot be undone; the till goes on selling into its next closing.",
+            "facts": facts, "action": request.path,
+            "fields": {"form": form_name, "assignment_id": assignment_id},
+            "confirm_label": "Yes, close the till", "danger": False, "cancel": "/fiscal",
+        })
+    await call_value(request, "admin_close_cashpoint", token(request), assignment_id)
     raise see_other(request, "/fiscal", done="closed")
 
 
 @page_of(fiscal_page)
 async def start_export(request: web.Request) -> web.StreamResponse:
-    """POST /admin/fiscal/export (``from``, ``to``: dates of the closings, optional): 303 to the job's page."""
+    """POST /admin/fiscal/export (``from``, ``to``: dates of the closings, optional): 303 to the job's page.  A date
+    that is no date, or an end before the start, is refused next to its field."""
     form = await read_form(request)
     first, last = _date(form.text("from"), "from"), _date(form.text("to"), "to")
+    if first is not None and last is not None and last < first:
+        raise field_error("to", "The last day must not be before the first day.")
     if not viewer(request).may("finance"):  # refused early; the job's api calls check the privilege again
         raise Problem("admin-forbidden", "the DSFinV-K export needs the privilege finance")
     job = request.app[JOBS_KEY].start(viewer(request), first, last)

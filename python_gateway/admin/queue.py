@@ -1,33 +1,77 @@
 """The resolution queue ``/admin/queue``: TerminalConfirmUnknown, ExternalUnknown, overdrafts, refused tag-log
 entries, implausible offline charges and recent violations; each decided with an outcome and a reason (the api
 function checks the privilege support, books the outcome and writes the audit row).
+
+An item someone decided meanwhile is gone from the page; deciding it again says so above the page ("already
+decided: now Committed"), with the state the database reports.
 """
 
 from __future__ import annotations
 
+import psycopg
 from aiohttp import web
 
+from ..gateway.problems import REGISTRY_KEY, Problem
 from .common import call, call_value, done_note, page_of, read_form, render, see_other, token
 
 OUTCOMES = ("Committed", "Aborted", "reviewed")
 #: The outcomes offered per kind of item: an unknown outcome is decided, the rest is reviewed.
 OUTCOMES_OF = {"terminal-confirm-unknown": ("Committed", "Aborted"), "external-unknown": ("Committed", "Aborted")}
+#: The heading of each kind of item.
+KIND_LABELS = {
+    "terminal-confirm-unknown": "Unknown terminal confirmations (TerminalConfirmUnknown)",
+    "external-unknown": "Unknown external payments (ExternalUnknown)",
+    "overdraft": "Overdrafts",
+    "refused-log-entry": "Refused tag-log entries",
+    "implausible-offline-charge": "Implausible offline charges",
+    "violation": "Violations",
+}
+#: Labels of the detail keys of a queue item (the rest is shown with its key).
+DETAIL_LABELS = {
+    "type": "Type", "state": "State", "held": "Held", "fee": "Fee", "payment": "Paid by",
+    "assignment_id": "Terminal", "terminal_tx_number": "Terminal number", "tag_tx_number": "Tag counter",
+    "balance_after": "Balance after", "actor": "By", "reason": "Reason", "from_state": "From", "to_state": "To",
+    "payload": "Sent data",
+}
 
 
 async def queue_page(request: web.Request) -> web.Response:
     """GET /admin/queue"""
     items = await call(request, "admin_queue", token(request))
     return render(request, "admin/queue.html", {"items": items, "outcomes_of": OUTCOMES_OF,
+                                                "kind_labels": KIND_LABELS, "detail_labels": DETAIL_LABELS,
                                                 "note": done_note(request)})
+
+
+def _already_decided(problem: Problem, transaction_id: int | None, outcome: str | None) -> Problem:
+    """The refusal of a decision that someone made already, said plainly (the database's state in it)."""
+    what = f"Transaction #{transaction_id}" if transaction_id is not None else "This item"
+    extensions = problem.extensions if isinstance(problem.extensions, dict) else {}
+    if problem.slug == "invalid-transition":
+        state = extensions.get("state")
+        now = f": now {state}" if state else ""
+        return Problem(problem.slug, f"{what} is already decided{now}. Nothing was changed.",
+                       {**extensions, "field": ""})
+    if problem.slug == "not-found" and outcome == "reviewed" and "review" in (problem.detail or ""):
+        return Problem(problem.slug, f"{what} is already reviewed: nothing of it waits for a review any more.",
+                       {**extensions, "field": ""})
+    return problem
 
 
 @page_of(queue_page)
 async def resolve(request: web.Request) -> web.StreamResponse:
     """POST /admin/queue/resolve (``transaction_id``, ``outcome``, ``reason``; ``violation_id`` for one violation)"""
     form = await read_form(request)
-    await call_value(request, "admin_queue_resolve", token(request), form.whole("transaction_id"),
-                     form.choice("outcome", OUTCOMES, required=True), form.text("reason", required=True),
-                     form.whole("violation_id"))
+    transaction_id = form.whole("transaction_id")
+    outcome = form.choice("outcome", OUTCOMES, required=True)
+    try:
+        await call_value(request, "admin_queue_resolve", token(request), transaction_id, outcome,
+                         form.text("reason", required=True), form.whole("violation_id"))
+    except psycopg.Error as err:
+        problem = request.config_dict[REGISTRY_KEY].from_db_error(err)
+        if problem is None:
+            raise
+        raise _already_decided(problem, transaction_id, outcome) from None
     raise see_other(request, "/queue", done="resolved")
 
 

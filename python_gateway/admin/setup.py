@@ -9,6 +9,7 @@ api parameter names without ``p_``; amounts are typed in currency units (``4.50`
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import segno
@@ -16,7 +17,11 @@ from aiohttp import web
 from markupsafe import Markup
 from psycopg.types.json import Jsonb
 
-from .common import Form, call, call_value, done_note, page_of, read_form, render, see_other, token
+from ..gateway.problems import Problem
+from ..web.sessions import clear_cookie, cookie_name, cookie_path
+from ..web.site import SITE_KEY
+from ..web.templating import formatter
+from .common import Form, call, call_value, done_note, page_of, read_form, render, see_other, token, viewer
 
 #: The event settings form: field name (= event column = key of api.admin_event_update) -> kind of value.
 EVENT_FIELDS: dict[str, str] = {
@@ -131,29 +136,75 @@ def qr_svg(text: str) -> Markup:
     return Markup(qr.svg_inline(scale=1, border=4, omitsize=True, svgclass="qr", lineclass=None, title=text))
 
 
+#: The one-time note of a registration code just made: a short-lived cookie (HttpOnly, SameSite=Strict) that the
+#: page the POST redirects to reads and clears, so the code is shown once and a reload makes no new one.  A cookie,
+#: not process memory: gateway processes side by side (SO_REUSEPORT) need not share anything.
+CODE_COOKIE = "festpay_admin_code"
+CODE_COOKIE_MAX_AGE_S = 600
+_CODE_NOTE = re.compile(r"([A-Za-z0-9]{1,64})\.(\d{1,18})")
+
+
 async def terminals_page(request: web.Request) -> web.Response:
-    """GET /admin/terminals (the positions are the choice list of the registration-code form)"""
+    """GET /admin/terminals[?code=new] (the positions are the choice list of the registration-code form); after a
+    code was made, that code and its QR code, once."""
     terminals = await call(request, "admin_terminals", token(request))
     positions = await call(request, "admin_positions", token(request))
-    return render(request, "admin/terminals.html", {"terminals": terminals, "positions": positions,
-                                                    "note": done_note(request)})
+    site = request.config_dict[SITE_KEY]
+    shown = None
+    note = _CODE_NOTE.fullmatch(request.cookies.get(cookie_name(site, CODE_COOKIE), ""))
+    if note and request.query.get("code"):
+        code, position_id = note.group(1), int(note.group(2))
+        svg = await asyncio.get_running_loop().run_in_executor(None, qr_svg, code)
+        position = next((p for p in positions if p["id"] == position_id), None)
+        shown = {"code": code, "qr": svg, "position": position}
+    response = render(request, "admin/terminals.html", {
+        "terminals": terminals, "positions": positions, "note": done_note(request), "shown": shown,
+        "shown_before": bool(request.query.get("code")) and shown is None,
+    })
+    if note:
+        clear_cookie(response, site, CODE_COOKIE)
+    return response
 
 
 @page_of(terminals_page)
-async def registration_code(request: web.Request) -> web.Response:
-    """POST /admin/terminals/code (``position_id``): a one-time registration code, shown with its QR code."""
+async def registration_code(request: web.Request) -> web.StreamResponse:
+    """POST /admin/terminals/code (``position_id``): a one-time registration code; 303 to /admin/terminals, which
+    shows it with its QR code once (a reload makes no new code and does not show it again)."""
     form = await read_form(request)
-    code = await call_value(request, "admin_registration_code", token(request),
-                            form.whole("position_id", required=True))
-    svg = await asyncio.get_running_loop().run_in_executor(None, qr_svg, code)
-    return render(request, "admin/terminal_code.html", {"code": code, "qr": svg}, status=201)
+    position_id = form.whole("position_id", required=True)
+    code = await call_value(request, "admin_registration_code", token(request), position_id)
+    site = request.config_dict[SITE_KEY]
+    redirect = see_other(request, "/terminals", code="new")
+    redirect.set_cookie(cookie_name(site, CODE_COOKIE), f"{code}.{position_id}", path=cookie_path(site),
+                        max_age=CODE_COOKIE_MAX_AGE_S, httponly=True, samesite="Strict", secure=site.https or None)
+    raise redirect
 
 
 @page_of(terminals_page)
 async def terminal_revoke(request: web.Request) -> web.StreamResponse:
-    """POST /admin/terminals/revoke (``assignment_id``)"""
+    """POST /admin/terminals/revoke (``assignment_id``; ``confirm=yes``): without the confirmation a page that asks
+    for it (no JavaScript needed); with it the assignment is revoked."""
     form = await read_form(request)
-    await call_value(request, "admin_terminal_revoke", token(request), form.whole("assignment_id", required=True))
+    assignment_id = form.whole("assignment_id", required=True)
+    if form.text("confirm") != "yes":
+        if not viewer(request).may("setup"):  # refused before asking; the api function checks it again
+            raise Problem("admin-forbidden", "revoking a terminal needs the privilege setup")
+        terminals = await call(request, "admin_terminals", token(request))
+        terminal = next((t for t in terminals if t["assignment_id"] == assignment_id), None)
+        if terminal is None:
+            raise Problem("not-found", f"there is no terminal {assignment_id}")
+        return render(request, "admin/confirm.html", {
+            "title": "Revoke a terminal",
+            "question": f"Revoke terminal {assignment_id} ({terminal['device']})?",
+            "consequence": "Its next request is refused (401); it must register again with a new code to work. "
+                           "This cannot be undone.",
+            "facts": [("Device", terminal["device"]), ("Position", terminal["position"]),
+                      ("Last seen", fmt_time(request, terminal["last_seen"])),
+                      ("Open transactions", str(terminal["open_transactions"]))],
+            "action": request.path, "fields": {"form": f"revoke-{assignment_id}", "assignment_id": assignment_id},
+            "confirm_label": "Yes, revoke it", "danger": True, "cancel": "/terminals",
+        })
+    await call_value(request, "admin_terminal_revoke", token(request), assignment_id)
     raise see_other(request, "/terminals", done="revoked")
 
 
@@ -174,6 +225,10 @@ async def tags_import(request: web.Request) -> web.StreamResponse:
     text = form.raw("csv_file") if getattr(form.data.get("csv_file"), "filename", None) else form.raw("csv")
     count = await call_value(request, "admin_tags_import", token(request), text or "")
     raise see_other(request, "/tags", done="imported", imported=count)
+
+
+def fmt_time(request: web.Request, value: Any) -> str:
+    return formatter(request).time(value) or "–"
 
 
 def add_routes(app: web.Application) -> None:

@@ -62,7 +62,7 @@ async def list_page(request: web.Request) -> web.Response:
     rows = rows or []
     older = urlencode({**sent, "before": rows[-1]["id"]}) if len(rows) == PAGE_SIZE else None
     return render(request, "admin/transactions.html", {
-        "rows": rows, "filters": sent, "states": STATES, "types": TYPES,
+        "rows": rows, "filters": sent, "states": STATES, "types": TYPES, "type_label": type_label,
         "older": older, "newest": urlencode(sent) if "before" in request.query else None,
     }, status=status)
 
@@ -74,10 +74,62 @@ def _id(request: web.Request) -> int:
     return int(raw)
 
 
+#: Names of the transaction types and account kinds as the pages show them.
+TYPE_LABELS = {"topup": "top-up", "purchase": "purchase", "deposit_return": "deposit return",
+               "chargeback": "chargeback", "refund": "refund", "payout": "payout", "transfer": "transfer"}
+ACCOUNT_KINDS = {"customer": "tag", "merchant": "merchant", "topup": "top-up source", "cash": "cash drawer",
+                 "fee": "fees", "payout": "payouts", "deposit": "deposits"}
+#: Keys of the transaction row shown among the facts (the rest goes into the technical block).
+FACT_KEYS = frozenset({"type", "state", "amount", "fee", "held", "payment", "uid", "merchant", "position", "device",
+                       "terminal_tx_number", "tag_tx_number", "created_at", "committed_at", "terminal_time",
+                       "expires_at", "linked_id", "account", "other_account"})
+#: Keys of the technical block, in this order (internal ids an operator rarely needs); unknown keys follow.
+TECHNICAL_KEYS = ("id", "event_id", "account_id", "other_account_id", "tag_id", "assignment_id", "client_id",
+                  "updated_at")
+
+
+def type_label(value: Any) -> str:
+    return TYPE_LABELS.get(str(value), str(value)) if value is not None else ""
+
+
+def account_label(value: Any) -> str:
+    """``kind:name`` of a booking account as a reader says it: ``Lemon Stand (merchant)``, ``tag 04A1…``."""
+    if not value:
+        return ""
+    kind, _, name = str(value).partition(":")
+    if kind == "customer":
+        return f"tag {name}"
+    return f"{name} ({ACCOUNT_KINDS.get(kind, kind)})" if name else ACCOUNT_KINDS.get(kind, kind)
+
+
+def actor_label(value: Any) -> str:
+    """Who changed a state: ``assignment:7`` -> ``terminal 7``, ``admin:anna`` -> ``admin anna``, else as stored."""
+    if not value:
+        return ""
+    kind, _, name = str(value).partition(":")
+    if kind == "assignment" and name:
+        return f"terminal {name}"
+    if kind == "admin" and name:
+        return f"admin {name}"
+    return str(value)
+
+
+def technical(row: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The transaction row's internal values for the technical block: known ids first, then any other key the
+    database added that the facts do not show."""
+    keys = [k for k in TECHNICAL_KEYS if k in row]
+    keys += sorted(k for k in row if k not in FACT_KEYS and k not in TECHNICAL_KEYS)
+    return [(k, row[k]) for k in keys]
+
+
 async def detail_page(request: web.Request) -> web.Response:
     """GET /admin/transactions/{id}"""
-    tx = await call_value(request, "admin_transaction", token(request), _id(request))
-    return render(request, "admin/transaction.html", {"tx": tx or {}, "id": _id(request)})
+    tx = await call_value(request, "admin_transaction", token(request), _id(request)) or {}
+    row = tx.get("transaction") or {}
+    return render(request, "admin/transaction.html", {
+        "tx": tx, "t": row, "id": _id(request), "technical": technical(row), "type_label": type_label,
+        "account_label": account_label, "actor_label": actor_label,
+    })
 
 
 #: The printable receipt (templates/receipt.html) carries its own print stylesheet inline.

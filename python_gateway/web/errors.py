@@ -2,9 +2,11 @@
 
 - The site's unauthenticated problem (no, expired or revoked session): the session cookie is cleared and the
   browser sent to the sign-in page (``?next=`` the page it asked for, on GET).
-- A refused POST with a named problem of status 409 or 422 (``validation`` above all): the page the form is on
-  (the GET handler of the same URL) is shown again with the submitted values and the message, next to the field
-  the problem's detail names (``{"field": name}``) or above the form; the status is the problem's.
+- A refused POST (a form) with any named problem of a 4xx status but the site's unauthenticated and forbidden ones
+  (``validation`` above all, but also e.g. ``tag-blocked`` or ``invalid-transition``): the page the form is on (the
+  GET handler of the same URL, or the one :func:`page_of` names) is shown again with the submitted values and the
+  message, next to the field the problem's detail names (``{"field": name}``) or above the form (above the page
+  when that form is no longer on it); the status is the problem's.
 - Any other named problem from the database, an unknown page, a refused CSRF check: an error page with the problem
   type's title and its detail.
 - Anything unexpected: logged, and a 500 page without details.
@@ -24,7 +26,7 @@ from aiohttp import web
 from ..gateway.problems import REGISTRY_KEY, Handler, Problem, ProblemType
 from .csrf import CsrfRefused
 from .sessions import clear_cookie, is_public
-from .site import SITE_KEY
+from .site import SITE_KEY, SiteConfig
 from .templating import FORM_STATE, FormState, render
 
 log = logging.getLogger("festpay.web")
@@ -32,8 +34,6 @@ log = logging.getLogger("festpay.web")
 _H = TypeVar("_H", bound=Callable[..., Awaitable[web.StreamResponse]])
 T = TypeVar("T")
 
-#: Statuses of a refused form that are answered with the form again (the rest get an error page).
-FORM_STATUSES = frozenset({400, 409, 422})
 #: Fields never sent back into a form that is shown again.
 SECRET_FIELDS = ("password", "new_password", "new_password_repeat", "csrf_token")
 
@@ -118,12 +118,18 @@ async def _form_again(request: web.Request, problem: Problem, pt: ProblemType) -
     return response
 
 
+def refused_form(site: SiteConfig, pt: ProblemType) -> bool:
+    """Whether a POST that met problem ``pt`` is answered with its form again (the rest get an error page): every
+    4xx problem the viewer can do something about on the form; not a missing session, not a missing privilege."""
+    return 400 <= pt.status < 500 and pt.slug not in (site.unauthenticated, site.forbidden)
+
+
 async def problem_page(request: web.Request, problem: Problem) -> web.StreamResponse:
     site = request.config_dict[SITE_KEY]
     if problem.slug == site.unauthenticated:
         raise to_login(request)
     pt = _problem_type(request, problem.slug)
-    if request.method == "POST" and pt.status in FORM_STATUSES and not is_public(request):
+    if request.method == "POST" and refused_form(site, pt) and not is_public(request):
         try:
             again = await _form_again(request, problem, pt)
         except (Problem, psycopg.Error) as err:  # the page itself cannot be shown: say what the form met

@@ -85,10 +85,32 @@ class Formatter:
         return numbers.format_decimal(Decimal(str(value)), locale=self.locale)
 
     def percent(self, value: Any) -> str:
-        """A VAT rate given in percent (``19``, ``7.0``) as ``19 %`` / ``19%``."""
+        """A VAT rate given in percent (``19``, ``7.0``, ``19.00``) as the locale writes it: ``19%`` / ``19 %``,
+        ``7.5%`` / ``7,5 %`` (no trailing zeros)."""
         if value is None or value == "":
             return ""
-        return numbers.format_percent(Decimal(str(value)) / 100, locale=self.locale, format="#,##0.##%")
+        return numbers.format_percent(Decimal(str(value)) / 100, locale=self.locale, decimal_quantization=False)
+
+    def plain(self, value: Any) -> str:
+        """A decimal as the value of a form field: ``19.00`` -> ``19``, ``7.50`` -> ``7.5`` (dot, no grouping)."""
+        if value is None or value == "":
+            return ""
+        number = Decimal(str(value))
+        text = format(number.quantize(Decimal(1)) if number == number.to_integral_value() else number.normalize(),
+                      "f")
+        return text
+
+    @staticmethod
+    def yes_no(value: Any) -> str:
+        """A boolean as ``yes`` / ``no`` (empty for None)."""
+        if value is None or value == "":
+            return ""
+        return "yes" if value else "no"
+
+    def count(self, value: Any, singular: str, plural: str) -> str:
+        """A number with its noun: ``1 tag``, ``1,200 tags`` (the page's texts are English)."""
+        n = int(value or 0)
+        return f"{self.number(n)} {singular if n == 1 else plural}"
 
     def time(self, value: Any) -> str:
         """A timestamp in the event's time zone, date and time to the second."""
@@ -96,6 +118,21 @@ class Formatter:
         if moment is None:
             return ""
         return dates.format_datetime(moment, "medium", tzinfo=self.tz, locale=self.locale)
+
+    def clock_seconds(self, value: Any) -> str:
+        """The time of day to the second (``14:05:09`` / ``2:05:09 PM``) in the event's time zone."""
+        moment = as_datetime(value)
+        if moment is None:
+            return ""
+        return dates.format_time(moment, "medium", tzinfo=self.tz, locale=self.locale)
+
+    def iso(self, value: Any) -> str:
+        """A timestamp as ISO 8601 in the event's time zone, with its offset (``2025-07-01T14:00:00+02:00``):
+        for files that programs read."""
+        moment = as_datetime(value)
+        if moment is None:
+            return ""
+        return moment.astimezone(self.tz).isoformat()
 
     def date(self, value: Any) -> str:
         moment = as_datetime(value)

@@ -58,6 +58,8 @@ class SiteConfig:
     """The api function that turns a session token into a viewer (raises the site's unauthenticated problem)."""
     unauthenticated: str
     """The problem slug of a missing, expired or revoked session: the answer is the sign-in page."""
+    forbidden: str | None = None
+    """The problem slug of a missing privilege: an error page, also for a form (nothing to correct on it)."""
     public_url: str | None = None
     """FESTPAY_PUBLIC_URL: the only origin forms may come from (None: the request's own host)."""
     error_template: str = "admin/error.html"

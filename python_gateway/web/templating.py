@@ -9,7 +9,7 @@ browser), ``csrf_token``, ``static(path)`` and ``href(path)``, and the state of 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from markupsafe import escape
 
 from ..config import PROJECT_ROOT
 from .formatting import Formatter, negotiate_locale
@@ -97,7 +98,18 @@ def page_context(request: web.Request) -> dict[str, Any]:
 
 def render(request: web.Request, template: str, context: dict[str, Any] | None = None,
            status: int = 200) -> web.Response:
-    """The page ``template`` with the site's context and ``context``, as text/html."""
+    """The page ``template`` with the site's context and ``context``, as text/html.
+
+    When a refused form is no longer on the page (a queue item someone else decided meanwhile), the page is drawn
+    again with the form's messages above it, so that no message is lost."""
     response = aiohttp_jinja2.render_template(template, request, {**page_context(request), **(context or {})},
                                               status=status)
+    state = request.get(FORM_STATE)
+    if state is not None and state.form and state.errors:
+        text = response.text or ""
+        name = escape(state.form)
+        if f'name="form" value="{name}"' not in text and f'id="{name}-' not in text:
+            request[FORM_STATE] = replace(state, form=None)
+            response = aiohttp_jinja2.render_template(template, request,
+                                                      {**page_context(request), **(context or {})}, status=status)
     return response

@@ -1,5 +1,6 @@
 // The live dashboard: draws the per-minute chart with uPlot and applies the "summary" server-sent events
 // (the api.admin_dashboard JSON, the same for every viewer) to the figures the page rendered on load.
+// Money and numbers in the page's locale; times in the event's time zone (data-time-zone), never the browser's.
 (function () {
   "use strict";
   var root = document.getElementById("dashboard");
@@ -9,9 +10,15 @@
   var timeZone = root.dataset.timeZone || "UTC";
   var moneyFormat = new Intl.NumberFormat(locale, { style: "currency", currency: currency });
   var numberFormat = new Intl.NumberFormat(locale);
+  var times = window.festpayTime ? window.festpayTime(locale, timeZone) : null;
+  var kindLabels = readJson("queue-kinds");
   var chartBox = document.getElementById("chart");
   var plot = null;
 
+  function readJson(id) {
+    var el = document.getElementById(id);
+    try { return el ? JSON.parse(el.textContent || "{}") : {}; } catch (e) { return {}; }
+  }
   function money(cents) { return moneyFormat.format((cents || 0) / 100); }
   function set(id, text) { var el = document.getElementById(id); if (el) { el.textContent = text; } }
 
@@ -26,7 +33,7 @@
   }
 
   function initialColumns() {
-    var data = JSON.parse(document.getElementById("chart-data").textContent || "{}");
+    var data = readJson("chart-data");
     return [data.x || [], (data.sales || []).map(function (c) { return c / 100; }),
             (data.topups || []).map(function (c) { return c / 100; })];
   }
@@ -35,21 +42,41 @@
     if (typeof uPlot === "undefined" || !chartBox) { return; }
     var axisMoney = function (u, values) { return values.map(function (v) { return moneyFormat.format(v); }); };
     var options = {
-      width: Math.max(chartBox.clientWidth, 300),
+      width: Math.max(chartBox.clientWidth, 280),
       height: 280,
-      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1000), timeZone); },
       series: [
-        {},
+        times ? { value: times.legend } : {},
         { label: "Sales", stroke: "#1d4ed8", fill: "rgba(29, 78, 216, 0.12)", width: 2,
           value: function (u, v) { return v == null ? "" : moneyFormat.format(v); } },
         { label: "Top-ups", stroke: "#15803d", width: 2,
           value: function (u, v) { return v == null ? "" : moneyFormat.format(v); } }
       ],
-      axes: [{}, { values: axisMoney, size: 80 }]
+      axes: [times ? { values: times.axis, size: 56 } : {}, { values: axisMoney, size: 80 }]
     };
+    if (times) { options.tzDate = times.tzDate; }
     plot = new uPlot(options, data, chartBox);
     window.addEventListener("resize", function () {
-      plot.setSize({ width: Math.max(chartBox.clientWidth, 300), height: 280 });
+      plot.setSize({ width: Math.max(chartBox.clientWidth, 280), height: 280 });
+    });
+  }
+
+  function queueCounts(counts) {
+    var list = document.getElementById("queue-counts");
+    if (!list) { return; }
+    while (list.firstChild) { list.removeChild(list.firstChild); }
+    var kinds = Object.keys(counts || {}).filter(function (kind) { return counts[kind]; });
+    if (!kinds.length) {
+      var none = document.createElement("li"); none.className = "muted"; none.textContent = "nothing open";
+      list.appendChild(none);
+    }
+    kinds.forEach(function (kind) {
+      var item = document.createElement("li");
+      var link = document.createElement("a");
+      link.href = root.dataset.queueUrl + "#kind-" + kind;
+      link.textContent = kindLabels[kind] || kind;
+      item.appendChild(link);
+      item.appendChild(document.createTextNode(": " + numberFormat.format(counts[kind])));
+      list.appendChild(item);
     });
   }
 
@@ -59,30 +86,14 @@
     var lag = summary.signing_lag;
     if (lag && typeof lag === "object") {
       set("signing-pending", numberFormat.format(lag.pending || 0));
-      set("signing-oldest", lag.oldest_ms == null ? "–" : Math.round(lag.oldest_ms / 1000) + " s");
+      set("signing-oldest", lag.oldest_ms == null ? "–" : numberFormat.format(Math.round(lag.oldest_ms / 1000)) + " s");
     }
     var outage = document.getElementById("tse-outage");
     if (outage) { outage.hidden = !summary.tse_outage; }
-    var list = document.getElementById("queue-counts");
-    if (list) {
-      while (list.firstChild) { list.removeChild(list.firstChild); }
-      var kinds = Object.keys(summary.queue_counts || {});
-      if (!kinds.length) {
-        var none = document.createElement("li"); none.className = "muted"; none.textContent = "nothing open";
-        list.appendChild(none);
-      }
-      kinds.forEach(function (kind) {
-        var item = document.createElement("li");
-        var link = document.createElement("a");
-        link.href = root.dataset.liveUrl.replace(/live$/, "queue");
-        link.textContent = kind;
-        item.appendChild(link);
-        item.appendChild(document.createTextNode(": " + summary.queue_counts[kind]));
-        list.appendChild(item);
-      });
-    }
+    queueCounts(summary.queue_counts);
     if (plot) { plot.setData(columns(summary.series)); }
-    set("live-status", "live · " + new Date().toLocaleTimeString(locale));
+    var at = summary.at ? new Date(summary.at) : new Date();
+    set("live-status", "live · " + (times ? times.clock(at) : at.toISOString()));
   }
 
   drawChart(initialColumns());

@@ -1,4 +1,5 @@
-// A report's chart (uPlot): the first column is the time axis, every numeric column a series (cents).
+// A report's chart (uPlot): the first column is the time axis, every money column a series (cents).
+// Times in the page's locale and the event's time zone (chart-time.js).
 (function () {
   "use strict";
   var box = document.getElementById("report-chart");
@@ -6,11 +7,12 @@
   if (!box || !source || typeof uPlot === "undefined") { return; }
   var data = JSON.parse(source.textContent || "{}");
   if (!data.x || !data.series || !data.series.length) { return; }
-  var money = new Intl.NumberFormat(box.dataset.locale || "en",
-                                    { style: "currency", currency: box.dataset.currency || "EUR" });
+  var locale = box.dataset.locale || "en";
+  var money = new Intl.NumberFormat(locale, { style: "currency", currency: box.dataset.currency || "EUR" });
   var timeZone = box.dataset.timeZone || "UTC";
+  var times = window.festpayTime ? window.festpayTime(locale, timeZone) : null;
   var colours = ["#1d4ed8", "#15803d", "#b45309", "#7c3aed", "#be123c"];
-  var series = [{}];
+  var series = [times ? { value: times.legend } : {}];
   var columns = [data.x];
   data.series.forEach(function (s, i) {
     series.push({ label: s.label, stroke: colours[i % colours.length], width: 2,
@@ -22,10 +24,12 @@
     var t = data.x.length ? data.x[0] : Math.round(Date.now() / 1000);
     return [t - 3600, t + 3600];
   } } } : { x: { time: true } };
-  var plot = new uPlot({
-    width: Math.max(box.clientWidth, 300), height: 280, series: series, scales: scales,
-    tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1000), timeZone); },
-    axes: [{}, { size: 80, values: function (u, vs) { return vs.map(function (v) { return money.format(v); }); } }]
-  }, columns, box);
-  window.addEventListener("resize", function () { plot.setSize({ width: Math.max(box.clientWidth, 300), height: 280 }); });
+  var options = {
+    width: Math.max(box.clientWidth, 280), height: 280, series: series, scales: scales,
+    axes: [times ? { values: times.axis, size: 56 } : {},
+           { size: 80, values: function (u, vs) { return vs.map(function (v) { return money.format(v); }); } }]
+  };
+  if (times) { options.tzDate = times.tzDate; }
+  var plot = new uPlot(options, columns, box);
+  window.addEventListener("resize", function () { plot.setSize({ width: Math.max(box.clientWidth, 280), height: 280 }); });
 })();
