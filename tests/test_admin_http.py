@@ -643,7 +643,9 @@ def test_transaction_detail_is_labelled_for_an_operator(sessions, sales):
     heads = re.findall(r"<thead><tr>(.*?)</tr></thead>", page.text, re.S)
     columns = [re.findall(r"<th[^>]*>([^<]*)</th>", head) for head in heads]
     assert ["#", "Product", "Quantity", "Unit price", "VAT", "Deposit", "Gross"] in columns, columns
-    assert ["#", "Debit (pays)", "Credit (receives)", "Amount", "Booked"] in columns, columns
+    assert ["#", "Receives (debit)", "Pays (credit)", "Amount", "Booked"] in columns, columns
+    # debit receives, credit pays: in a sale the merchant receives from the tag
+    assert re.search(r"<td>Bar \(merchant\)</td>\s*<td>tag [0-9A-F]+</td>", page.text), "merchant receives"
     assert any(c[:4] == ["Time", "From", "To", "By"] for c in columns), columns
     assert ">19%<" in page.text and "€4.50" in page.text and "Bar (merchant)" in page.text
     assert re.search(r"<td>terminal \d+</td>", page.text), "the state change's author, as a terminal"
