@@ -1,4 +1,4 @@
-// A report's chart (uPlot): the first column is the time axis, every money column a series (cents).
+// A report's chart (uPlot): the first column is the time axis, every money column a series of bars from 0 (cents).
 // Times in the page's locale and the event's time zone (chart-time.js).
 (function () {
   "use strict";
@@ -14,8 +14,12 @@
   var colours = ["#1d4ed8", "#15803d", "#b45309", "#7c3aed", "#be123c"];
   var series = [times ? { value: times.legend } : {}];
   var columns = [data.x];
+  // Hourly sums are bars from 0, not a line between totals (a line makes a quiet hour look like a collapse).
+  var bars = uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.8, 60] }) : null;
   data.series.forEach(function (s, i) {
-    series.push({ label: s.label, stroke: colours[i % colours.length], width: 2,
+    var colour = colours[i % colours.length];
+    series.push({ label: s.label, stroke: colour, fill: bars ? colour + "99" : undefined, width: bars ? 1 : 2,
+                  paths: bars || undefined, points: { show: !bars },
                   value: function (u, v) { return v == null ? "" : money.format(v); } });
     columns.push(s.values.map(function (c) { return c == null ? null : c / 100; }));
   });
@@ -24,6 +28,7 @@
     var t = data.x.length ? data.x[0] : Math.round(Date.now() / 1000);
     return [t - 3600, t + 3600];
   } } } : { x: { time: true } };
+  scales.y = { range: function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } };
   var options = {
     width: Math.max(box.clientWidth, 280), height: 280, series: series, scales: scales,
     axes: [times ? { values: times.axis, size: 56 } : {},
