@@ -9,6 +9,7 @@
     festpay relay                sign committed receipts (the outbox relay), until Ctrl-C
     festpay tse serve --dir DIR [--port P]   the software TSE as an HTTP service on 127.0.0.1, until Ctrl-C
     festpay tse verify [--event ID|NAME]     re-check every stored TSE signature against the ledger
+    festpay provider-sim [--port P]          the simulated payment provider on 127.0.0.1, until Ctrl-C
     festpay export dsfinvk --event ID|NAME [--from DATE --to DATE] [--close] --out FILE.zip   DSFinV-K export
     festpay db start|stop|status|url|psql|env|destroy
 """
@@ -149,15 +150,28 @@ def _gateway(url: str, settings: Settings) -> AbstractAsyncContextManager:
 TSE_READY_TIMEOUT_S = 30.0
 
 
-@contextlib.asynccontextmanager
-async def local_tse_process(directory: Path, port: int) -> AsyncIterator[str]:
+def local_tse_process(directory: Path, port: int) -> AbstractAsyncContextManager[str]:
     """``festpay tse serve`` as a child process while the block runs; yields its URL once it answers.
 
     Its own session (process group), so a Ctrl-C at the terminal does not stop it before the relay has finished
     the request in hand; it is stopped (SIGTERM) at the end, and stops by itself if this process dies (stdin EOF).
     """
+    return _child_service(["tse", "serve", "--dir", str(directory), "--port", str(port)],
+                          f"the local TSE (festpay tse serve --dir {directory} --port {port})")
+
+
+def local_provider_process(port: int) -> AbstractAsyncContextManager[str]:
+    """``festpay provider-sim`` as a child process while the block runs (like :func:`local_tse_process`)."""
+    return _child_service(["provider-sim", "--port", str(port)],
+                          f"the simulated payment provider (festpay provider-sim --port {port})")
+
+
+@contextlib.asynccontextmanager
+async def _child_service(command: list[str], what: str) -> AsyncIterator[str]:
+    """``festpay COMMAND... --stop-on-stdin-eof`` as a child process in its own session; yields the URL of its
+    ``READY <url>`` line (``what`` names it in the error when it does not start)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "python_gateway.cli", "tse", "serve", "--dir", str(directory), "--port", str(port),
+        sys.executable, "-m", "python_gateway.cli", *command,
         "--stop-on-stdin-eof", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         start_new_session=True)
     try:
@@ -167,8 +181,7 @@ async def local_tse_process(directory: Path, port: int) -> AsyncIterator[str]:
             line = b""
         text = line.decode(errors="replace").strip()
         if not text.startswith("READY "):
-            raise CliError(f"the local TSE (festpay tse serve --dir {directory} --port {port}) did not start"
-                           + (f": {text}" if text else ""))
+            raise CliError(f"{what} did not start" + (f": {text}" if text else ""))
         yield text.split()[1]
     finally:
         if proc.returncode is None:
@@ -189,6 +202,16 @@ def _tse(url: str, settings: Settings) -> AbstractAsyncContextManager:
     return local_tse_process(settings.tse_directory, settings.tse_port)
 
 
+def _provider(url: str, settings: Settings) -> AbstractAsyncContextManager:
+    """The simulated payment provider (a child process) unless FESTPAY_PROVIDER_URL names one."""
+    if settings.provider_url:
+        return contextlib.nullcontext(settings.provider_url)
+    from .provider import webhook_secret
+
+    webhook_secret(settings)  # generated here, before the child and the gateway race to create it
+    return local_provider_process(settings.provider_port)
+
+
 def _relay(url: str, settings: Settings) -> AbstractAsyncContextManager:
     from .relay import TseHandler, make_tse, relay_service
 
@@ -200,7 +223,7 @@ def _relay(url: str, settings: Settings) -> AbstractAsyncContextManager:
 # (database url, settings) and returns an async context manager that is entered
 # after migration and left at shutdown (in reverse order: the relay stops before the TSE).
 Service = Callable[[str, Settings], AbstractAsyncContextManager]
-SERVICES: list[Service] = [_tse, _gateway, _relay]
+SERVICES: list[Service] = [_tse, _provider, _gateway, _relay]
 
 
 async def serve(url: str, settings: Settings, services: list[Service] | None = None,
@@ -279,6 +302,8 @@ def cmd_run(args, settings: Settings) -> int:
                 lines += [("psql", f'psql "{_mask_password(url)}"'), ("", "or: festpay db psql")]
             lines += [("TSE", settings.tse_url or f"{settings.relay_tse_url}  (software TSE in "
                                                    f"{settings.tse_directory})"),
+                      ("provider", settings.provider_url or f"{settings.provider_base_url}  (simulated payment "
+                                                             "provider, festpay provider-sim)"),
                       ("relay", "signing committed receipts"),
                       ("gateway", gateway_url(settings)),
                       *admin_lines,
@@ -448,6 +473,58 @@ def cmd_tse_serve(args, settings: Settings) -> int:
         asyncio.run(main())
     except TseError as err:
         raise CliError(f"the TSE in {directory} cannot be opened: {err}") from None
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return 0
+
+
+# --------------------------------------------------------------------------- provider-sim
+
+
+def cmd_provider_sim(args, settings: Settings) -> int:
+    """The simulated payment provider on 127.0.0.1; prints ``READY <url> pid <pid>`` once it listens."""
+    from .provider import webhook_secret
+    from .provider.sim import provider_sim_service
+
+    port = settings.provider_port if args.port is None else args.port
+    try:
+        secret = webhook_secret(settings)
+    except (OSError, ValueError) as err:
+        raise CliError(f"no webhook secret for the simulated provider: {err}") from None
+    where = "FESTPAY_PROVIDER_SECRET" if settings.provider_secret else str(settings.data_dir / "provider-secret")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if args.stop_on_stdin_eof:  # the parent holds our stdin pipe: EOF means it is gone
+            def stdin_readable() -> None:
+                try:
+                    data = os.read(0, 4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    loop.remove_reader(0)
+                    stop.set()
+
+            loop.add_reader(0, stdin_readable)
+        try:
+            service = provider_sim_service(secret, port)
+            url = await service.__aenter__()
+        except OSError as err:
+            raise CliError(f"the simulated provider cannot listen on 127.0.0.1:{port}: {err.strerror or err}") \
+                from None
+        try:
+            print(f"READY {url} pid {os.getpid()}", flush=True)
+            print(f"Simulated payment provider at {url}, webhooks signed with the secret in {where}  (Ctrl-C stops)",
+                  file=sys.stderr, flush=True)
+            await stop.wait()
+        finally:
+            await service.__aexit__(None, None, None)
+
+    try:
+        asyncio.run(main())
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return 0
@@ -773,6 +850,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", help="read from this database (owner or superuser; default: festpay's)")
     p.add_argument("--show", type=int, default=20, help="print at most this many failures (default 20)")
     p.set_defaults(func=cmd_tse_verify)
+
+    p = sub.add_parser("provider-sim", help="the simulated payment provider on 127.0.0.1, a test double "
+                                            "(prints READY <url>)")
+    p.add_argument("--port", type=int, help="port (default FESTPAY_PROVIDER_PORT or 8082; 0: a free one)")
+    p.add_argument("--stop-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_provider_sim)
 
     # `festpay terminal ...`: the reference terminal; all of it lives in python_gateway/terminal/cli.py.
     from .terminal.cli import add_parser as add_terminal_parser

@@ -87,6 +87,15 @@ class Settings:
     """FESTPAY_PUBLIC_URL: the URL browsers reach the gateway at (``https://pay.example.org``), without a trailing
     slash.  It is the one origin a form may be posted from; https makes the session cookie ``Secure`` with the
     ``__Host-`` prefix.  Unset: the origin is the request's own host, and the cookie is for plain http."""
+    provider_url: str | None = None
+    """FESTPAY_PROVIDER_URL: the payment provider for online top-ups (anything speaking the API of the simulated
+    provider, python_gateway/provider/sim.py).  Unset: ``festpay run`` starts the simulated provider on
+    FESTPAY_PROVIDER_PORT."""
+    provider_port: int = 8082
+    """FESTPAY_PROVIDER_PORT: port of the simulated provider (``festpay provider-sim``; 127.0.0.1 only)."""
+    provider_secret: str | None = None
+    """FESTPAY_PROVIDER_SECRET: the shared secret of the provider's webhook signatures.  Unset: one generated once
+    in DATA_DIR/provider-secret (mode 0600)."""
 
     @property
     def tse_directory(self) -> Path:
@@ -98,6 +107,11 @@ class Settings:
         """The TSE the relay uses: FESTPAY_TSE_URL, or the local one ``festpay run`` starts."""
         return self.tse_url or f"http://127.0.0.1:{self.tse_port}"
 
+    @property
+    def provider_base_url(self) -> str:
+        """The payment provider in use: FESTPAY_PROVIDER_URL, or the simulated one ``festpay run`` starts."""
+        return self.provider_url or f"http://127.0.0.1:{self.provider_port}"
+
 
 def load_settings() -> Settings:
     """Read the settings from the environment (and .env)."""
@@ -107,6 +121,9 @@ def load_settings() -> Settings:
     if tse_url is not None and not tse_url.startswith(("http://", "https://")):
         raise ConfigError(f"FESTPAY_TSE_URL={tse_url!r} is not an http(s) URL")
     public_url = _env("FESTPAY_PUBLIC_URL")
+    provider_url = _env("FESTPAY_PROVIDER_URL")
+    if provider_url is not None and not provider_url.startswith(("http://", "https://")):
+        raise ConfigError(f"FESTPAY_PROVIDER_URL={provider_url!r} is not an http(s) URL")
     if public_url is not None and not re.fullmatch(r"https?://[^/?#\s]+/?", public_url):
         raise ConfigError(f"FESTPAY_PUBLIC_URL={public_url!r} is not an http(s) URL of a host (no path)")
     return Settings(
@@ -124,4 +141,7 @@ def load_settings() -> Settings:
         relay_workers=_env_int("FESTPAY_RELAY_WORKERS", 1, 64, "a number of relay workers") or 4,
         web_database_url=_env("FESTPAY_WEB_DATABASE_URL"),
         public_url=public_url.rstrip("/") if public_url else None,
+        provider_url=provider_url.rstrip("/") if provider_url else None,
+        provider_port=_env_int("FESTPAY_PROVIDER_PORT", 1, 65535, "a port number") or 8082,
+        provider_secret=_env("FESTPAY_PROVIDER_SECRET"),
     )

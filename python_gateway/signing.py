@@ -15,6 +15,11 @@ The same secret signs each charge a terminal writes to a tag's log (:func:`log_e
 HMAC-SHA256 over ``assignment_id + "\n" + terminal_tx_number + "\n" + uid + "\n" + tag_tx_number + "\n" +
 amount`` (decimal integers, the UID in upper-case hex), so that no terminal can charge in another's name. The
 database checks it (``api.tag_sync``).
+
+Webhooks of the payment provider (python_gateway/provider/) carry ``X-Festpay-Provider-Signature``:
+``sha256=`` and the lower-case hex HMAC-SHA256 of the raw request body, keyed with the UTF-8 bytes of the shared
+webhook secret (FESTPAY_PROVIDER_SECRET, or the one generated in the data folder) — :func:`provider_webhook_signature`,
+:func:`provider_webhook_valid`.  No timestamp: a replayed webhook only repeats a status that is booked once.
 """
 
 from __future__ import annotations
@@ -103,3 +108,23 @@ def signed_headers(
         HEADER_TIMESTAMP: str(ts),
         HEADER_SIGNATURE: sign(secret_b64, method, path_qs, ts, body),
     }
+
+
+# --------------------------------------------------------------------------- payment provider webhooks
+
+PROVIDER_SIGNATURE_HEADER = "X-Festpay-Provider-Signature"
+_PROVIDER_SCHEME = "sha256="
+
+
+def provider_webhook_signature(secret: str, body: bytes) -> str:
+    """The value of :data:`PROVIDER_SIGNATURE_HEADER` for a webhook with this raw ``body``."""
+    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    return _PROVIDER_SCHEME + digest
+
+
+def provider_webhook_valid(secret: str, body: bytes, signature: str | None) -> bool:
+    """True when ``signature`` (the header's value) signs ``body``; constant-time; a missing one is False."""
+    if not signature or not secret:
+        return False
+    return hmac.compare_digest(provider_webhook_signature(secret, body).encode("utf-8"),
+                               signature.strip().encode("utf-8", "replace"))
