@@ -5,19 +5,55 @@ SET LOCAL ROLE festpay_owner;
 -- admin api function takes that token first and passes it to ledger.admin_authorize with the privilege it needs
 -- (ledger.admin_role_privilege), and writes a ledger.admin_audit row for every change in the same transaction.
 
-CREATE OR REPLACE FUNCTION ledger.admin_token_hash(p_token text)
+-- ---------------------------------------------------------------- web sessions: the admin site's and the portal's
+-- One home for the session rules both web audiences share (the portal's are in procedures/73_portal.sql).
+DROP FUNCTION IF EXISTS ledger.admin_token_hash(text);          -- their admin-only forerunners
+DROP FUNCTION IF EXISTS ledger.admin_random_token();
+DROP FUNCTION IF EXISTS ledger.admin_session_valid(ledger.admin_session);
+
+CREATE OR REPLACE FUNCTION ledger.token_hash(p_token text)
 RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
--- The SHA-256 of a session token: what ledger.admin_session stores instead of the token.
+-- The SHA-256 of a session token: what ledger.admin_session and ledger.portal_session store instead of the token.
 -- Returns 32 bytes (NULL for a NULL token).
     SELECT extensions.digest(convert_to(p_token, 'UTF8'), 'sha256');
 $$;
 
-CREATE OR REPLACE FUNCTION ledger.admin_random_token()
+CREATE OR REPLACE FUNCTION ledger.session_token()
 RETURNS text LANGUAGE sql VOLATILE AS $$
 -- A new random token for a session or its CSRF token: 32 random bytes.
 -- Returns them as base64url without padding (43 characters).
     SELECT translate(encode(extensions.gen_random_bytes(32), 'base64'), '+/=', '-_');
 $$;
+
+CREATE OR REPLACE FUNCTION ledger.session_valid(p_created_at timestamptz, p_last_seen_at timestamptz,
+                                                p_revoked_at timestamptz)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+-- Tells whether a web session is still valid: not revoked, used within the last 30 minutes, at most 12 hours old.
+-- Returns false when a time is NULL (no session).
+    SELECT coalesce(p_revoked_at IS NULL AND p_last_seen_at > now() - interval '30 minutes'
+                    AND p_created_at > now() - interval '12 hours', false);
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.session_may_touch()
+RETURNS boolean LANGUAGE sql STABLE AS $$
+-- Tells whether a session check may touch the session's last_seen_at: not in a read-only or snapshot transaction
+-- (the DSFinV-K export's), where the UPDATE would fail (read only) or conflict with the same session's next page.
+-- Returns true in a read-write read committed transaction.
+    SELECT current_setting('transaction_isolation') = 'read committed'
+           AND NOT current_setting('transaction_read_only')::boolean;
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.sign_in_locked(p_recent timestamptz[])
+RETURNS boolean LANGUAGE sql STABLE AS $$
+-- The lockout rule of every sign-in (admin password, portal PIN), given the newest failed attempts newest first (at
+-- least the last five): locked while the last five lie within 15 minutes and the newest is less than 15 minutes
+-- old. Attempts while locked are not recorded, so the lock ends 15 minutes after the fifth failure.
+-- Returns true when locked (false for fewer than five failures or NULL).
+    SELECT coalesce(cardinality(p_recent) >= 5 AND p_recent[1] - p_recent[5] <= interval '15 minutes'
+                    AND p_recent[1] > now() - interval '15 minutes', false);
+$$;
+
+-- ---------------------------------------------------------------- the admin site
 
 CREATE OR REPLACE FUNCTION ledger.admin_event_id()
 RETURNS bigint LANGUAGE plpgsql STABLE AS $$
@@ -50,17 +86,9 @@ RETURNS void LANGUAGE sql AS $$
     VALUES (p_user_id, p_action, p_object, p_before, p_after);
 $$;
 
-CREATE OR REPLACE FUNCTION ledger.admin_session_valid(s ledger.admin_session)
-RETURNS boolean LANGUAGE sql STABLE AS $$
--- Tells whether a session is still valid: not revoked, used within the last 30 minutes, at most 12 hours old.
--- Returns false for a NULL session.
-    SELECT coalesce(s.revoked_at IS NULL AND s.last_seen_at > now() - interval '30 minutes'
-                    AND s.created_at > now() - interval '12 hours', false);
-$$;
-
 CREATE OR REPLACE FUNCTION ledger.admin_authorize(p_token text, p_privilege text)
 RETURNS ledger.admin_user LANGUAGE plpgsql AS $$
--- The one check of every admin function: the session of p_token is valid (ledger.admin_session_valid), its user is
+-- The one check of every admin function: the session of p_token is valid (ledger.session_valid), its user is
 -- not disabled, and the user's role has p_privilege (NULL: any signed-in admin). Touches the session's last_seen_at
 -- (skipped while another call of the same session holds its row, and in read-only or snapshot transactions).
 -- Returns the admin user; raises admin-unauthenticated or admin-forbidden.
@@ -68,8 +96,8 @@ DECLARE
     s ledger.admin_session;
     u ledger.admin_user;
 BEGIN
-    SELECT * INTO s FROM ledger.admin_session WHERE token_hash = ledger.admin_token_hash(p_token);
-    IF FOUND AND ledger.admin_session_valid(s) THEN
+    SELECT * INTO s FROM ledger.admin_session WHERE token_hash = ledger.token_hash(p_token);
+    IF FOUND AND ledger.session_valid(s.created_at, s.last_seen_at, s.revoked_at) THEN
         SELECT * INTO u FROM ledger.admin_user WHERE id = s.user_id AND NOT disabled;
     END IF;
     IF u.id IS NULL THEN
@@ -80,9 +108,7 @@ BEGIN
         PERFORM ledger.fail('admin-forbidden', format('role %s lacks the privilege %s', u.role, p_privilege),
                             jsonb_build_object('role', u.role, 'privilege', p_privilege));
     END IF;
-    -- A read-only or snapshot transaction (the DSFinV-K export's) only checks: touching the row there would fail
-    -- (read only) or conflict with the same admin's next page (could not serialize).
-    IF current_setting('transaction_isolation') = 'read committed' AND NOT current_setting('transaction_read_only')::boolean THEN
+    IF ledger.session_may_touch() THEN
         UPDATE ledger.admin_session SET last_seen_at = now()
          WHERE id = (SELECT x.id FROM ledger.admin_session x WHERE x.id = s.id FOR NO KEY UPDATE SKIP LOCKED);
     END IF;
@@ -184,7 +210,6 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 DECLARE
     u ledger.admin_user;
     v_password text := left(coalesce(p_password, ''), 1000);
-    v_last5 timestamptz[];
     v_token text;
 BEGIN
     outcome := 'refused';
@@ -194,12 +219,9 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
-    -- Locked: the last five failures lie within 15 minutes and the newest is less than 15 minutes old. Attempts
-    -- while locked are not counted, so the lock ends 15 minutes after the fifth failure.
-    SELECT array_agg(f.at ORDER BY f.at DESC) INTO v_last5
-      FROM (SELECT f.at FROM ledger.admin_sign_in_failure f WHERE f.user_id = u.id ORDER BY f.at DESC LIMIT 5) f;
-    IF cardinality(v_last5) = 5 AND v_last5[1] - v_last5[5] <= interval '15 minutes'
-       AND v_last5[1] > now() - interval '15 minutes' THEN
+    -- Locked (ledger.sign_in_locked): attempts while locked are not counted.
+    IF ledger.sign_in_locked(ARRAY(SELECT f.at FROM ledger.admin_sign_in_failure f WHERE f.user_id = u.id
+                                    ORDER BY f.at DESC LIMIT 5)) THEN
         PERFORM extensions.crypt(v_password, u.password_hash);
         RETURN NEXT;
         RETURN;
@@ -215,9 +237,9 @@ BEGIN
     END IF;
     DELETE FROM ledger.admin_sign_in_failure f WHERE f.user_id = u.id;
     DELETE FROM ledger.admin_session s WHERE s.user_id = u.id AND s.created_at <= now() - interval '12 hours';
-    v_token := ledger.admin_random_token();
+    v_token := ledger.session_token();
     INSERT INTO ledger.admin_session (user_id, token_hash, csrf_token, client)
-    VALUES (u.id, ledger.admin_token_hash(v_token), ledger.admin_random_token(), left(p_client, 200))
+    VALUES (u.id, ledger.token_hash(v_token), ledger.session_token(), left(p_client, 200))
     RETURNING admin_session.csrf_token INTO csrf_token;
     PERFORM ledger.admin_audit(u.id, 'sign-in', 'admin_user:' || u.id, NULL,
                                jsonb_build_object('client', left(p_client, 200)));
@@ -237,7 +259,7 @@ DECLARE
     v_user bigint;
 BEGIN
     UPDATE ledger.admin_session SET revoked_at = now()
-     WHERE token_hash = ledger.admin_token_hash(p_token) AND revoked_at IS NULL
+     WHERE token_hash = ledger.token_hash(p_token) AND revoked_at IS NULL
     RETURNING user_id INTO v_user;
     IF FOUND THEN
         PERFORM ledger.admin_audit(v_user, 'sign-out', 'admin_user:' || v_user, NULL, NULL);
@@ -258,7 +280,7 @@ BEGIN
     user_id := u.id; username := u.username; role := u.role;
     SELECT array_agg(r.privilege ORDER BY array_position(ARRAY['view', 'setup', 'support', 'finance', 'users'], r.privilege))
       INTO privileges FROM ledger.admin_role_privilege r WHERE r.role = u.role;
-    SELECT s.csrf_token INTO csrf_token FROM ledger.admin_session s WHERE s.token_hash = ledger.admin_token_hash(p_token);
+    SELECT s.csrf_token INTO csrf_token FROM ledger.admin_session s WHERE s.token_hash = ledger.token_hash(p_token);
     SELECT e.id, e.name, e.currency, e.time_zone INTO event_id, event_name, currency, time_zone
       FROM ledger.event e ORDER BY e.id DESC LIMIT 1;
     RETURN NEXT;
@@ -351,10 +373,8 @@ BEGIN
     RETURN QUERY
     SELECT x.id, x.username, x.role, x.disabled, x.created_at, x.password_changed_at,
            (SELECT max(s.last_seen_at) FROM ledger.admin_session s WHERE s.user_id = x.id),
-           coalesce((SELECT count(*) = 5 AND max(f.at) - min(f.at) <= interval '15 minutes'
-                            AND max(f.at) > now() - interval '15 minutes'
-                       FROM (SELECT f.at FROM ledger.admin_sign_in_failure f WHERE f.user_id = x.id
-                              ORDER BY f.at DESC LIMIT 5) f), false)
+           ledger.sign_in_locked(ARRAY(SELECT f.at FROM ledger.admin_sign_in_failure f WHERE f.user_id = x.id
+                                        ORDER BY f.at DESC LIMIT 5))
       FROM ledger.admin_user x
      ORDER BY x.username;
 END

@@ -118,7 +118,14 @@ RETURNS TABLE (function_name text, audiences text[]) LANGUAGE sql IMMUTABLE AS $
         ('admin_report',             '{web}'),
         ('admin_fiscal',             '{web}'),
         ('admin_close_cashpoint',    '{web}'),
-        ('admin_dashboard',          '{web}')
+        ('admin_dashboard',          '{web}'),
+        -- customer portal: sign-in and read pages; each checks the portal session token it takes first
+        ('portal_sign_in',           '{web}'),
+        ('portal_sign_out',          '{web}'),
+        ('portal_whoami',            '{web}'),
+        ('portal_balance',           '{web}'),
+        ('portal_history',           '{web}'),
+        ('portal_receipt',           '{web}')
     ) AS g(function_name, audiences);
 $$;
 

@@ -50,7 +50,7 @@ INSERT INTO test.ctx SELECT 'boss', api.create_admin_user(' PgTAP-Boss ', 'admin
 INSERT INTO test.ctx SELECT role, user_id FROM test.admin_sessions('pgtap-');   -- pgtap-admin ... pgtap-viewer, signed in
 
 -- ---------------------------------------------------------------- problems, roles and privileges
-SELECT results_eq($$SELECT slug, sqlstate, http_status FROM api.problem_types() WHERE sqlstate LIKE 'FP07_'$$,
+SELECT results_eq($$SELECT slug, sqlstate, http_status FROM api.problem_types() WHERE sqlstate BETWEEN 'FP070' AND 'FP073'$$,
                   $$VALUES ('admin-unauthenticated'::text, 'FP070'::text, 401), ('admin-forbidden', 'FP071', 403),
                            ('terminal-revoked', 'FP072', 401), ('archived', 'FP073', 422)$$,
                   'the admin problems are named: FP070 to FP073');
