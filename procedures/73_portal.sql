@@ -183,3 +183,59 @@ END
 $$;
 COMMENT ON FUNCTION api.portal_receipt IS
     'The receipt (api.receipt) of a committed transaction of the signed-in tag; another tag''s is not-found.';
+
+CREATE OR REPLACE FUNCTION api.portal_block(p_token text)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- Blocks the signed-in tag at once (a lost wristband), through api.set_tag_blocked (the rule api.block_tag and the
+-- admin site use); audited (ledger.admin_audit, action portal.block, no admin user) with the status before and after.
+-- Blocking a blocked tag again changes nothing and writes no audit row. Only support unblocks.
+-- Returns the tag's status after ('blocked'); raises portal-unauthenticated.
+DECLARE
+    g ledger.tag := ledger.portal_authorize(p_token);
+    v_status text;
+BEGIN
+    IF g.status = 'blocked' THEN
+        RETURN 'blocked';
+    END IF;
+    v_status := api.set_tag_blocked(g.event_id, g.uid, true);
+    PERFORM ledger.admin_audit(NULL, 'portal.block', 'tag:' || g.uid, jsonb_build_object('status', g.status),
+                               jsonb_build_object('status', v_status, 'by', 'customer'));
+    RETURN v_status;
+END
+$$;
+COMMENT ON FUNCTION api.portal_block IS
+    'Blocks the signed-in tag (lost wristband) at once, audited as portal.block. Returns the status (blocked).';
+
+CREATE OR REPLACE FUNCTION api.portal_data(p_token text)
+RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- Everything the system keeps about the signed-in tag, for a download (GDPR Art. 15): the tag (UID, status, since),
+-- its money, its transactions with items (api.portal_history, all of them), its portal sessions (times and client,
+-- never a token or hash) and its recorded failed sign-ins (times). Nothing of any other tag.
+-- Returns one jsonb document; raises portal-unauthenticated.
+DECLARE
+    g ledger.tag := ledger.portal_authorize(p_token);
+    v_transactions jsonb := '[]';
+    v_page jsonb;
+    v_before bigint;
+BEGIN
+    LOOP                                                                -- every page of the history, 200 at a time
+        SELECT coalesce(jsonb_agg(to_jsonb(h) ORDER BY h.transaction_id DESC), '[]'), min(h.transaction_id)
+          INTO v_page, v_before FROM api.portal_history(p_token, v_before, 200) h;
+        v_transactions := v_transactions || v_page;
+        EXIT WHEN jsonb_array_length(v_page) < 200;
+    END LOOP;
+    RETURN jsonb_build_object(
+        'exported_at', now(),
+        'tag', jsonb_build_object('uid', g.uid, 'status', g.status, 'since', g.created_at, 'has_pin', g.pin_hash IS NOT NULL),
+        'money', (SELECT to_jsonb(b) FROM api.portal_balance(p_token) b),
+        'transactions', v_transactions,
+        'sessions', (SELECT coalesce(jsonb_agg(jsonb_build_object('created_at', s.created_at, 'last_seen_at', s.last_seen_at,
+                                                                  'revoked_at', s.revoked_at, 'client', s.client)
+                                               ORDER BY s.id), '[]')
+                       FROM ledger.portal_session s WHERE s.tag_id = g.id),
+        'failed_sign_ins', (SELECT coalesce(jsonb_agg(f.at ORDER BY f.at), '[]')
+                              FROM ledger.portal_sign_in_failure f WHERE f.tag_id = g.id));
+END
+$$;
+COMMENT ON FUNCTION api.portal_data IS
+    'All data kept about the signed-in tag (tag, money, transactions with items, sessions, failed sign-ins) as one jsonb document.';

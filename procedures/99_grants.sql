@@ -125,7 +125,9 @@ RETURNS TABLE (function_name text, audiences text[]) LANGUAGE sql IMMUTABLE AS $
         ('portal_whoami',            '{web}'),
         ('portal_balance',           '{web}'),
         ('portal_history',           '{web}'),
-        ('portal_receipt',           '{web}')
+        ('portal_receipt',           '{web}'),
+        ('portal_block',             '{web}'),
+        ('portal_data',              '{web}')
     ) AS g(function_name, audiences);
 $$;
 

@@ -1,7 +1,7 @@
 """The ``festpay`` command line.
 
     festpay run                  database (embedded or DATABASE_URL) + migrate + demo data + gateway, until Ctrl-C
-    festpay serve [--apps terminal,admin]   the HTTP gateway only, against a running database, until Ctrl-C
+    festpay serve [--apps terminal,admin,portal]   the HTTP gateway only, against a running database, until Ctrl-C
     festpay admin create-user --username NAME --role ROLE   an admin user (password from a prompt or stdin)
     festpay registration-code --position NAME [--event ID|NAME]   a one-time terminal registration code
     festpay receipt TRANSACTION_ID [--html FILE]                  a receipt, as text or printable HTML
@@ -134,8 +134,8 @@ def gateway_with(apps: tuple[str, ...]) -> Service:
     terminal API is served, else the web login)."""
 
     def gateway(url: str, settings: Settings) -> AbstractAsyncContextManager:
-        admin = "admin" in apps
-        options = GatewayOptions(apps=apps, web_database_url=web_database_url(settings) if admin else None,
+        web_site = "admin" in apps or "portal" in apps
+        options = GatewayOptions(apps=apps, web_database_url=web_database_url(settings) if web_site else None,
                                  public_url=settings.public_url)
         root_url = gateway_database_url(settings) if "terminal" in apps else web_database_url(settings)
         return gateway_service(root_url, settings.http_port, options=options)
@@ -374,11 +374,13 @@ def cmd_serve(args, settings: Settings) -> int:
                            EXIT_NOT_RUNNING)
     url = gateway_database_url(settings) if "terminal" in apps else web_database_url(settings)
     print(f"Database: {_mask_password(url)}", flush=True)
-    if "admin" in apps and "terminal" in apps:
-        print(f"Admin site database: {_mask_password(web_database_url(settings))}", flush=True)
+    if ("admin" in apps or "portal" in apps) and "terminal" in apps:
+        print(f"Admin site and portal database: {_mask_password(web_database_url(settings))}", flush=True)
 
     def ready() -> None:
         admin = f"; admin site {admin_site_url(settings)}" if "admin" in apps else ""
+        if "portal" in apps:
+            admin += f"; customer portal {settings.public_url or gateway_url(settings)}/portal/"
         print(f"Gateway listening on {gateway_url(settings)}  (apps: {', '.join(apps)}{admin}; Ctrl-C stops)",
               flush=True)
 
@@ -783,7 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default FESTPAY_HTTP_PORT or 8080)")
     p.add_argument("--apps", default=",".join(APPS),
                    help="what to serve, comma-separated: terminal (the terminal API), admin (the admin site at "
-                        "/admin/); default: terminal,admin")
+                        "/admin/), portal (the customer portal at /portal/); default: terminal,admin,portal")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("registration-code", help="make a one-time terminal registration code (printed last)")

@@ -987,7 +987,8 @@ def test_money_and_times_follow_the_browser_language(sessions, sales):
 def test_serve_apps_option():
     assert cli.parse_apps("terminal,admin") == ("terminal", "admin")
     assert cli.parse_apps(" admin ") == ("admin",)
-    for bad in ("", "admin,portal", ","):
+    assert cli.parse_apps("terminal,admin,portal") == ("terminal", "admin", "portal")
+    for bad in ("", "admin,shop", ","):
         with pytest.raises(cli.CliError):
             cli.parse_apps(bad)
 

@@ -5,7 +5,7 @@
 -- signed-in tag only (another tag's transaction is not-found, like a missing one, and changes nothing); only
 -- festpay_web may call the portal, and it reads no hash.
 BEGIN;
-SELECT plan(86);
+SELECT plan(103);
 
 -- ---------------------------------------------------------------- helpers
 -- The outcome of a sign-in.
@@ -247,6 +247,37 @@ SELECT lives_ok($$SELECT api.portal_sign_out('no-such-token'), api.portal_sign_o
 SELECT lives_ok(format($$SELECT api.portal_sign_out(%L)$$, test.res('out', 'token')), 'nor signing out twice');
 
 -- ---------------------------------------------------------------- who may call the portal
+-- ---------------------------------------------------------------- block my lost wristband, download my data
+INSERT INTO test.res SELECT 'd', jsonb_build_object('token', pg_temp.sign_in('FD00FD01', '4444'));
+CREATE TEMP TABLE audit_before AS SELECT coalesce(max(id), 0) AS id FROM ledger.admin_audit;
+SELECT is(api.portal_block(test.res('d', 'token')), 'blocked', 'portal_block: D blocks its own tag');
+SELECT is((SELECT status::text FROM ledger.tag WHERE event_id = test.e() AND uid = 'FD00FD01'), 'blocked', '... it is blocked at once');
+SELECT is((SELECT status FROM api.portal_whoami(test.res('d', 'token'))), 'blocked', '... whoami says so, and D still signs in');
+SELECT results_eq($$SELECT user_id, action, object, before, after FROM ledger.admin_audit WHERE id > (SELECT id FROM audit_before)$$,
+                  $$VALUES (NULL::bigint, 'portal.block'::text, 'tag:FD00FD01'::text, '{"status": "active"}'::jsonb,
+                            '{"status": "blocked", "by": "customer"}'::jsonb)$$,
+                  'audited: portal.block of the tag, by no admin, status before and after');
+SELECT is(api.portal_block(test.res('d', 'token')), 'blocked', 'blocking again: still blocked');
+SELECT is((SELECT count(*)::integer FROM ledger.admin_audit WHERE id > (SELECT id FROM audit_before)), 1,
+          '... and no second audit row');
+SELECT is((SELECT string_agg(uid || ' ' || status, ',' ORDER BY uid) FROM ledger.tag WHERE event_id = test.e() AND uid <> 'FD00FD01'),
+          'FA00FA01 active,FB00FB01 active,FC00FC01 active,FE00FE01 blocked', 'no other tag changed');
+SELECT throws_ok($$SELECT api.portal_block('no-such-token')$$, 'FP074', NULL, 'portal_block without a session: portal-unauthenticated');
+INSERT INTO test.res SELECT 'data a', api.portal_data(test.res('a', 'token'));
+SELECT is((SELECT j FROM test.res WHERE k = 'data a') -> 'tag' ->> 'uid', 'FA00FA01', 'portal_data: the signed-in tag');
+SELECT is((SELECT j FROM test.res WHERE k = 'data a') -> 'money', (SELECT to_jsonb(b) FROM api.portal_balance(test.res('a', 'token')) b), '... its money');
+SELECT is(ARRAY(SELECT (x ->> 'transaction_id')::bigint FROM jsonb_array_elements((SELECT j FROM test.res WHERE k = 'data a') -> 'transactions') x),
+          ARRAY(SELECT transaction_id FROM api.portal_history(test.res('a', 'token'))), '... its whole history, with items');
+SELECT ok((SELECT j FROM test.res WHERE k = 'data a') -> 'transactions' @> jsonb_build_array(jsonb_build_object('transaction_id', test.v('sA')))
+          AND NOT (SELECT j FROM test.res WHERE k = 'data a') -> 'transactions' @> jsonb_build_array(jsonb_build_object('transaction_id', test.v('sB'))),
+          '... A''s sale, not B''s');
+SELECT is(jsonb_array_length((SELECT j FROM test.res WHERE k = 'data a') -> 'sessions'),
+          (SELECT count(*)::integer FROM ledger.portal_session s JOIN ledger.tag g ON g.id = s.tag_id WHERE g.event_id = test.e() AND g.uid = 'FA00FA01'),
+          '... its own sessions only');
+SELECT ok(position(test.res('a', 'token') IN (SELECT j FROM test.res WHERE k = 'data a')::text) = 0 AND (SELECT j FROM test.res WHERE k = 'data a')::text !~ '\$2[aby]\$|token|hash',
+          '... with no token, no hash, no PIN');
+SELECT throws_ok($$SELECT api.portal_data('no-such-token')$$, 'FP074', NULL, 'portal_data without a session: portal-unauthenticated');
+
 CREATE TEMP TABLE calls (fn text PRIMARY KEY, call text NOT NULL);
 INSERT INTO calls VALUES
     ('api.portal_sign_in',  $$SELECT * FROM api.portal_sign_in('FA00FA01', '1111', 'pgTAP')$$),
@@ -254,7 +285,9 @@ INSERT INTO calls VALUES
     ('api.portal_whoami',   format($$SELECT * FROM api.portal_whoami(%L)$$, test.res('a', 'token'))),
     ('api.portal_balance',  format($$SELECT * FROM api.portal_balance(%L)$$, test.res('a', 'token'))),
     ('api.portal_history',  format($$SELECT * FROM api.portal_history(%L)$$, test.res('a', 'token'))),
-    ('api.portal_receipt',  format($$SELECT api.portal_receipt(%L, %s)$$, test.res('a', 'token'), test.v('sA')));
+    ('api.portal_receipt',  format($$SELECT api.portal_receipt(%L, %s)$$, test.res('a', 'token'), test.v('sA'))),
+    ('api.portal_block',    format($$SELECT api.portal_block(%L)$$, test.res('a', 'token'))),
+    ('api.portal_data',     format($$SELECT api.portal_data(%L)$$, test.res('a', 'token')));
 SELECT is(pg_temp.as_role('festpay_web', c.call), 'ok', format('festpay_web may call %s', c.fn)) FROM calls c ORDER BY c.fn;
 SELECT is_empty($$SELECT c.fn, r, pg_temp.as_role(r, c.call) FROM calls c, unnest(ARRAY['festpay_terminal', 'festpay_relay', 'festpay_report']) r
                    WHERE pg_temp.as_role(r, c.call) <> '42501'$$,

@@ -6,7 +6,8 @@ OpenAPI document; at shutdown it closes the pool.  It always answers ``/health``
 ``/problems``; ``GatewayOptions.apps`` chooses what else it serves:
 
 - ``terminal``: the terminal API under ``/terminal/v1/`` with the HMAC middleware;
-- ``admin``: the admin site, a sub-application mounted at ``/admin/`` with its own pool logged in as ``festpay_web``.
+- ``admin``: the admin site, a sub-application mounted at ``/admin/`` with its own pool logged in as ``festpay_web``;
+- ``portal``: the customer portal, a sub-application mounted at ``/portal/``, also logged in as ``festpay_web``.
 
 :func:`gateway_service` runs it on a TCP port for as long as its ``async with`` block lasts.
 """
@@ -31,7 +32,7 @@ log = logging.getLogger("festpay.gateway")
 DEFAULT_HOST = "127.0.0.1"
 
 
-APPS = ("terminal", "admin")
+APPS = ("terminal", "admin", "portal")
 """The sub-applications a gateway process can serve (``festpay serve --apps``)."""
 
 ADMIN_MAX_BODY = 16 * 1024 * 1024
@@ -54,6 +55,9 @@ class GatewayOptions:
     """FESTPAY_PUBLIC_URL: the origin browsers use (forms from elsewhere are refused; https: Secure cookies)."""
     dashboard_interval_s: float = 5.0
     """Seconds between two summary queries of the live dashboard."""
+    portal_login_attempts: int = 20
+    """Sign-in attempts at /portal/login one client address may make per ``portal_login_window_s`` (then 429)."""
+    portal_login_window_s: float = 300.0
 
 
 def create_app(database_url: str, options: GatewayOptions | None = None) -> web.Application:
@@ -64,8 +68,9 @@ def create_app(database_url: str, options: GatewayOptions | None = None) -> web.
         raise GatewayError(f"unknown or no apps {sorted(unknown)}; choose from {', '.join(APPS)}")
     serve_terminal = "terminal" in options.apps
     serve_admin = "admin" in options.apps
-    if serve_admin and not options.web_database_url:
-        raise GatewayError("the admin site needs its own database login (web_database_url, role festpay_web)")
+    serve_portal = "portal" in options.apps
+    if (serve_admin or serve_portal) and not options.web_database_url:
+        raise GatewayError("the admin site and the portal need their own database login (web_database_url, role festpay_web)")
     middlewares = [problems.problem_middleware] + ([auth_middleware] if serve_terminal else [])
     app = web.Application(middlewares=middlewares, client_max_size=ADMIN_MAX_BODY if serve_admin else MAX_BODY)
     app[problems.REGISTRY_KEY] = problems.ProblemRegistry()
@@ -100,6 +105,12 @@ def create_app(database_url: str, options: GatewayOptions | None = None) -> web.
         app.add_subapp(ADMIN_PREFIX, create_admin_app(
             options.web_database_url or "", public_url=options.public_url,
             dashboard_interval_s=options.dashboard_interval_s, pool_timeout_s=options.pool_timeout_s))
+    if serve_portal:
+        from ..portal import PORTAL_PREFIX, create_portal_app
+
+        app.add_subapp(PORTAL_PREFIX, create_portal_app(
+            options.web_database_url or "", public_url=options.public_url, pool_timeout_s=options.pool_timeout_s,
+            login_attempts=options.portal_login_attempts, login_window_s=options.portal_login_window_s))
     return app
 
 

@@ -1,4 +1,4 @@
-"""Web plumbing shared by the admin site and (later) the customer portal, written once.
+"""Web plumbing shared by the admin site and the customer portal, written once.
 
 - :mod:`.app`: a site as an aiohttp sub-application (pool as ``festpay_web``, middlewares, templates, static).
 - :mod:`.database`: :func:`~.database.call`, the one way to the database: ``SELECT * FROM api.fn(%s, ...)``.

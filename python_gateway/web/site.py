@@ -1,8 +1,9 @@
-"""What one web site (the admin site; later the customer portal) is: its URL prefix, cookie, whoami function, and the
+"""What one web site (the admin site, the customer portal) is: its URL prefix, cookie, whoami function, and the
 request keys the plumbing fills in."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,8 @@ class Viewer:
     event_name: str | None = None
     currency: str = "EUR"
     time_zone: str = "UTC"
+    status: str | None = None
+    """The portal's signed-in tag's status (new, active, blocked); None on the admin site."""
 
     @classmethod
     def from_row(cls, token: str, row: dict[str, Any]) -> Viewer:
@@ -66,6 +69,10 @@ class SiteConfig:
     nav_template: str | None = None
     title: str = "Festpay"
     extra: dict[str, Any] = field(default_factory=dict)
+    viewer_from_row: Callable[[str, dict[str, Any]], Viewer] | None = None
+    """Turns the whoami row into the viewer (None: :meth:`Viewer.from_row`, the admin site's columns)."""
+    page_context: Callable[[web.Request], dict[str, Any]] | None = None
+    """More names for every page of the site (the portal's translations)."""
 
     @property
     def https(self) -> bool:

@@ -20,7 +20,7 @@ from aiohttp import web
 from markupsafe import escape
 
 from ..config import PROJECT_ROOT
-from .formatting import Formatter, negotiate_locale
+from .formatting import LOCALES, Formatter, negotiate_locale
 from .sessions import login_csrf
 from .site import SITE_KEY, VIEWER
 
@@ -65,9 +65,21 @@ def _version(path: str) -> str:
         return "0"
 
 
+#: The cookie of a page's language switch (``de``/``en``); without it the browser's Accept-Language decides.
+LANG_COOKIE = "festpay_lang"
+
+
+def request_locale(request: web.Request) -> str:
+    """``de`` or ``en``: the language switch's cookie, else the browser's Accept-Language."""
+    chosen = request.cookies.get(LANG_COOKIE)
+    if chosen in LOCALES:
+        return chosen
+    return negotiate_locale(request.headers.get("Accept-Language"))
+
+
 def formatter(request: web.Request) -> Formatter:
     viewer = request.get(VIEWER)
-    locale = negotiate_locale(request.headers.get("Accept-Language"))
+    locale = request_locale(request)
     if viewer is None:
         return Formatter(locale)
     return Formatter(locale, viewer.currency, viewer.time_zone)
@@ -81,7 +93,9 @@ def page_context(request: web.Request) -> dict[str, Any]:
     def static(path: str) -> str:
         return f"{site.prefix}/static/{path}?v={_version(path)}"
 
+    extra = site.page_context(request) if site.page_context else {}
     return {
+        **extra,
         "site": site,
         "viewer": viewer,
         "fmt": formatter(request),
