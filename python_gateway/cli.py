@@ -306,8 +306,9 @@ def cmd_run(args, settings: Settings) -> int:
                                                              "provider, festpay provider-sim)"),
                       ("relay", "signing committed receipts"),
                       ("gateway", gateway_url(settings)),
+                      ("", ".venv/bin/festpay registration-code --position Bar   (a terminal's one-time code)"),
                       *admin_lines,
-                      ("", ".venv/bin/festpay registration-code --position Bar   (a terminal's one-time code)")]
+                      ("portal", f"{settings.public_url or gateway_url(settings)}/portal/  (visitors: tag UID and PIN)")]
 
             asyncio.run(serve(url, settings, ready=lambda: print(_banner(lines), flush=True)))
             # Shutting down: a second Ctrl-C must not cut the clean stop short.
