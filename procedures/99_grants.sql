@@ -40,6 +40,9 @@ RETURNS TABLE (function_name text, audiences text[]) LANGUAGE sql IMMUTABLE AS $
         ('expire_reservations',      '{relay}'),
         ('idempotency_purge',        '{relay}'),
         ('external_topup_result',    '{relay}'),
+        ('external_topup_settle',    '{relay,web}'),
+        ('provider_request',         '{relay}'),
+        ('provider_failed',          '{relay}'),
         -- readiness and problem types: every service answers /health/ready and maps named errors
         ('schema_version',           '{terminal,relay,web}'),
         ('outbox_lag',               '{terminal,relay,web}'),
@@ -80,6 +83,11 @@ RETURNS TABLE (function_name text, audiences text[]) LANGUAGE sql IMMUTABLE AS $
         ('admin_dsfinvk_lines',      '{web}'),
         ('admin_dsfinvk_receipts',   '{web}'),
         -- admin site: sign-in, users, audit (SQL-AUTH); each checks the session token it takes first
+        ('portal_topup_start',       '{web}'),
+        ('portal_topup_pending',     '{web}'),
+        ('portal_topup_checkout',    '{web}'),
+        ('portal_topup_cancel',      '{web}'),
+        ('portal_topup_status',      '{web}'),
         ('admin_sign_in',            '{web}'),
         ('admin_sign_out',           '{web}'),
         ('admin_whoami',             '{web}'),

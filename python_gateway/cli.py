@@ -136,7 +136,8 @@ def gateway_with(apps: tuple[str, ...]) -> Service:
     def gateway(url: str, settings: Settings) -> AbstractAsyncContextManager:
         web_site = "admin" in apps or "portal" in apps
         options = GatewayOptions(apps=apps, web_database_url=web_database_url(settings) if web_site else None,
-                                 public_url=settings.public_url)
+                                 public_url=settings.public_url,
+                                 provider=payment_provider(settings, webhooks=True) if "portal" in apps else None)
         root_url = gateway_database_url(settings) if "terminal" in apps else web_database_url(settings)
         return gateway_service(root_url, settings.http_port, options=options)
 
@@ -212,11 +213,26 @@ def _provider(url: str, settings: Settings) -> AbstractAsyncContextManager:
     return local_provider_process(settings.provider_port)
 
 
-def _relay(url: str, settings: Settings) -> AbstractAsyncContextManager:
-    from .relay import TseHandler, make_tse, relay_service
+def payment_provider(settings: Settings, *, webhooks: bool = False):  # noqa: ANN201 - an HttpProvider
+    """The payment provider of online top-ups (FESTPAY_PROVIDER_URL, else the simulated one); ``webhooks``: it sends
+    them to this gateway's ``/provider/webhook`` (FESTPAY_PUBLIC_URL, else 127.0.0.1 and the HTTP port)."""
+    from .provider import webhook_secret
+    from .provider.http_client import HttpProvider
 
-    return relay_service(relay_database_url(settings), [TseHandler(make_tse(settings.relay_tse_url))],
-                         workers=settings.relay_workers)
+    origin = (settings.public_url or f"http://127.0.0.1:{settings.http_port}").rstrip("/")
+    return HttpProvider(settings.provider_base_url, webhook_secret(settings),
+                        webhook_url=origin + "/provider/webhook" if webhooks else None)
+
+
+@contextlib.asynccontextmanager
+async def _relay(url: str, settings: Settings) -> AsyncIterator[object]:
+    from .relay import ProviderHandler, TseHandler, make_tse, relay_service
+
+    async with payment_provider(settings) as provider:
+        async with relay_service(relay_database_url(settings), [TseHandler(make_tse(settings.relay_tse_url)),
+                                                                  ProviderHandler(provider)],
+                                 workers=settings.relay_workers) as relay:
+            yield relay
 
 
 # What `festpay run` serves while the database is up.  Each entry is called with

@@ -436,6 +436,54 @@ class TseHandler:
         return row["retry_at"] if row else None
 
 
+# --------------------------------------------------------------------------- topic provider
+
+
+class ProviderHandler:
+    """Topic ``provider``: poll the payment provider for an online top-up's status (SPEC 5: ExternalPending ->
+    Committed / Aborted from polling as well as from the webhook).
+
+    ``api.provider_request`` names the checkout (and marks the request done when the top-up is settled already); a
+    determinate status (paid, declined) goes to ``api.external_topup_settle``, keyed by the checkout reference, so a
+    webhook racing the poll books once.  No answer yet (pending, unknown, no checkout id recorded yet, the provider
+    unreachable) raises, and ``failed`` records it with ``api.provider_failed`` (backoff 1, 2, 4 ... 60 s).
+    Each checkout is its own ordering key, so a slow one holds up no other.  (ExternalUnknown after a check window is
+    not done yet.)
+    """
+
+    topic = "provider"
+
+    def __init__(self, provider: Any) -> None:
+        self.provider = provider
+
+    async def handle(self, conn: psycopg.AsyncConnection, request: OutboxRequest) -> None:
+        from .provider.interface import Status
+
+        cur = await conn.execute("SELECT reference, checkout_id, state FROM api.provider_request(%s)",
+                                 (request.outbox_id,))
+        row = await cur.fetchone()
+        if row["state"] in ("Committed", "Aborted"):
+            return
+        if not row["checkout_id"]:
+            raise NotDeterminate("no provider checkout id recorded yet")
+        status = await self.provider.fetch_status(row["checkout_id"])
+        if status not in (Status.PAID, Status.DECLINED):
+            raise NotDeterminate(f"checkout {row['checkout_id']} is {status.value}")
+        await conn.execute("SELECT * FROM api.external_topup_settle(%s, %s, %s)",
+                           (row["reference"], status.value, row["checkout_id"]))
+
+    async def failed(self, conn: psycopg.AsyncConnection, request: OutboxRequest,
+                     error: BaseException) -> datetime | None:
+        cause = f"{type(error).__name__}: {str(error).strip()}"
+        cur = await conn.execute("SELECT api.provider_failed(%s, %s) AS retry_at", (request.outbox_id, cause))
+        row = await cur.fetchone()
+        return row["retry_at"] if row else None
+
+
+class NotDeterminate(Exception):
+    """The provider has no final answer for a checkout yet: poll again later."""
+
+
 # --------------------------------------------------------------------------- running it
 
 

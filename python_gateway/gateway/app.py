@@ -58,6 +58,10 @@ class GatewayOptions:
     portal_login_attempts: int = 20
     """Sign-in attempts at /portal/login one client address may make per ``portal_login_window_s`` (then 429)."""
     portal_login_window_s: float = 300.0
+    provider: object | None = None
+    """The payment provider of online top-ups (a :class:`~python_gateway.provider.interface.PaymentProvider`, e.g.
+    an HttpProvider); with the portal served, ``/portal/topup`` uses it and ``POST /provider/webhook`` receives its
+    webhooks.  None: online top-up is off.  The gateway closes it (``close()``) at shutdown."""
 
 
 def create_app(database_url: str, options: GatewayOptions | None = None) -> web.Application:
@@ -89,8 +93,15 @@ def create_app(database_url: str, options: GatewayOptions | None = None) -> web.
             yield
         finally:
             await pool.close()
+            closer = getattr(options.provider, "close", None)
+            if closer is not None:
+                await closer()
 
     app.cleanup_ctx.append(lifecycle)
+    if options.provider is not None:
+        from .provider_webhook import PROVIDER_KEY
+
+        app[PROVIDER_KEY] = options.provider
 
     if serve_terminal:
         terminal_api.add_routes(app)
@@ -111,6 +122,11 @@ def create_app(database_url: str, options: GatewayOptions | None = None) -> web.
         app.add_subapp(PORTAL_PREFIX, create_portal_app(
             options.web_database_url or "", public_url=options.public_url, pool_timeout_s=options.pool_timeout_s,
             login_attempts=options.portal_login_attempts, login_window_s=options.portal_login_window_s))
+    if options.provider is not None and (serve_admin or serve_portal):
+        from .provider_webhook import PROVIDER_PREFIX, create_provider_app
+
+        app.add_subapp(PROVIDER_PREFIX, create_provider_app(options.web_database_url or "",
+                                                            pool_timeout_s=options.pool_timeout_s))
     return app
 
 

@@ -56,6 +56,7 @@ class ProblemType:
 # Raised by the gateway itself; the database's own come from api.problem_types().
 GATEWAY_PROBLEMS: tuple[ProblemType, ...] = (
     ProblemType("unauthorized", 401, "The request is not signed by a registered terminal"),
+    ProblemType("webhook-refused", 401, "The payment provider's webhook signature or body is not acceptable"),
     ProblemType("method-not-allowed", 405, "This path does not take that method"),
     ProblemType("idempotency-request-running", 409, "A request with this Idempotency-Key is still running"),
     ProblemType("payload-too-large", 413, "The request body is larger than 64 KiB"),

@@ -1,5 +1,5 @@
-"""Online top-up and payout (issue 16, parts 2 and 3): ``/portal/topup`` and ``/portal/payout`` say the feature is
-coming; they do nothing else."""
+"""Payout (issue 16, part 3): ``/portal/payout`` says the feature is coming and does nothing else; its text for online
+top-up is shown by :mod:`.topup` when the gateway has no payment provider."""
 
 from __future__ import annotations
 
@@ -26,5 +26,4 @@ def _page(feature: str):  # noqa: ANN202 (a handler)
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/topup", _page("topup"), name="topup")
     app.router.add_get("/payout", _page("payout"), name="payout")

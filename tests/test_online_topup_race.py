@@ -1,0 +1,113 @@
+"""Online top-up settlement races with real concurrent sessions (procedures/74_online_topup.sql).
+
+A webhook sent twice, or a webhook (festpay_web) and the relay's poll (festpay_relay) arriving together, call
+``api.external_topup_settle`` for the same checkout reference at the same moment (a threading.Barrier, one
+connection per thread): the top-up is booked exactly once, and paid racing declined decides once.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import psycopg
+import pytest
+
+from tests.conftest import TEST_DBNAME
+
+PIN = "4321"
+
+
+def _setup(su: psycopg.Connection, web: psycopg.Connection, amount: int) -> tuple[int, str, str]:
+    """A fresh event (the newest: the portal's), a tag with 50,00 and a PIN, signed in; a top-up of ``amount``
+    started, ExternalPending, with a checkout id. Returns (event, uid, reference)."""
+    event = su.execute("SELECT api.create_event(%s, 'EUR', 100000, 100, 50000)", (f"race {uuid.uuid4()}",)).fetchone()[0]
+    su.execute("SELECT api.create_position(%s, 'Top-up', 'topup')", (event,))
+    code = su.execute("SELECT api.create_registration_code(%s, 'Top-up')", (event,)).fetchone()[0]
+    till = su.execute("SELECT assignment_id FROM api.register_terminal(%s, 'race till')", (code,)).fetchone()[0]
+    uid = "F" + uuid.uuid4().hex[:7].upper()
+    su.execute("SELECT api.topup(%s, 1, %s, 5000, 'cash')", (till, uid))
+    su.execute("UPDATE ledger.tag SET pin_hash = extensions.crypt(%s, extensions.gen_salt('bf', 4)) "
+               "WHERE event_id = %s AND uid = %s", (PIN, event, uid))
+    token = web.execute("SELECT token FROM api.portal_sign_in(%s, %s)", (uid, PIN)).fetchone()[0]
+    assert token
+    reference = web.execute("SELECT reference FROM api.portal_topup_start(%s, %s)", (token, amount)).fetchone()[0]
+    web.execute("SELECT * FROM api.portal_topup_pending(%s, %s)", (token, reference))
+    web.execute("SELECT api.portal_topup_checkout(%s, %s, %s)", (token, reference, "co_" + uuid.uuid4().hex))
+    return event, uid, reference
+
+
+def _race(urls: list[str], reference: str, results: list[str]) -> list[tuple]:
+    barrier = threading.Barrier(len(urls), timeout=30)
+    out: list[tuple | BaseException] = [None] * len(urls)  # type: ignore[list-item]
+
+    def run(i: int) -> None:
+        try:
+            with psycopg.connect(urls[i], autocommit=True) as conn:
+                conn.execute("SELECT 1")
+                barrier.wait()
+                out[i] = conn.execute("SELECT state, outcome, problem FROM api.external_topup_settle(%s, %s)",
+                                      (reference, results[i])).fetchone()
+        except BaseException as err:  # noqa: BLE001 - reported below
+            out[i] = err
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(urls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for r in out:
+        if isinstance(r, BaseException):
+            raise r
+    return out  # type: ignore[return-value]
+
+
+@pytest.fixture()
+def conns(pg_cluster):
+    with psycopg.connect(pg_cluster.url(TEST_DBNAME), autocommit=True) as su, \
+            psycopg.connect(pg_cluster.url(TEST_DBNAME, user="festpay_web"), autocommit=True) as web:
+        yield su, web
+
+
+def _booked(su: psycopg.Connection, event: int, uid: str) -> tuple[int, int]:
+    balance = su.execute("SELECT a.balance FROM ledger.account a JOIN ledger.tag g ON g.account_id = a.id "
+                         "WHERE g.event_id = %s AND g.uid = %s", (event, uid)).fetchone()[0]
+    lines = su.execute("SELECT count(*) FROM ledger.booking b JOIN ledger.external_checkout c "
+                       "ON c.transaction_id = b.transaction_id JOIN ledger.transaction t ON t.id = c.transaction_id "
+                       "WHERE t.event_id = %s", (event,)).fetchone()[0]
+    return balance, lines
+
+
+@pytest.mark.parametrize("rounds", [5])
+def test_webhook_twice_and_poll_race_book_once(pg_cluster, conns, rounds):
+    su, web = conns
+    urls = [pg_cluster.url(TEST_DBNAME, user="festpay_web")] * 2 + [pg_cluster.url(TEST_DBNAME, user="festpay_relay")] * 2
+    for _ in range(rounds):
+        event, uid, reference = _setup(su, web, 2000)
+        fee = su.execute("SELECT ledger.topup_fee(%s, 'online')", (event,)).fetchone()[0]
+        results = _race(urls, reference, ["paid"] * 4)
+        assert sorted(r[1] for r in results) == ["booked", "duplicate", "duplicate", "duplicate"], results
+        assert all(r[0] == "Committed" for r in results)
+        balance, lines = _booked(su, event, uid)
+        assert balance == 5000 + 2000 - fee
+        assert lines == (2 if fee else 1)
+        assert su.execute("SELECT count(*) FROM ledger.outbox o JOIN ledger.external_checkout c "
+                          "ON c.transaction_id = o.transaction_id WHERE c.reference = %s AND o.topic = 'provider' "
+                          "AND o.done_at IS NULL", (reference,)).fetchone()[0] == 0
+    assert su.execute("SELECT * FROM api.check_invariants()").fetchall() == []
+
+
+def test_paid_racing_declined_decides_once(pg_cluster, conns):
+    su, web = conns
+    urls = [pg_cluster.url(TEST_DBNAME, user="festpay_web"), pg_cluster.url(TEST_DBNAME, user="festpay_relay")]
+    for _ in range(5):
+        event, uid, reference = _setup(su, web, 1000)
+        results = _race(urls, reference, ["paid", "declined"])
+        outcomes = sorted(r[1] for r in results)
+        assert outcomes == ["booked", "rejected"], results
+        state = results[0][0]
+        assert all(r[0] == state for r in results) and state in ("Committed", "Aborted")
+        fee = su.execute("SELECT ledger.topup_fee(%s, 'online')", (event,)).fetchone()[0]
+        balance, _ = _booked(su, event, uid)
+        assert balance == (5000 + 1000 - fee if state == "Committed" else 5000)
+    assert su.execute("SELECT * FROM api.check_invariants()").fetchall() == []
