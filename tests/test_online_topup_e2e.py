@@ -156,8 +156,9 @@ def visitor(db, site: RunningGateway, event: int) -> tuple[Session, str]:
 
 def top_up(s: Session, sim_url: str, amount: str = "20,00", action: str = "pay") -> tuple[str, str]:
     """POST /portal/topup, then pay (or cancel) on the hosted page; returns (reference, the portal's return path)."""
-    token = s.get("/portal/topup", headers=EN).csrf()
-    page = s.post("/portal/topup", {"amount": amount}, csrf=token)
+    form = s.get("/portal/topup", headers=EN)
+    assert form.status == 200 and 'name="amount"' in form.text, form.text[:1000]
+    page = s.post("/portal/topup", {"amount": amount}, csrf=form.csrf())
     assert page.status == 303, page.text[:1000]
     checkout_url = page.location
     assert checkout_url.startswith(sim_url + "/checkout/co_"), checkout_url

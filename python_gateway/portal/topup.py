@@ -41,7 +41,7 @@ async def topup_page(request: web.Request) -> web.Response:
     """GET /portal/topup: the amount form."""
     if _provider(request) is None:
         return _coming(request)
-    return render(request, "portal/topup.html", {"form_amount": ""})
+    return render(request, "portal/topup.html", {"form_amount": "", "provider_down": False})
 
 
 async def topup(request: web.Request) -> web.StreamResponse:
