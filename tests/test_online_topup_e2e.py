@@ -158,6 +158,8 @@ def top_up(s: Session, sim_url: str, amount: str = "20,00", action: str = "pay")
     """POST /portal/topup, then pay (or cancel) on the hosted page; returns (reference, the portal's return path)."""
     form = s.get("/portal/topup", headers=EN)
     assert form.status == 200 and 'name="amount"' in form.text, form.text[:1000]
+    # A browser follows the form's redirect to the hosted checkout only if the page's CSP lets forms lead there.
+    assert f"form-action 'self' {sim_url}" in form.header("Content-Security-Policy"), form.header("Content-Security-Policy")
     page = s.post("/portal/topup", {"amount": amount}, csrf=form.csrf())
     assert page.status == 303, page.text[:1000]
     checkout_url = page.location

@@ -1,4 +1,4 @@
-"""Online top-up: ``/portal/topup`` (issue 16, part 2), when the gateway has a payment provider (else "coming").
+"""Online top-up: ``/portal/topup``, when the gateway has a payment provider (else "coming").
 
 ``POST /portal/topup`` (amount): ``api.portal_topup_start`` (limits checked: a refused amount shows the form again),
 ``api.portal_topup_pending`` (Open -> ExternalPending, the relay's poll enqueued) just before the provider is asked for
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -19,6 +20,7 @@ from ..gateway.problems import Problem
 from ..gateway.provider_webhook import PROVIDER_KEY
 from ..provider.interface import ProviderError
 from ..web.forms import Form
+from ..web.security import CONTENT_SECURITY_POLICY
 from ..web.site import SITE_KEY
 from .coming import FEATURES
 from .common import call_row, call_value, render, token
@@ -37,11 +39,21 @@ def _coming(request: web.Request) -> web.Response:
     return render(request, "portal/coming.html", {"title": title, "text": text})
 
 
+def _form_page(request: web.Request, provider_down: bool = False, status: int = 200) -> web.Response:
+    """The amount form. Its answer redirects the browser to the provider's checkout page, so the page's CSP lets a
+    form lead there (form-action 'self' alone makes browsers refuse that redirect)."""
+    response = render(request, "portal/topup.html", {"form_amount": "", "provider_down": provider_down}, status=status)
+    url = urlsplit(_provider(request).url)
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.replace(
+        "form-action 'self'", f"form-action 'self' {url.scheme}://{url.netloc}")
+    return response
+
+
 async def topup_page(request: web.Request) -> web.Response:
     """GET /portal/topup: the amount form."""
     if _provider(request) is None:
         return _coming(request)
-    return render(request, "portal/topup.html", {"form_amount": "", "provider_down": False})
+    return _form_page(request)
 
 
 async def topup(request: web.Request) -> web.StreamResponse:
@@ -64,7 +76,7 @@ async def topup(request: web.Request) -> web.StreamResponse:
     except ProviderError as err:
         log.warning("online top-up %s: the provider created no checkout: %s", reference, err)
         await call_row(request, "portal_topup_cancel", token(request), reference)
-        return render(request, "portal/topup.html", {"form_amount": "", "provider_down": True}, status=503)
+        return _form_page(request, provider_down=True, status=503)
     await call_value(request, "portal_topup_checkout", token(request), reference, checkout.id)
     raise web.HTTPSeeOther(checkout.url)
 
