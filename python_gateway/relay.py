@@ -348,9 +348,12 @@ class Relay:
                     self._note_due(await handler.failed(conn, request, err))
                     break
                 except Exception as err:  # noqa: BLE001 - recorded; the key's batch stops here (order!)
-                    self.failures += 1
-                    log.warning("relay: %s request %s (transaction %s, %s) failed: %s", topic, request.outbox_id,
-                                request.transaction_id, key, str(err).strip() or type(err).__name__)
+                    waiting = isinstance(err, NotDeterminate)      # no final answer yet: polled again, no failure
+                    self.failures += not waiting
+                    log.log(logging.DEBUG if waiting else logging.WARNING,
+                            "relay: %s request %s (transaction %s, %s) %s: %s", topic, request.outbox_id,
+                            request.transaction_id, key, "waits" if waiting else "failed",
+                            str(err).strip() or type(err).__name__)
                     retry_at = await handler.failed(conn, request, err)
                     self._note_due(retry_at)
                     break
