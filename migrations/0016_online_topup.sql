@@ -3,7 +3,7 @@
 
 SET ROLE festpay_owner;
 
--- An online top-up at the payment provider (issue 16, part 2; SPEC 5 Open -> ExternalPending -> Committed/Aborted),
+-- An online top-up at the payment provider (SPEC 5 Open -> ExternalPending -> Committed/Aborted),
 -- keyed by its checkout reference: the key we give the provider and it sends back in every webhook. Settling goes
 -- through this row (locked), so a webhook sent twice, or a webhook and the relay's poll racing, book once.
 CREATE TABLE ledger.external_checkout (

@@ -325,18 +325,24 @@ END
 $$;
 COMMENT ON FUNCTION api.tse_store IS 'Stores the signature of a request and marks it done (late after failures); ends an open outage.';
 
-CREATE OR REPLACE FUNCTION api.tse_failed(p_outbox_id bigint, p_cause text)
-RETURNS timestamptz LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- Records that the TSE could not sign a request: it is retried later (backoff 1, 2, 4 ... 60 s) and an outage is
--- opened if none is open. Returns when the request is due again.
-DECLARE
-    v_retry timestamptz;
-BEGIN
+CREATE OR REPLACE FUNCTION ledger.outbox_retry(p_outbox_id bigint, p_topic text, p_cause text)
+RETURNS timestamptz LANGUAGE sql AS $$
+-- Records that an outbox request of p_topic could not be handled yet: attempts + 1, the cause, and the next try
+-- after a backoff of 1, 2, 4 ... 60 s. Returns when it is due again (NULL when it is unknown or done).
     UPDATE ledger.outbox
        SET attempts = attempts + 1, last_error = left(p_cause, 1000),
            retry_at = now() + make_interval(secs => least(60, power(2, least(attempts, 6))))
-     WHERE id = p_outbox_id AND done_at IS NULL
-    RETURNING retry_at INTO v_retry;
+     WHERE id = p_outbox_id AND topic = p_topic AND done_at IS NULL
+    RETURNING retry_at;
+$$;
+
+CREATE OR REPLACE FUNCTION api.tse_failed(p_outbox_id bigint, p_cause text)
+RETURNS timestamptz LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- Records that the TSE could not sign a request: it is retried later (ledger.outbox_retry) and an outage is opened
+-- if none is open. Returns when the request is due again.
+DECLARE
+    v_retry timestamptz := ledger.outbox_retry(p_outbox_id, 'tse', p_cause);
+BEGIN
     INSERT INTO ledger.tse_outage (cause) SELECT left(coalesce(p_cause, 'unknown'), 1000)
      WHERE NOT EXISTS (SELECT FROM ledger.tse_outage WHERE ended_at IS NULL)
     ON CONFLICT DO NOTHING;

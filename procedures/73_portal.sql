@@ -1,6 +1,6 @@
 SET LOCAL ROLE festpay_owner;
 
--- The customer portal's sign-in and read pages (issue 16, part 1). A visitor signs in with a tag's UID and PIN (the
+-- The customer portal's sign-in and read pages. A visitor signs in with a tag's UID and PIN (the
 -- bcrypt hash of ledger.tag.pin_hash, set by the tag import) in the event the admin site runs (ledger.admin_event_id);
 -- the session rules are the admin site's (procedures/70_admin_auth.sql: ledger.session_token, ledger.token_hash,
 -- ledger.session_valid, ledger.sign_in_locked). Every portal api function but the sign-in takes the session token first
@@ -47,12 +47,17 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 DECLARE
     g ledger.tag;
     v_pin text := left(coalesce(p_pin, ''), 100);
+    v_uid text;
     v_token text;
 BEGIN
     outcome := 'refused';
-    -- A UID as ledger.normalize_uid writes it; anything else simply finds no tag.
-    SELECT * INTO g FROM ledger.tag x
-     WHERE x.event_id = ledger.admin_event_id() AND x.uid = left(upper(translate(btrim(coalesce(p_uid, '')), ': ', '')), 40);
+    -- Anything that is no UID (ledger.normalize_uid refuses it) simply finds no tag.
+    BEGIN
+        v_uid := ledger.normalize_uid(p_uid);
+    EXCEPTION WHEN SQLSTATE 'FP001' THEN
+        v_uid := NULL;
+    END;
+    SELECT * INTO g FROM ledger.tag x WHERE x.event_id = ledger.admin_event_id() AND x.uid = v_uid;
     IF NOT FOUND OR g.pin_hash IS NULL THEN
         PERFORM extensions.crypt(v_pin, extensions.gen_salt('bf', 8));     -- as long as a tag's PIN takes
         RETURN NEXT;

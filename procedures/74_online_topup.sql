@@ -1,6 +1,6 @@
 SET LOCAL ROLE festpay_owner;
 
--- Online top-up through the payment provider (issue 16, part 2; SPEC 5). A signed-in visitor starts one
+-- Online top-up through the payment provider (SPEC 5). A signed-in visitor starts one
 -- (api.portal_topup_start: limits checked by api.external_topup_create, state Open, a new checkout reference), the portal
 -- moves it to ExternalPending just before it calls the provider (api.portal_topup_pending, which also enqueues the
 -- relay's status poll, topic 'provider', one ordering key per checkout), records the provider's checkout id
@@ -204,19 +204,10 @@ COMMENT ON FUNCTION api.provider_request IS
     'The checkout a provider status poll is to check (reference, checkout id, state); done already when settled.';
 
 CREATE OR REPLACE FUNCTION api.provider_failed(p_outbox_id bigint, p_cause text)
-RETURNS timestamptz LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- The poll found no determinate answer yet (pending, unknown, provider unavailable): retried later with backoff
--- 1, 2, 4 ... 60 s. Returns when it is due again (NULL when the request is done).
-DECLARE
-    v_retry timestamptz;
-BEGIN
-    UPDATE ledger.outbox
-       SET attempts = attempts + 1, last_error = left(p_cause, 1000),
-           retry_at = now() + make_interval(secs => least(60, power(2, least(attempts, 6))))
-     WHERE id = p_outbox_id AND topic = 'provider' AND done_at IS NULL
-    RETURNING retry_at INTO v_retry;
-    RETURN v_retry;
-END
+RETURNS timestamptz LANGUAGE sql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- The poll found no determinate answer yet (pending, unknown, provider unavailable): retried later
+-- (ledger.outbox_retry). Returns when it is due again (NULL when the request is done).
+    SELECT ledger.outbox_retry(p_outbox_id, 'provider', p_cause);
 $$;
 COMMENT ON FUNCTION api.provider_failed IS
     'Records a provider status poll without a determinate answer (backoff). Returns when it is due again.';

@@ -14,7 +14,7 @@ folder, destroyed at the end, also on errors and Ctrl-C) and runs named sections
               = tag sync + reserve + replication (Committed).  Reports purchases/s at full load (closed loop),
               reserve p50/p99 at a fixed offered load of 100 purchases/s (open loop), errors, and GET /health/s
               from the same client at the same concurrency as the yardstick; ledger invariants checked after.
-``signing``   fiscal signing (issue 4), in a fresh gateway database: the software TSE as its own process
+``signing``   fiscal signing, in a fresh gateway database: the software TSE as its own process
               (``festpay tse serve``, its directory in the bench's temp dir) and ONE relay process (``festpay relay``,
               the production relay), both on 127.0.0.1.  ``signatures_per_s``: 2000 committed top-ups pre-booked
               through ``api.topup`` over 8 tills (+ the 512 funding top-ups of a 9th), then the relay drains the
@@ -944,7 +944,7 @@ def _signing_check(bench: Bench, label: str) -> dict[str, int]:
 
 
 def section_signing(bench: Bench) -> None:
-    """Fiscal signing (issue 4): the production relay (``festpay relay``, ONE process) with the software TSE as its own
+    """Fiscal signing: the production relay (``festpay relay``, ONE process) with the software TSE as its own
     process (``festpay tse serve``, its directory in the bench's temp dir), both on 127.0.0.1, against a fresh
     gateway database of the bench cluster.
 

@@ -452,20 +452,18 @@ def cmd_relay(args, settings: Settings) -> int:
 # --------------------------------------------------------------------------- tse
 
 
-def cmd_tse_serve(args, settings: Settings) -> int:
-    """The software TSE in DIR as an HTTP service on 127.0.0.1; prints ``READY <url>`` once it listens."""
-    from .tse.interface import TseError
-    from .tse.service import tse_service
-
-    directory = Path(args.dir) if args.dir else settings.tse_directory
-    port = settings.tse_port if args.port is None else args.port
+def _serve_child(open_service: Callable[[], AbstractAsyncContextManager], what: str, port: int,
+                 stop_on_stdin_eof: bool, describe: Callable[[str], str]) -> None:
+    """Runs one service on 127.0.0.1 until SIGINT/SIGTERM (or, with ``stop_on_stdin_eof``, until the parent holding
+    our stdin pipe is gone); prints ``READY <url> pid <pid>`` on stdout once it listens and ``describe(url)`` on
+    stderr. Raises CliError when it cannot listen."""
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        if args.stop_on_stdin_eof:  # the parent holds our stdin pipe: EOF means it is gone
+        if stop_on_stdin_eof:
             def stdin_readable() -> None:
                 try:
                     data = os.read(0, 4096)
@@ -476,20 +474,31 @@ def cmd_tse_serve(args, settings: Settings) -> int:
                     stop.set()
 
             loop.add_reader(0, stdin_readable)
+        service = open_service()
         try:
-            service = tse_service(directory, port)
             url = await service.__aenter__()
         except OSError as err:
-            raise CliError(f"the TSE service cannot listen on 127.0.0.1:{port}: {err.strerror or err}") from None
+            raise CliError(f"{what} cannot listen on 127.0.0.1:{port}: {err.strerror or err}") from None
         try:
             print(f"READY {url} pid {os.getpid()}", flush=True)
-            print(f"Software TSE in {directory} at {url}  (Ctrl-C stops)", file=sys.stderr, flush=True)
+            print(describe(url), file=sys.stderr, flush=True)
             await stop.wait()
         finally:
             await service.__aexit__(None, None, None)
 
+    asyncio.run(main())
+
+
+def cmd_tse_serve(args, settings: Settings) -> int:
+    """The software TSE in DIR as an HTTP service on 127.0.0.1; prints ``READY <url>`` once it listens."""
+    from .tse.interface import TseError
+    from .tse.service import tse_service
+
+    directory = Path(args.dir) if args.dir else settings.tse_directory
+    port = settings.tse_port if args.port is None else args.port
     try:
-        asyncio.run(main())
+        _serve_child(lambda: tse_service(directory, port), "the TSE service", port, args.stop_on_stdin_eof,
+                     lambda url: f"Software TSE in {directory} at {url}  (Ctrl-C stops)")
     except TseError as err:
         raise CliError(f"the TSE in {directory} cannot be opened: {err}") from None
     except KeyboardInterrupt:
@@ -511,39 +520,11 @@ def cmd_provider_sim(args, settings: Settings) -> int:
     except (OSError, ValueError) as err:
         raise CliError(f"no webhook secret for the simulated provider: {err}") from None
     where = "FESTPAY_PROVIDER_SECRET" if settings.provider_secret else str(settings.data_dir / "provider-secret")
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        if args.stop_on_stdin_eof:  # the parent holds our stdin pipe: EOF means it is gone
-            def stdin_readable() -> None:
-                try:
-                    data = os.read(0, 4096)
-                except OSError:
-                    data = b""
-                if not data:
-                    loop.remove_reader(0)
-                    stop.set()
-
-            loop.add_reader(0, stdin_readable)
-        try:
-            service = provider_sim_service(secret, port)
-            url = await service.__aenter__()
-        except OSError as err:
-            raise CliError(f"the simulated provider cannot listen on 127.0.0.1:{port}: {err.strerror or err}") \
-                from None
-        try:
-            print(f"READY {url} pid {os.getpid()}", flush=True)
-            print(f"Simulated payment provider at {url}, webhooks signed with the secret in {where}  (Ctrl-C stops)",
-                  file=sys.stderr, flush=True)
-            await stop.wait()
-        finally:
-            await service.__aexit__(None, None, None)
-
     try:
-        asyncio.run(main())
+        _serve_child(lambda: provider_sim_service(secret, port), "the simulated provider", port,
+                     args.stop_on_stdin_eof,
+                     lambda url: f"Simulated payment provider at {url}, webhooks signed with the secret in {where}  "
+                                 "(Ctrl-C stops)")
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return 0

@@ -1,4 +1,4 @@
-"""DSFinV-K export (issue 4 part 6, SPEC §8): cash-point closings and the zip of CSV tables read back.
+"""DSFinV-K export (SPEC §8): cash-point closings and the zip of CSV tables read back.
 
 Real PostgreSQL (conftest cluster, a database of its own, superuser): an event with a bar, two top-up desks and the backend; purchases at 19 %, 7 % and
 a returnable 0 % item, cash and card top-ups, a cash refund, a deposit return and a bank payout, all through api

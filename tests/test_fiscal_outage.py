@@ -1,4 +1,4 @@
-"""Fiscal signing end to end (issue 4 parts 1, 2, 3, 5): the relay, the software TSE as its own process, an outage.
+"""Fiscal signing end to end: the relay, the software TSE as its own process, an outage.
 
 Real PostgreSQL (its own database in the session's cluster, so the counts here are exact), the real gateway
 (tests/gateway_server.py) booking purchases as terminals do (the lean HTTP client of python_gateway/loadgen.py),

@@ -1,4 +1,4 @@
-"""The HTTP gateway (issue 3 part 1), against the real test PostgreSQL and a real server on 127.0.0.1.
+"""The HTTP gateway, against the real test PostgreSQL and a real server on 127.0.0.1.
 
 The gateway runs in a background thread with its own event loop (aiohttp AppRunner/TCPSite on a free port,
 logged in as festpay_terminal; tests/gateway_server.py, shared with the end-to-end tests); the tests talk HTTP

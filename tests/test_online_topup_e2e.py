@@ -1,4 +1,4 @@
-"""Online top-up end to end over real HTTP (issue 16, part 2): a real gateway (terminal API, admin site, portal and
+"""Online top-up end to end over real HTTP: a real gateway (terminal API, admin site, portal and
 ``POST /provider/webhook``), the simulated provider as its own process (``festpay provider-sim``), and a relay with
 the ``provider`` handler polling it, in a database of its own (``festpay_online_topup``).
 

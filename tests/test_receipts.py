@@ -1,4 +1,4 @@
-"""Receipts (issue 4 part 4, SPEC §8): KassenSichV content and the DSFinV-K QR code, from the gateway and the CLI.
+"""Receipts (SPEC §8): KassenSichV content and the DSFinV-K QR code, from the gateway and the CLI.
 
 Real PostgreSQL (conftest), a real gateway (tests/gateway_server.py); signatures come from a real SoftwareTSE in a
 temporary folder, stored the way the relay stores them (api.tse_request, api.tse_started, api.tse_store).

@@ -1,4 +1,4 @@
-"""The software TSE as an HTTP service (``festpay tse serve``) and its client RemoteTSE (issue 4 part 2)."""
+"""The software TSE as an HTTP service (``festpay tse serve``) and its client RemoteTSE."""
 
 from __future__ import annotations
 

@@ -8,16 +8,14 @@ time zone), ``state``, ``type``, ``merchant_id``, ``position_id``, ``assignment_
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 from psycopg.types.json import Jsonb
 
-from .. import receipts
 from ..web.errors import attempt
-from ..web.security import CONTENT_SECURITY_POLICY
+from ..web.receipt import receipt_response
 from ..web.formatting import zone
 from .common import Form, call, call_value, query, render, token, viewer
 
@@ -132,18 +130,9 @@ async def detail_page(request: web.Request) -> web.Response:
     })
 
 
-#: The printable receipt (templates/receipt.html) carries its own print stylesheet inline.
-RECEIPT_CSP = CONTENT_SECURITY_POLICY.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
-
-
 async def receipt_page(request: web.Request) -> web.Response:
     """GET /admin/transactions/{id}/receipt: the printable receipt (``api.admin_receipt``, the api.receipt JSON)."""
-    receipt = await call_value(request, "admin_receipt", token(request), _id(request))
-    if receipt is None:
-        raise web.HTTPNotFound()
-    text = await asyncio.get_running_loop().run_in_executor(None, receipts.render_html, receipt)
-    return web.Response(text=text, content_type="text/html", charset="utf-8",
-                        headers={"Content-Security-Policy": RECEIPT_CSP})
+    return await receipt_response(await call_value(request, "admin_receipt", token(request), _id(request)))
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,4 +1,4 @@
-"""``POST /provider/webhook``: the payment provider's status webhooks for online top-ups (issue 16, part 2).
+"""``POST /provider/webhook``: the payment provider's status webhooks for online top-ups.
 
 Not signed like a terminal request: the provider signs the raw body with the shared webhook secret, and
 ``PaymentProvider.verify_webhook`` checks it.  A missing or wrong signature (or a body that is no status event) is a

@@ -6,12 +6,9 @@ missing one: a 404 page.
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
-from .. import receipts
-from ..admin.transactions import RECEIPT_CSP
+from ..web.receipt import receipt_response
 from .common import call, call_row, call_value, done_note, render, token, viewer
 from .i18n import N_
 
@@ -60,12 +57,7 @@ async def receipt_page(request: web.Request) -> web.Response:
     transaction_id = _id(request.match_info["id"])
     if transaction_id is None:
         raise web.HTTPNotFound()
-    receipt = await call_value(request, "portal_receipt", token(request), transaction_id)
-    if receipt is None:
-        raise web.HTTPNotFound()
-    text = await asyncio.get_running_loop().run_in_executor(None, receipts.render_html, receipt)
-    return web.Response(text=text, content_type="text/html", charset="utf-8",
-                        headers={"Content-Security-Policy": RECEIPT_CSP})
+    return await receipt_response(await call_value(request, "portal_receipt", token(request), transaction_id))
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,4 +1,4 @@
-"""Payout (issue 16, part 3): ``/portal/payout`` says the feature is coming and does nothing else; its text for online
+"""Payout: ``/portal/payout`` says the feature is coming and does nothing else; its text for online
 top-up is shown by :mod:`.topup` when the gateway has no payment provider."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The payment provider of online top-ups (issue 16, part 2).
+"""The payment provider of online top-ups.
 
 - :mod:`.interface`: the :class:`~.interface.PaymentProvider` protocol and its result types,
 - :mod:`.http_client`: :class:`~.http_client.HttpProvider`, the protocol over HTTP to a provider with the
