@@ -19,34 +19,29 @@ import asyncio
 import csv
 import io
 import secrets
-import time
 import zipfile
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.select import Select
-from selenium.webdriver.support.ui import WebDriverWait
 
 from python_gateway.migrate import migrate
 from python_gateway.terminal import SimulatedCrash, State, Terminal, new_tag
 from tests import gateway_server as gs
-from tests.browser import Browser, browser  # noqa: F401  (pytest fixture)
+from tests.browser import Browser, Pages, browser  # noqa: F401  (pytest fixture)
 
 DBNAME = "festpay_admin_browser"
 OPERATOR, PASSWORD = "operator", "operator-password-1"
 PRODUCT, PRICE = "Festival Lemonade", 380          # cents; typed as 3.80
 UID = "04B0C0FFEE0001"
-WAIT_S = 15
 T = TypeVar("T")
 
 
@@ -106,137 +101,12 @@ def invariants(owner: psycopg.Connection) -> None:
 # ----------------------------------------------------------------------------- driving the pages
 
 
-class Operator:
-    """The operator at the browser: opens admin pages, fills and submits forms, saves screenshots.
-
-    Waiting for the next page never holds on to an element of the old one (its node may already be gone, which
-    chromedriver reports in more ways than a stale reference): the old page gets a random mark in its ``window``,
-    and the next page is there when the window carries no mark and its document has finished loading.  Finding an
-    element is tried again when the page swapped it meanwhile (StaleElementReferenceException)."""
-
-    def __init__(self, browser: Browser, base_url: str):
-        self.browser, self.base = browser, base_url
-        self.driver: WebDriver = browser.driver
-        self.shots: list[str] = []
-
-    def wait(self, condition: Callable[[WebDriver], Any], what: str, timeout: float = WAIT_S) -> Any:
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.1,
-                             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
-                             ).until(condition, message=what)
-
-    def retry(self, action: Callable[[], T], attempts: int = 5) -> T:
-        """``action`` again when the element it used went stale (the page redrew it) in between."""
-        for attempt in range(attempts):
-            try:
-                return action()
-            except StaleElementReferenceException:
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(0.1)
-        raise AssertionError("unreachable")
-
-    def mark_page(self) -> str:
-        """Marks the current document (a random value in its window); :meth:`wait_for_next_page` waits for a
-        document without it."""
-        mark = secrets.token_hex(8)
-        self.driver.execute_script("window.__festpayPageMark = arguments[0];", mark)
-        return mark
-
-    def wait_for_next_page(self, mark: str, what: str) -> None:
-        def loaded(drv: WebDriver) -> bool:
-            try:
-                current, state = drv.execute_script(
-                    "return [window.__festpayPageMark || null, document.readyState];")
-            except WebDriverException:  # the old document is going away, the new one not there yet
-                return False
-            return current != mark and state == "complete"
-
-        self.wait(loaded, what)
-
-    def open(self, path: str, shot: str | None = None) -> None:
-        """GET an admin page; it must be a page of the site, not an error page."""
-        self.driver.get(self.base + path)
-        self.page_ok(path)
-        if shot:
-            self.shot(shot)
-
-    def page_ok(self, what: str) -> None:
-        errors = self.retry(lambda: [e.text for e in self.driver.find_elements(By.CSS_SELECTOR, ".error-page")])
-        assert not errors, f"{what}: error page: {errors[0]}"
-        assert self.driver.title.endswith("Festpay admin"), (what, self.driver.title)
-
-    def shot(self, name: str) -> None:
-        self.browser.screenshot(f"admin-{name}")
-        self.shots.append(name)
-
-    def text(self, css: str) -> str:
-        return self.retry(lambda: self.driver.find_element(By.CSS_SELECTOR, css).text)
-
-    def form_of(self, field_id: str) -> WebElement:
-        return self.driver.find_element(By.ID, field_id).find_element(By.XPATH, "./ancestor::form")
-
-    def fill(self, values: dict[str, str | bool]) -> None:
-        """Types into fields by id (checkboxes: ticked or not; selects: by visible text)."""
-        for field_id, value in values.items():
-            def one(field_id: str = field_id, value: str | bool = value) -> None:
-                el = self.driver.find_element(By.ID, field_id)
-                if el.tag_name == "select":
-                    Select(el).select_by_visible_text(str(value))
-                elif el.get_attribute("type") == "checkbox":
-                    if el.is_selected() != bool(value):
-                        el.click()
-                else:
-                    el.clear()
-                    el.send_keys(str(value))
-
-            self.retry(one)
-
-    def submit(self, form: WebElement | Callable[[], WebElement]) -> None:
-        """Clicks the form's submit button and waits for the next page (by the mark of the old one, not by
-        holding on to an element of it); the next page must show no error."""
-        find = form if callable(form) else (lambda: form)
-        mark = self.mark_page()
-        self.retry(lambda: find().find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click())
-        self.wait_for_next_page(mark, "the next page after submitting")
-        self.page_ok("after submitting")
-        errors = self.retry(lambda: [e.text for e in self.driver.find_elements(By.CSS_SELECTOR,
-                                                                               ".form-error, .field-error")])
-        assert not errors, errors
-
-    def follow(self, link: Callable[[], WebElement], what: str) -> None:
-        """Clicks a link and waits for the page it leads to."""
-        mark = self.mark_page()
-        self.retry(lambda: link().click())
-        self.wait_for_next_page(mark, what)
-        self.page_ok(what)
-
-    def fill_and_submit(self, values: dict[str, str | bool]) -> None:
-        self.fill(values)
-        first = next(iter(values))
-        self.submit(lambda: self.form_of(first))
-
-    def table_rows(self) -> list[str]:
-        return self.retry(lambda: [row.text for row in
-                                   self.driver.find_elements(By.CSS_SELECTOR, "table.list tbody tr")])
-
-    def download(self, link: WebElement, suffix: str) -> Path:
-        before = self.browser.downloaded()
-        link.click()
-        return self.browser.wait_for_download(suffix, before)
-
-    def overflow(self) -> int:
-        """How many CSS pixels the page is wider than the window (0: no horizontal page scroll)."""
-        return int(self.driver.execute_script(
-            "var d = document.documentElement; return Math.max(d.scrollWidth, document.body.scrollWidth)"
-            " - d.clientWidth;"))
-
-
 # ----------------------------------------------------------------------------- the story
 
 
 def test_operator_story(browser: Browser, site: gs.RunningGateway, owner: psycopg.Connection, event_id: int,
                         tmp_path: Path):
-    op = Operator(browser, site.base_url)
+    op = Pages(browser, site.base_url, "Festpay admin", "admin")
     d = op.driver
     # the browser's clock runs in another zone than the event's: every time on the pages is the event's
     d.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "America/New_York"})
