@@ -54,6 +54,7 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
                'topup_fee_cash', e.topup_fee_cash, 'topup_fee_card', e.topup_fee_card,
                'topup_fee_online', e.topup_fee_online, 'payout_fee', e.payout_fee,
                'reserve_timeout_s', extract(epoch FROM e.reserve_timeout)::integer,
+               'provider_check_window_s', extract(epoch FROM e.provider_check_window)::integer,
                'offline_limit', e.offline_limit, 'offline_log_size', e.offline_log_size,
                'seller_name', e.seller_name, 'seller_street', e.seller_street, 'seller_postcode', e.seller_postcode,
                'seller_city', e.seller_city, 'tax_number', e.tax_number, 'vat_id', e.vat_id,
@@ -123,13 +124,17 @@ BEGIN
     RETURN ledger.admin_event_json(ledger.admin_event_id());
 END
 $$;
-COMMENT ON FUNCTION api.admin_event IS 'The event''s settings: limits, fees (cents), reserve timeout, offline limits, seller (privilege view).';
+COMMENT ON FUNCTION api.admin_event IS
+    'The event''s settings: limits, fees (cents), reserve timeout, online payment check window, offline limits, seller '
+    '(privilege view).';
 
 CREATE OR REPLACE FUNCTION api.admin_event_update(p_token text, p_settings jsonb)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Changes the event's settings (privilege setup): the keys given of max_balance, min_topup, max_topup, the top-up
--- fees, payout_fee, reserve_timeout_s, offline_limit, offline_log_size (whole numbers, cents) and the seller (name,
--- street, postcode, city, tax number, VAT id: through api.set_seller, when one of them changes). Audited.
+-- fees, payout_fee, reserve_timeout_s, provider_check_window_s (how long the relay waits for the payment provider's
+-- answer to an online top-up before it is ExternalUnknown), offline_limit, offline_log_size (whole numbers, cents,
+-- seconds) and the seller (name, street, postcode, city, tax number, VAT id: through api.set_seller, when one of them
+-- changes). Audited.
 -- Returns the settings after; raises admin-unauthenticated, admin-forbidden, validation naming the field.
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'setup');
@@ -148,6 +153,7 @@ DECLARE
                                 ["topup_fee_online", "the online top-up fee", 0, 9007199254740991, "money"],
                                 ["payout_fee", "the payout fee", 0, 9007199254740991, "money"],
                                 ["reserve_timeout_s", "the reserve timeout", 1, 86400, "seconds"],
+                                ["provider_check_window_s", "the online payment check window", 1, 604800, "seconds"],
                                 ["offline_limit", "the offline limit", 0, 9007199254740991, "money"],
                                 ["offline_log_size", "the offline log size", 1, 255, "entries"]]';
     v_seller CONSTANT text[] := ARRAY['seller_name', 'seller_street', 'seller_postcode', 'seller_city', 'tax_number', 'vat_id'];
@@ -176,6 +182,7 @@ BEGIN
                topup_fee_card = (v ->> 'topup_fee_card')::bigint, topup_fee_online = (v ->> 'topup_fee_online')::bigint,
                payout_fee = (v ->> 'payout_fee')::bigint,
                reserve_timeout = make_interval(secs => (v ->> 'reserve_timeout_s')::integer),
+               provider_check_window = make_interval(secs => (v ->> 'provider_check_window_s')::integer),
                offline_limit = (v ->> 'offline_limit')::bigint, offline_log_size = (v ->> 'offline_log_size')::integer
          WHERE id = v_id;
     EXCEPTION WHEN check_violation THEN

@@ -680,10 +680,11 @@ COMMENT ON FUNCTION api.admin_receipt IS 'The receipt of a committed transaction
 CREATE OR REPLACE FUNCTION ledger.admin_queue_items(p_event_id bigint)
 RETURNS TABLE (kind text, transaction_id bigint, at timestamptz, uid text, amount bigint, detail jsonb)
 LANGUAGE sql STABLE AS $$
--- What waits for an admin's decision in an event: transactions in TerminalConfirmUnknown or ExternalUnknown, overdrafts
--- not reviewed, and violations not reviewed, by kind: refused-log-entry (tag log entries refused by api.tag_sync),
--- implausible-offline-charge, violation (every other refusal). The kind of a violation is the problem its reason
--- starts with.
+-- What waits for an admin's decision in an event: transactions in TerminalConfirmUnknown or ExternalUnknown, online
+-- payments the provider took that could not be booked (provider-refund: refund due, failed, or requested and not
+-- carried out yet; at: when it became due), overdrafts not reviewed, and violations not reviewed, by kind:
+-- refused-log-entry (tag log entries refused by api.tag_sync), implausible-offline-charge, violation (every other
+-- refusal). The kind of a violation is the problem its reason starts with.
 -- Returns every open item (detail: what the page shows and, for violations, violation_id to review it by).
     SELECT 'terminal-confirm-unknown', t.id, t.created_at, g.uid, t.amount::bigint,
            jsonb_build_object('state', t.state, 'type', t.type, 'held', t.held, 'assignment_id', t.assignment_id,
@@ -695,6 +696,18 @@ LANGUAGE sql STABLE AS $$
            jsonb_build_object('state', t.state, 'type', t.type, 'payment', t.payment, 'fee', t.fee)
       FROM ledger.transaction t LEFT JOIN ledger.tag g ON g.id = t.tag_id
      WHERE t.state = 'ExternalUnknown' AND t.event_id = p_event_id
+    UNION ALL
+    SELECT 'provider-refund', t.id, c.refund_due_at, g.uid, t.amount::bigint,
+           jsonb_build_object('state', t.state, 'refund', c.refund_state, 'reason', c.refund_reason,
+                              'reference', c.reference, 'checkout_id', c.checkout_id,
+                              'requested_by', c.refund_requested_by, 'requested_at', c.refund_requested_at,
+                              'error', CASE c.refund_state WHEN 'failed' THEN c.refund_error
+                                                           WHEN 'requested' THEN o.last_error END)
+      FROM ledger.external_checkout c
+      JOIN ledger.transaction t ON t.id = c.transaction_id
+      LEFT JOIN ledger.tag g ON g.id = t.tag_id
+      LEFT JOIN ledger.outbox o ON o.topic = 'provider' AND o.transaction_id = c.transaction_id
+     WHERE c.refund_state IN ('due', 'requested', 'failed') AND t.event_id = p_event_id
     UNION ALL
     SELECT 'overdraft', o.transaction_id, o.flagged_at, g.uid, t.amount::bigint,
            jsonb_build_object('balance_after', o.balance_after, 'type', t.type, 'state', t.state)
@@ -724,8 +737,9 @@ CREATE OR REPLACE FUNCTION api.admin_queue(p_token text)
 RETURNS TABLE (kind text, transaction_id bigint, at timestamptz, uid text, amount bigint, detail jsonb)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- The resolution queue of the event (privilege view): ledger.admin_queue_items, the oldest 500 of each kind, in the
--- order terminal-confirm-unknown, external-unknown, overdraft, refused-log-entry, implausible-offline-charge,
--- violation. Decide each with api.admin_queue_resolve.
+-- order terminal-confirm-unknown, external-unknown, provider-refund, overdraft, refused-log-entry,
+-- implausible-offline-charge, violation. Decide each with api.admin_queue_resolve, a refund with
+-- api.admin_queue_refund.
 -- Returns the items.
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'view');
@@ -736,20 +750,23 @@ BEGIN
       FROM (SELECT i.*, row_number() OVER (PARTITION BY i.kind ORDER BY i.at, i.transaction_id) AS n
               FROM ledger.admin_queue_items(v_event) i) q
      WHERE q.n <= 500
-     ORDER BY array_position(ARRAY['terminal-confirm-unknown', 'external-unknown', 'overdraft', 'refused-log-entry',
-                                   'implausible-offline-charge', 'violation'], q.kind), q.at, q.transaction_id;
+     ORDER BY array_position(ARRAY['terminal-confirm-unknown', 'external-unknown', 'provider-refund', 'overdraft',
+                                   'refused-log-entry', 'implausible-offline-charge', 'violation'], q.kind),
+              q.at, q.transaction_id;
 END
 $$;
 COMMENT ON FUNCTION api.admin_queue IS
-    'What waits for an admin''s decision: unknown outcomes, overdrafts, refused entries, violations (privilege view).';
+    'What waits for an admin''s decision: unknown outcomes, payments to refund, overdrafts, refused entries, violations '
+    '(privilege view).';
 
 CREATE OR REPLACE FUNCTION api.admin_queue_resolve(p_token text, p_transaction_id bigint, p_outcome text, p_reason text,
                                                    p_violation_id bigint DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Decides an item of the resolution queue (privilege support), with a reason, audited: Committed or Aborted decides a
 -- TerminalConfirmUnknown or ExternalUnknown transaction (api.resolve_transaction: Committed books it, Aborted releases
--- it); reviewed closes the transaction's overdraft and violations, or with p_violation_id that one violation (the
--- queue's detail.violation_id; p_transaction_id may then be NULL).
+-- it; the relay stops polling the provider for a decided online top-up); reviewed closes the transaction's overdraft
+-- and violations, or with p_violation_id that one violation (the queue's detail.violation_id; p_transaction_id may
+-- then be NULL).
 -- Returns the transaction's state after, or 'reviewed'; raises validation (outcome, reason), not-found (nothing of that
 -- kind to decide), invalid-transition (a transaction that does not wait for an admin).
 DECLARE
@@ -805,6 +822,7 @@ BEGIN
                                    'admin''s decision', t.id, t.state),
                             jsonb_build_object('field', 'outcome', 'state', t.state));
     END IF;
+    PERFORM ledger.provider_request_end(t.id);
     PERFORM ledger.admin_audit(u.id, 'queue.resolve', 'transaction:' || t.id, jsonb_build_object('state', t.state),
                                jsonb_build_object('state', r.state, 'outcome', r.outcome, 'reason', v_reason));
     RETURN r.state;
@@ -813,6 +831,57 @@ $$;
 COMMENT ON FUNCTION api.admin_queue_resolve IS
     'Decides a queue item: Committed or Aborted for an unknown outcome, reviewed for an overdraft or violation '
     '(privilege support, audited).';
+
+CREATE OR REPLACE FUNCTION api.admin_queue_refund(p_token text, p_transaction_id bigint, p_reason text)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- Asks for the refund of an online payment the provider took that could not be booked (a provider-refund item of the
+-- queue; privilege support, like every decision of the queue: it gives back exactly what the provider took and the
+-- ledger never booked, so no balance changes), with a reason, audited: the checkout's refund is requested and the
+-- relay's provider request reopened (topic 'provider'), which refunds the amount through the provider, keyed by the
+-- checkout reference. A refund due or failed is requested; one requested or refunded already stays as it is (asking
+-- twice refunds once, and writes no second audit row).
+-- Returns the refund state after (requested, refunded); raises validation (reason, transaction_id), not-found (no
+-- payment to refund).
+DECLARE
+    u ledger.admin_user := ledger.admin_authorize(p_token, 'support');
+    v_event bigint := ledger.admin_event_id();
+    v_reason text := ledger.admin_reason(p_reason);
+    t ledger.transaction;
+    c ledger.external_checkout;
+BEGIN
+    IF p_transaction_id IS NULL THEN
+        PERFORM ledger.fail('validation', 'name the transaction to refund', '{"field": "transaction_id"}');
+    END IF;
+    t := ledger.admin_transaction_of(v_event, p_transaction_id);
+    SELECT * INTO c FROM ledger.external_checkout x WHERE x.transaction_id = t.id FOR UPDATE;
+    IF c.refund_state IS NULL THEN
+        PERFORM ledger.fail('not-found', format('transaction %s has no online payment to refund', t.id),
+                            jsonb_build_object('transaction_id', t.id));
+    ELSIF c.refund_state IN ('requested', 'refunded') THEN
+        RETURN c.refund_state;
+    ELSIF c.checkout_id IS NULL THEN
+        PERFORM ledger.fail('validation', 'the provider''s checkout id is not known: refund it at the provider',
+                            '{"field": "transaction_id"}');
+    END IF;
+    UPDATE ledger.external_checkout x
+       SET refund_state = 'requested', refund_requested_by = u.username, refund_requested_at = now(), refund_error = NULL
+     WHERE x.reference = c.reference;
+    INSERT INTO ledger.outbox (topic, ordering_key, transaction_id) VALUES ('provider', c.reference, t.id)
+    ON CONFLICT ON CONSTRAINT outbox_once
+    DO UPDATE SET done_at = NULL, attempts = 0, retry_at = NULL, last_error = NULL;
+    PERFORM ledger.enqueue_wakeup('provider');
+    PERFORM ledger.admin_audit(u.id, 'queue.refund', 'transaction:' || t.id,
+                               jsonb_build_object('refund', c.refund_state, 'error', c.refund_error),
+                               jsonb_build_object('refund', 'requested', 'amount', t.amount, 'uid',
+                                                  (SELECT g.uid FROM ledger.tag g WHERE g.id = t.tag_id),
+                                                  'reference', c.reference, 'checkout_id', c.checkout_id,
+                                                  'refund_reason', c.refund_reason, 'reason', v_reason));
+    RETURN 'requested';
+END
+$$;
+COMMENT ON FUNCTION api.admin_queue_refund IS
+    'Asks for the refund through the provider of an online payment that could not be booked (privilege support, '
+    'audited). Returns the refund state.';
 
 -- ---------------------------------------------------------------- reports
 

@@ -43,6 +43,8 @@ RETURNS TABLE (function_name text, audiences text[]) LANGUAGE sql IMMUTABLE AS $
         ('external_topup_settle',    '{relay,web}'),
         ('provider_request',         '{relay}'),
         ('provider_failed',          '{relay}'),
+        ('provider_refunded',        '{relay}'),
+        ('provider_refund_refused',  '{relay}'),
         -- readiness and problem types: every service answers /health/ready and maps named errors
         ('schema_version',           '{terminal,relay,web}'),
         ('outbox_lag',               '{terminal,relay,web}'),
@@ -123,6 +125,7 @@ RETURNS TABLE (function_name text, audiences text[]) LANGUAGE sql IMMUTABLE AS $
         ('admin_receipt',            '{web}'),
         ('admin_queue',              '{web}'),
         ('admin_queue_resolve',      '{web}'),
+        ('admin_queue_refund',       '{web}'),
         ('admin_report',             '{web}'),
         ('admin_fiscal',             '{web}'),
         ('admin_close_cashpoint',    '{web}'),

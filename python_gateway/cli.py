@@ -6,7 +6,7 @@
     festpay registration-code --position NAME [--event ID|NAME]   a one-time terminal registration code
     festpay receipt TRANSACTION_ID [--html FILE]                  a receipt, as text or printable HTML
     festpay migrate              apply pending migrations and all procedures
-    festpay relay                sign committed receipts (the outbox relay), until Ctrl-C
+    festpay relay                the outbox relay: sign receipts, check and refund online top-ups, until Ctrl-C
     festpay tse serve --dir DIR [--port P]   the software TSE as an HTTP service on 127.0.0.1, until Ctrl-C
     festpay tse verify [--event ID|NAME]     re-check every stored TSE signature against the ledger
     festpay provider-sim [--port P]          the simulated payment provider on 127.0.0.1, until Ctrl-C
@@ -225,13 +225,29 @@ def payment_provider(settings: Settings, *, webhooks: bool = False):  # noqa: AN
 
 
 @contextlib.asynccontextmanager
-async def _relay(url: str, settings: Settings) -> AsyncIterator[object]:
-    from .relay import ProviderHandler, TseHandler, make_tse, relay_service
+async def relay_handlers(settings: Settings, tse_dir: str | None = None) -> AsyncIterator[list[object]]:
+    """The relay's handlers, the one place they are built (``festpay run`` and ``festpay relay``): topic ``tse`` signs
+    with the TSE service at ``settings.relay_tse_url`` (or a software TSE opened in ``tse_dir``), topic ``provider``
+    checks online top-ups with, and refunds them through, the payment provider (``payment_provider``:
+    FESTPAY_PROVIDER_URL, else the simulated one ``festpay run`` starts).  Closed at the end of the block."""
+    from .relay import ProviderHandler, TseHandler, make_tse
 
-    async with payment_provider(settings) as provider:
-        async with relay_service(relay_database_url(settings), [TseHandler(make_tse(settings.relay_tse_url)),
-                                                                  ProviderHandler(provider)],
-                                 workers=settings.relay_workers) as relay:
+    tse = make_tse(directory=tse_dir) if tse_dir else make_tse(url=settings.relay_tse_url)
+    try:
+        async with payment_provider(settings) as provider:
+            yield [TseHandler(tse), ProviderHandler(provider)]
+    finally:
+        close = getattr(tse, "close", None)
+        if close is not None:
+            close()
+
+
+@contextlib.asynccontextmanager
+async def _relay(url: str, settings: Settings) -> AsyncIterator[object]:
+    from .relay import relay_service
+
+    async with relay_handlers(settings) as handlers:
+        async with relay_service(relay_database_url(settings), handlers, workers=settings.relay_workers) as relay:
             yield relay
 
 
@@ -320,7 +336,7 @@ def cmd_run(args, settings: Settings) -> int:
                                                    f"{settings.tse_directory})"),
                       ("provider", settings.provider_url or f"{settings.provider_base_url}  (simulated payment "
                                                              "provider, festpay provider-sim)"),
-                      ("relay", "signing committed receipts"),
+                      ("relay", "signing committed receipts, checking and refunding online top-ups"),
                       ("gateway", gateway_url(settings)),
                       ("", ".venv/bin/festpay registration-code --position Bar   (a terminal's one-time code)"),
                       *admin_lines,
@@ -413,38 +429,40 @@ def cmd_serve(args, settings: Settings) -> int:
 
 
 def cmd_relay(args, settings: Settings) -> int:
-    """The outbox relay alone (topic tse), against the running embedded cluster or DATABASE_URL, until Ctrl-C."""
-    from .relay import TseHandler, make_tse, relay_service
+    """The outbox relay alone (topics tse and provider: :func:`relay_handlers`), against the running embedded cluster
+    or DATABASE_URL, until Ctrl-C."""
+    from .relay import relay_service
 
     if not settings.database_url and not _cluster(settings).is_running():
         raise CliError("the embedded cluster is not running; start it with `festpay run` or `festpay db start`",
                        EXIT_NOT_RUNNING)
+    if args.tse_url:
+        settings = dataclasses.replace(settings, tse_url=args.tse_url)
+    if args.provider_url:
+        if not args.provider_url.startswith(("http://", "https://")):
+            raise CliError(f"--provider-url {args.provider_url!r} is not an http(s) URL")
+        settings = dataclasses.replace(settings, provider_url=args.provider_url.rstrip("/"))
     url = relay_database_url(settings)
     workers = args.workers if args.workers is not None else settings.relay_workers
     if workers < 1:
         raise CliError("--workers must be at least 1")
-    if args.tse_dir:
-        tse = make_tse(directory=args.tse_dir)
-        where = f"software TSE in {args.tse_dir}"
-    else:
-        tse = make_tse(url=args.tse_url or settings.relay_tse_url)
-        where = args.tse_url or settings.relay_tse_url
+    where = f"software TSE in {args.tse_dir}" if args.tse_dir else settings.relay_tse_url
     print(f"Database: {_mask_password(url)}", flush=True)
 
     def ready() -> None:
-        print(f"Relay signing receipts with the TSE at {where}, {workers} worker(s)  (Ctrl-C stops)", flush=True)
+        print(f"Relay signing receipts with the TSE at {where} and checking online top-ups with the payment provider "
+              f"at {settings.provider_base_url}, {workers} worker(s)  (Ctrl-C stops)", flush=True)
 
-    def relay(db_url: str, _settings: Settings) -> AbstractAsyncContextManager:
-        return relay_service(db_url, [TseHandler(tse)], poll_s=args.poll, workers=workers)
+    @contextlib.asynccontextmanager
+    async def relay(db_url: str, _settings: Settings) -> AsyncIterator[object]:
+        async with relay_handlers(settings, tse_dir=args.tse_dir) as handlers:
+            async with relay_service(db_url, handlers, poll_s=args.poll, workers=workers) as running:
+                yield running
 
     try:
         asyncio.run(serve(url, settings, services=[relay], ready=ready))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    finally:
-        close = getattr(tse, "close", None)
-        if close is not None:
-            close()
     print("Stopped.", flush=True)
     return 0
 
@@ -829,9 +847,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="really delete")
     p.set_defaults(func=cmd_db_destroy)
 
-    p = sub.add_parser("relay", help="the outbox relay: sign committed receipts with the TSE, until Ctrl-C")
+    p = sub.add_parser("relay", help="the outbox relay: sign committed receipts with the TSE, check and refund online "
+                                     "top-ups with the payment provider, until Ctrl-C")
     p.add_argument("--tse-url", help="TSE service URL (default FESTPAY_TSE_URL or the local 127.0.0.1:FESTPAY_TSE_PORT)")
     p.add_argument("--tse-dir", help="sign with a software TSE opened in this directory instead of a service")
+    p.add_argument("--provider-url", help="payment provider URL (default FESTPAY_PROVIDER_URL or the simulated "
+                                          "provider of `festpay run` on 127.0.0.1:FESTPAY_PROVIDER_PORT)")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between polls when no NOTIFY comes (default 2)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="tills signed for at the same time, each worker with its own database connection "

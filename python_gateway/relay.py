@@ -3,8 +3,8 @@
 A booking writes a row into ``ledger.outbox`` (a topic, an ordering key, the transaction) and sends
 ``NOTIFY festpay_outbox, '<topic>'`` in its own database transaction.  A relay:
 
-- logs in as ``festpay_relay`` (it may execute only the outbox, TSE and expiry calls of the ``api``) and LISTENs
-  on ``festpay_outbox``;
+- logs in as ``festpay_relay`` (it may execute only the outbox, TSE, payment-provider and expiry calls of the
+  ``api``) and LISTENs on ``festpay_outbox``;
 - at start, on every notification and after every poll interval (so a lost notification only delays) drains its
   topics: ``api.outbox_prepare(topic)`` gives new tills their lock row, then, in a transaction on its claim
   connection, ``api.outbox_claim(topic, limit)`` locks ONE ordering key (a till) FOR UPDATE SKIP LOCKED and hands
@@ -15,7 +15,8 @@ A booking writes a row into ``ledger.outbox`` (a topic, an ordering key, the tra
   workers (nor two relays) ever hold one till; it tells the database it sleeps (``api.relay_sleep``) only when no
   worker found work;
 - leaves what a request means to a :class:`Handler` registered for its topic.  Topic ``tse`` is
-  :class:`TseHandler` (sign the receipt); payment-status checks and webhooks become handlers of their own topics.
+  :class:`TseHandler` (sign the receipt), topic ``provider`` :class:`ProviderHandler` (the payment provider's status
+  of an online top-up, and its refund when an admin asked for one).
 
 Two relays side by side never handle one request at the same time (the row lock per key); for the TSE, the
 started record (``api.tse_started``, committed before finishing) and the TSE's idempotent repeated finish make a
@@ -443,15 +444,20 @@ class TseHandler:
 
 
 class ProviderHandler:
-    """Topic ``provider``: poll the payment provider for an online top-up's status (SPEC 5: ExternalPending ->
-    Committed / Aborted from polling as well as from the webhook).
+    """Topic ``provider``: what the payment provider is to be asked for an online top-up's checkout (one request per
+    checkout, its own ordering key, so a slow one holds up no other).  ``api.provider_request`` says what:
 
-    ``api.provider_request`` names the checkout (and marks the request done when the top-up is settled already); a
-    determinate status (paid, declined) goes to ``api.external_topup_settle``, keyed by the checkout reference, so a
-    webhook racing the poll books once.  No answer yet (pending, unknown, no checkout id recorded yet, the provider
-    unreachable) raises, and ``failed`` records it with ``api.provider_failed`` (backoff 1, 2, 4 ... 60 s).
-    Each checkout is its own ordering key, so a slow one holds up no other.  (ExternalUnknown after a check window is
-    not done yet.)
+    - ``poll`` (the outcome is open: ExternalPending, ExternalUnknown): fetch the checkout's status; a determinate one
+      (paid, declined) goes to ``api.external_topup_settle``, keyed by the checkout reference, so a webhook racing the
+      poll books once.  No answer yet (pending, unknown, no checkout id recorded yet, the provider unreachable)
+      raises, and ``failed`` records it with ``api.provider_failed`` (backoff 1, 2, 4 ... 60 s, then every 60 s); past
+      the event's check window the database moves the top-up to ExternalUnknown there, and the polling goes on, so a
+      late answer still settles it.
+    - ``refund`` (an admin asked to refund a payment that could not be booked): ``provider.refund`` of the amount,
+      keyed by the checkout reference (a repeat after a crash is the same refund), recorded by
+      ``api.provider_refunded``; a refusal (4xx) by ``api.provider_refund_refused`` (back in the admin queue); an
+      unreachable provider or a refund still under way is retried with backoff.
+    - nothing (settled, refunded, or decided by an admin): the request is done.
     """
 
     topic = "provider"
@@ -460,13 +466,17 @@ class ProviderHandler:
         self.provider = provider
 
     async def handle(self, conn: psycopg.AsyncConnection, request: OutboxRequest) -> None:
-        from .provider.interface import Status
-
-        cur = await conn.execute("SELECT reference, checkout_id, state FROM api.provider_request(%s)",
+        cur = await conn.execute("SELECT reference, checkout_id, state, action, amount FROM api.provider_request(%s)",
                                  (request.outbox_id,))
         row = await cur.fetchone()
-        if row["state"] in ("Committed", "Aborted"):
-            return
+        if row["action"] == "refund":
+            await self._refund(conn, request, row)
+        elif row["action"] == "poll":
+            await self._poll(conn, row)
+
+    async def _poll(self, conn: psycopg.AsyncConnection, row: dict[str, Any]) -> None:
+        from .provider.interface import Status
+
         if not row["checkout_id"]:
             raise NotDeterminate("no provider checkout id recorded yet")
         status = await self.provider.fetch_status(row["checkout_id"])
@@ -474,6 +484,21 @@ class ProviderHandler:
             raise NotDeterminate(f"checkout {row['checkout_id']} is {status.value}")
         await conn.execute("SELECT * FROM api.external_topup_settle(%s, %s, %s)",
                            (row["reference"], status.value, row["checkout_id"]))
+
+    async def _refund(self, conn: psycopg.AsyncConnection, request: OutboxRequest, row: dict[str, Any]) -> None:
+        from .provider.interface import ProviderRequestError
+
+        try:
+            refund = await self.provider.refund(row["checkout_id"], row["amount"], key=row["reference"])
+        except ProviderRequestError as err:
+            log.warning("relay: the provider refused the refund of checkout %s (%s): %s", row["checkout_id"],
+                        row["reference"], err)
+            await conn.execute("SELECT api.provider_refund_refused(%s, %s)",
+                               (request.outbox_id, f"the provider refused the refund: {str(err).strip()}"))
+            return
+        if refund.status != "succeeded":
+            raise NotDeterminate(f"refund {refund.id} of checkout {row['checkout_id']} is {refund.status}")
+        await conn.execute("SELECT api.provider_refunded(%s, %s)", (request.outbox_id, refund.id))
 
     async def failed(self, conn: psycopg.AsyncConnection, request: OutboxRequest,
                      error: BaseException) -> datetime | None:

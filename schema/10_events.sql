@@ -25,6 +25,7 @@ CREATE TABLE ledger.event (
     seller_city      text NOT NULL DEFAULT '' CHECK (length(seller_city) <= 100),
     tax_number       text NOT NULL DEFAULT '' CHECK (tax_number ~ '^[0-9 /]{0,20}$'),
     vat_id           text NOT NULL DEFAULT '' CHECK (vat_id ~ '^([A-Z]{2}[0-9A-Za-z+*.]{2,12})?$'),
+    provider_check_window interval NOT NULL DEFAULT '30 minutes' CHECK (provider_check_window > '0 seconds'),
     CONSTRAINT topup_bounds CHECK (max_topup >= min_topup AND max_topup <= max_balance),
     CONSTRAINT fees_below_min_topup CHECK (
         topup_fee_cash < min_topup AND topup_fee_card < min_topup AND topup_fee_online < min_topup)

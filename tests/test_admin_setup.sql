@@ -49,15 +49,16 @@ SELECT is(test.funded_tag(test.e(), 'A0000001', 20000), 20000::bigint, 'a tag fu
 SELECT is(api.admin_event(test.admin_token('viewer')) - 'created_at',
           jsonb_build_object('id', test.e(), 'name', 'pgTAP admin setup', 'currency', 'EUR', 'time_zone', 'Europe/Berlin',
               'max_balance', 50000, 'min_topup', 500, 'max_topup', 25000, 'topup_fee_cash', 0, 'topup_fee_card', 50,
-              'topup_fee_online', 0, 'payout_fee', 100, 'reserve_timeout_s', 120, 'offline_limit', 5000,
-              'offline_log_size', 16, 'seller_name', '', 'seller_street', '', 'seller_postcode', '', 'seller_city', '',
-              'tax_number', '', 'vat_id', ''),
+              'topup_fee_online', 0, 'payout_fee', 100, 'reserve_timeout_s', 120, 'provider_check_window_s', 1800,
+              'offline_limit', 5000, 'offline_log_size', 16, 'seller_name', '', 'seller_street', '', 'seller_postcode', '',
+              'seller_city', '', 'tax_number', '', 'vat_id', ''),
           'the event page: every setting (cents, seconds) of the newest event, never its tag key');
 SELECT is(api.admin_event_update(pg_temp.admin(), '{"max_balance": 60000, "topup_fee_card": "75", "reserve_timeout_s": 90}')
           - 'created_at' - 'id' - 'name' - 'currency' - 'time_zone' - 'seller_name' - 'seller_street' - 'seller_postcode'
           - 'seller_city' - 'tax_number' - 'vat_id',
           '{"max_balance": 60000, "min_topup": 500, "max_topup": 25000, "topup_fee_cash": 0, "topup_fee_card": 75,
-            "topup_fee_online": 0, "payout_fee": 100, "reserve_timeout_s": 90, "offline_limit": 5000, "offline_log_size": 16}'::jsonb,
+            "topup_fee_online": 0, "payout_fee": 100, "reserve_timeout_s": 90, "provider_check_window_s": 1800,
+            "offline_limit": 5000, "offline_log_size": 16}'::jsonb,
           'the admin changes limits, a fee (a form''s string of digits too) and the reserve timeout; the answer shows them');
 SELECT results_eq($$SELECT max_balance, topup_fee_card, reserve_timeout FROM ledger.event WHERE id = test.e()$$,
                   $$VALUES (60000::bigint, 75::bigint, interval '90 seconds')$$, 'the event row has them');

@@ -5,13 +5,18 @@ the ``provider`` handler polling it, in a database of its own (``festpay_online_
 A visitor signs in, POSTs an amount at ``/portal/topup``, is sent (303) to the hosted checkout, pays there, comes back
 to ``/portal/topup/{reference}`` and sees "pending" until the webhook or the relay's poll settles it. One test per
 behaviour: pays (the webhook books once), webhook-twice (books once), no-webhook (polling books), declines (Aborted,
-nothing booked), never-answers (stays pending, never "failed"); and a webhook with a bad signature is a 401 problem
-that changes nothing. ``api.check_invariants()`` is empty after each.
+nothing booked), never-answers (stays pending, never "failed"; past the event's check window ExternalUnknown, still
+"pending", until an admin decides it), late (answers after the check window: ExternalUnknown in between, then
+Committed); webhooks racing the relay's poll book once; a payment that arrives for a blocked tag is not booked but
+refunded: the admin queue page shows it, support POSTs "Refund", the relay refunds it at the provider and the visitor
+sees "refunded"; a webhook with a bad signature is a 401 problem that changes nothing; ``festpay relay`` (the command)
+checks online top-ups too. ``api.check_invariants()`` is empty after each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -22,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -35,7 +40,7 @@ from python_gateway.provider.http_client import HttpProvider
 from python_gateway.relay import ProviderHandler, relay_service
 from python_gateway.signing import PROVIDER_SIGNATURE_HEADER, provider_webhook_signature
 from tests.gateway_server import RunningGateway, start_admin_gateway
-from tests.test_admin_http import Session
+from tests.test_admin_http import PASSWORD, Session
 
 DBNAME = "festpay_online_topup"
 SECRET = "e2e-provider-secret"
@@ -138,10 +143,37 @@ def request(url: str, method: str = "GET", form: dict[str, str] | None = None,
     return out
 
 
-def set_behaviour(sim_url: str, behaviour: str) -> None:
+def set_behaviour(sim_url: str, behaviour: str, delay_s: float | None = None) -> None:
+    body = {"behaviour": behaviour} if delay_s is None else {"behaviour": behaviour, "behaviour_delay_s": delay_s}
     status, _, raw = request(sim_url + "/v1/sim/default-behaviour", "PUT", headers={"Content-Type": "application/json"},
-                          body=json.dumps({"behaviour": behaviour}).encode())
+                          body=json.dumps(body).encode())
     assert status == 204, raw
+
+
+@contextlib.contextmanager
+def check_window(db, event: int, seconds: float) -> Iterator[None]:
+    """The event's provider check window set to ``seconds`` (as the DBA) while the block runs."""
+    before = scalar(db, "SELECT provider_check_window FROM ledger.event WHERE id = %s", (event,))
+    db.execute("UPDATE ledger.event SET provider_check_window = make_interval(secs => %s) WHERE id = %s",
+               (seconds, event))
+    try:
+        yield
+    finally:
+        db.execute("UPDATE ledger.event SET provider_check_window = %s WHERE id = %s", (before, event))
+
+
+@pytest.fixture(scope="module")
+def admins(db, site, event) -> dict[str, Session]:
+    """A signed-in admin site browser for the roles support and viewer (the event is the admin site's: the newest)."""
+    out = {}
+    for role in ("support", "viewer"):
+        name = f"e2e-{role}-{secrets.token_hex(3)}"
+        scalar(db, "SELECT * FROM api.create_admin_user(%s, %s, %s)", (name, role, PASSWORD))
+        s = Session(site.port)
+        page = s.login(name)
+        assert page.status == 303, page.text[:500]
+        out[role] = s
+    return out
 
 
 def visitor(db, site: RunningGateway, event: int) -> tuple[Session, str]:
@@ -154,8 +186,10 @@ def visitor(db, site: RunningGateway, event: int) -> tuple[Session, str]:
     return s, uid
 
 
-def top_up(s: Session, sim_url: str, amount: str = "20,00", action: str = "pay") -> tuple[str, str]:
-    """POST /portal/topup, then pay (or cancel) on the hosted page; returns (reference, the portal's return path)."""
+def top_up(s: Session, sim_url: str, amount: str = "20,00", action: str = "pay",
+           before_pay: Callable[[], None] | None = None) -> tuple[str, str]:
+    """POST /portal/topup, then (after ``before_pay``) pay (or cancel) on the hosted page; returns (reference, the
+    portal's return path)."""
     form = s.get("/portal/topup", headers=EN)
     assert form.status == 200 and 'name="amount"' in form.text, form.text[:1000]
     # A browser follows the form's redirect to the hosted checkout only if the page's CSP lets forms lead there.
@@ -164,6 +198,8 @@ def top_up(s: Session, sim_url: str, amount: str = "20,00", action: str = "pay")
     assert page.status == 303, page.text[:1000]
     checkout_url = page.location
     assert checkout_url.startswith(sim_url + "/checkout/co_"), checkout_url
+    if before_pay is not None:
+        before_pay()
     status, headers, raw = request(checkout_url, "POST", form={"action": action})
     assert status == 303, raw
     back = urlsplit(headers["location"])
@@ -199,6 +235,76 @@ def money(db, event: int, uid: str, reference: str) -> dict[str, Any]:
 
 def invariants(db) -> list:
     return db.execute("SELECT * FROM api.check_invariants()").fetchall()
+
+
+def checkout(db, reference: str) -> dict[str, Any]:
+    """The checkout row with its transaction's state and states (from, to of every change)."""
+    cur = db.execute(
+        "SELECT c.*, t.state::text AS state, t.amount, "
+        "ARRAY(SELECT x.from_state || '>' || x.to_state FROM unnest(t.state_changes) x) AS changes, "
+        "(SELECT o.done_at IS NOT NULL FROM ledger.outbox o WHERE o.topic = 'provider' "
+        " AND o.transaction_id = t.id) AS request_done "
+        "FROM ledger.external_checkout c JOIN ledger.transaction t ON t.id = c.transaction_id WHERE c.reference = %s",
+        (reference,))
+    names = [d.name for d in cur.description]
+    return dict(zip(names, cur.fetchone()))
+
+
+def wait_for(what: Callable[[], Any], timeout: float = SETTLE_TIMEOUT_S, every: float = 0.1) -> Any:
+    """Calls ``what`` until it returns something true (returned) or the time is up (an assertion error)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = what()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {getattr(what, '__name__', what)}"
+        time.sleep(every)
+
+
+def status_of(s: Session, path: str) -> str:
+    page = s.get(path, headers=EN)
+    assert page.status == 200, page.text[:500]
+    assert "failed" not in page.text.split("<main")[1].lower()
+    return page.text.split('data-status="', 1)[1].split('"', 1)[0]
+
+
+# ----------------------------------------------------------------------------- festpay relay (the command)
+
+
+def test_festpay_relay_command_checks_online_top_ups(db, site, event, sim_url, pg_cluster, tmp_path):
+    """``festpay relay`` alone (the module's relay is not running yet): it polls the provider, so a top-up without a
+    webhook is booked by it (its login: DATABASE_URL's, acting as festpay_relay)."""
+    env = dict(os.environ, DATABASE_URL=pg_cluster.url(DBNAME), FESTPAY_PROVIDER_SECRET=SECRET,
+               FESTPAY_DATA_DIR=str(tmp_path / "data"))
+    for name in ("FESTPAY_RELAY_DATABASE_URL", "FESTPAY_PROVIDER_URL", "FESTPAY_TSE_URL"):
+        env.pop(name, None)
+    proc = subprocess.Popen([sys.executable, "-m", "python_gateway.cli", "relay", "--tse-dir", str(tmp_path / "tse"),
+                             "--provider-url", sim_url, "--poll", "0.5", "--workers", "1"], cwd=PROJECT_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while not any(line.startswith("Relay ") for line in lines) and sel.select(20):
+                lines.append(proc.stdout.readline())
+                assert lines[-1], lines
+        assert f"checking online top-ups with the payment provider at {sim_url}" in lines[-1], lines
+        set_behaviour(sim_url, "no-webhook")
+        s, uid = visitor(db, site, event)
+        reference, path = top_up(s, sim_url)
+        status, seen = settled(db, s, path)
+        assert status == "paid", seen
+        m = money(db, event, uid, reference)
+        assert m["state"] == "Committed" and m["commits"] == 1 and m["actor"] == "postgres", m
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0 and "Stopped." in out, out
+    assert invariants(db) == []
 
 
 @pytest.mark.parametrize("behaviour", ["pays", "webhook-twice", "no-webhook"])
@@ -268,4 +374,155 @@ def test_webhook_with_bad_signature_is_refused(db, site, relay, event, sim_url):
     assert outcomes == ["booked", "duplicate"]
     m = money(db, event, uid, reference)
     assert m["state"] == "Committed" and m["commits"] == 1
+    assert invariants(db) == []
+
+
+# ----------------------------------------------------------------------------- the check window, late answers
+
+
+def test_late_answer_after_the_check_window_is_booked(db, site, relay, event, sim_url):
+    set_behaviour(sim_url, "late", delay_s=5)
+    with check_window(db, event, 1):
+        s, uid = visitor(db, site, event)
+        reference, path = top_up(s, sim_url)
+        wait_for(lambda: checkout(db, reference)["state"] == "ExternalUnknown", timeout=5)
+        assert status_of(s, path) == "pending"  # ExternalUnknown: the provider may still take the money
+        status, seen = settled(db, s, path)
+    assert status == "paid" and "pending" in seen, seen
+    c = checkout(db, reference)
+    assert c["changes"] == ["Open>ExternalPending", "ExternalPending>ExternalUnknown", "ExternalUnknown>Committed"], c
+    assert c["request_done"] and c["refund_state"] is None
+    m = money(db, event, uid, reference)
+    assert m["balance"] == 2000 - m["fee"] and m["commits"] == 1 and m["lines"] == (2 if m["fee"] else 1)
+    assert invariants(db) == []
+
+
+def test_unanswered_top_up_becomes_unknown_until_an_admin_decides(db, site, relay, event, sim_url, admins):
+    set_behaviour(sim_url, "never-answers")
+    with check_window(db, event, 1):
+        s, uid = visitor(db, site, event)
+        reference, path = top_up(s, sim_url)
+        wait_for(lambda: checkout(db, reference)["state"] == "ExternalUnknown", timeout=6)
+        def attempts() -> int:
+            return scalar(db, "SELECT o.attempts FROM ledger.outbox o JOIN ledger.external_checkout c ON "
+                              "c.transaction_id = o.transaction_id WHERE o.topic = 'provider' AND c.reference = %s",
+                          (reference,))
+
+        before = attempts()
+        wait_for(lambda: attempts() > before, timeout=6)  # polled on after ExternalUnknown
+        assert status_of(s, path) == "pending"
+        support = admins["support"]
+        tx_id = checkout(db, reference)["transaction_id"]
+        page = support.get("/admin/queue")
+        assert 'id="kind-external-unknown"' in page.text and f'href="/admin/transactions/{tx_id}"' in page.text
+        state = scalar(db, "SELECT api.admin_queue_resolve(%s, %s, 'Aborted', 'the provider has no payment')",
+                       (support.session_token(), tx_id))
+        assert state == "Aborted"
+        c = checkout(db, reference)
+        assert c["request_done"], c  # the admin's decision ends the polling
+        assert status_of(s, path) == "declined"
+    assert money(db, event, uid, reference)["balance"] == 0
+    assert invariants(db) == []
+
+
+# ----------------------------------------------------------------------------- webhooks racing the poll
+
+
+def test_webhooks_racing_the_poll_book_once(db, site, relay, event, sim_url):
+    """The provider's paid reaches us three times at once by webhook while the relay is woken to poll the same
+    checkout: booked once (the row-level race itself: tests/test_online_topup_race.py)."""
+    set_behaviour(sim_url, "no-webhook")
+    s, uid = visitor(db, site, event)
+    reference, path = top_up(s, sim_url)
+    c = checkout(db, reference)
+    body = json.dumps({"type": "checkout.status", "checkout_id": c["checkout_id"], "reference": reference,
+                       "status": "paid", "amount": 2000, "currency": "EUR"}).encode()
+    headers = {"Content-Type": "application/json", PROVIDER_SIGNATURE_HEADER: provider_webhook_signature(SECRET, body)}
+    barrier = threading.Barrier(4, timeout=20)
+    answers: list[Any] = []
+
+    def webhook() -> None:
+        barrier.wait()
+        status, _, raw = request(site.base_url + "/provider/webhook", "POST", body=body, headers=headers)
+        answers.append((status, json.loads(raw).get("outcome")))
+
+    def poll_now() -> None:
+        barrier.wait()
+        db.execute("UPDATE ledger.outbox SET retry_at = now() WHERE topic = 'provider' AND transaction_id = %s "
+                   "AND done_at IS NULL", (c["transaction_id"],))
+        db.execute("SELECT pg_notify('festpay_outbox', 'provider')")
+
+    threads = [threading.Thread(target=webhook) for _ in range(3)] + [threading.Thread(target=poll_now)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(status == 200 for status, _ in answers) and len(answers) == 3, answers
+    assert sorted(o for _, o in answers).count("booked") <= 1, answers
+    status, seen = settled(db, s, path)
+    assert status == "paid", seen
+    m = money(db, event, uid, reference)
+    assert m["state"] == "Committed" and m["commits"] == 1 and m["lines"] == (2 if m["fee"] else 1)
+    assert m["balance"] == 2000 - m["fee"]
+    assert invariants(db) == []
+
+
+# ----------------------------------------------------------------------------- paid but not bookable: refunded
+
+
+def test_paid_for_a_blocked_tag_is_refunded_through_the_provider(db, site, relay, event, sim_url, admins):
+    set_behaviour(sim_url, "pays")
+    s, uid = visitor(db, site, event)
+    reference, path = top_up(s, sim_url, before_pay=lambda: scalar(
+        db, "SELECT api.set_tag_blocked(%s, %s, true)", (event, uid)))
+    status, seen = settled(db, s, path)
+    assert status == "refunding", seen
+    page = s.get(path, headers=EN)
+    assert 'data-reason="tag-blocked"' in page.text and "will be refunded" in page.text
+    c = checkout(db, reference)
+    assert (c["state"], c["refund_state"], c["refund_reason"]) == ("Aborted", "due", "tag-blocked"), c
+    assert money(db, event, uid, reference)["balance"] == 0
+    tx_id = c["transaction_id"]
+    form = f"refund-{tx_id}"
+
+    # the queue page: the item with amount, tag and reason; only support has the Refund form
+    viewer, support = admins["viewer"], admins["support"]
+    page = viewer.get("/admin/queue")
+    assert page.status == 200 and 'id="kind-provider-refund"' in page.text
+    assert "Paid online but not bookable: refund through the provider" in page.text
+    assert uid in page.text and "20.00" in page.text.replace(",", ".") and "the tag was blocked meanwhile" in page.text
+    assert f'id="{form}-reason"' not in page.text
+    assert viewer.post("/admin/queue/refund", {"transaction_id": tx_id, "reason": "x"},
+                       csrf=viewer.csrf("/admin/queue")).status == 403
+    page = support.get("/admin/queue")
+    assert f'id="{form}-reason"' in page.text, page.text[:3000]
+    assert support.post("/admin/queue/refund", {"transaction_id": tx_id, "reason": "x"}).status == 403  # no CSRF token
+    page = support.post("/admin/queue/refund", {"form": form, "transaction_id": tx_id, "reason": ""},
+                        csrf=page.csrf())
+    assert page.status in (400, 422) and f'id="{form}-reason-error"' in page.text, page.messages()
+    assert checkout(db, reference)["refund_state"] == "due"
+    page = support.post("/admin/queue/refund", {"form": form, "transaction_id": tx_id,
+                                                "reason": "the wristband was blocked"},
+                        csrf=support.csrf("/admin/queue"))
+    assert page.status == 303 and page.location == "/admin/queue?done=resolved", page.messages()
+
+    # the relay refunds it at the provider, once
+    wait_for(lambda: checkout(db, reference)["refund_state"] == "refunded")
+    c = checkout(db, reference)
+    assert c["refund_id"].startswith("re_") and c["request_done"] and c["state"] == "Aborted", c
+    status, _, raw = request(f"{sim_url}/v1/checkouts/{c['checkout_id']}")
+    assert status == 200 and json.loads(raw)["refunded"] == 2000, raw
+    assert status_of(s, path) == "refunded"
+    page = support.get("/admin/queue")
+    assert f'href="/admin/transactions/{tx_id}"' not in page.text
+    # asking again changes nothing: still one refund at the provider
+    page = support.post("/admin/queue/refund", {"transaction_id": tx_id, "reason": "again"},
+                        csrf=support.csrf("/admin/queue"))
+    assert page.status == 303, page.messages()
+    time.sleep(1.0)
+    assert json.loads(request(f"{sim_url}/v1/checkouts/{c['checkout_id']}")[2])["refunded"] == 2000
+    audit = db.execute("SELECT a.after FROM ledger.admin_audit a WHERE a.action = 'queue.refund' "
+                       "AND a.object = %s", (f"transaction:{tx_id}",)).fetchall()
+    assert len(audit) == 1 and audit[0][0]["reason"] == "the wristband was blocked" and audit[0][0]["amount"] == 2000
+    assert money(db, event, uid, reference)["balance"] == 0
     assert invariants(db) == []

@@ -250,6 +250,21 @@ def test_refund_of_a_paid_checkout(sim_url):
     run(go())
 
 
+def test_refund_with_a_key_is_made_once(sim_url):
+    async def go():
+        async with scenario(sim_url, "pays", amount=2000) as c:
+            await submit(c.checkout.url)
+            first = await c.provider.refund(c.checkout.id, 2000, key="ft_" + "a" * 32)
+            again = await c.provider.refund(c.checkout.id, 2000, key="ft_" + "a" * 32)
+            assert again == first and first.status == "succeeded"
+            with pytest.raises(ProviderRequestError):  # the same key for another amount
+                await c.provider.refund(c.checkout.id, 1000, key="ft_" + "a" * 32)
+            async with ClientSession() as http:
+                async with http.get(f"{sim_url}/v1/checkouts/{c.checkout.id}") as resp:
+                    assert (await resp.json())["refunded"] == 2000  # refunded once
+    run(go())
+
+
 def test_hosted_page_shows_the_amount_and_unknown_ids(sim_url):
     async def go():
         async with scenario(sim_url, "pays", amount=2000) as c:

@@ -1,6 +1,9 @@
-"""The resolution queue ``/admin/queue``: TerminalConfirmUnknown, ExternalUnknown, overdrafts, refused tag-log
-entries, implausible offline charges and recent violations; each decided with an outcome and a reason (the api
-function checks the privilege support, books the outcome and writes the audit row).
+"""The resolution queue ``/admin/queue``: TerminalConfirmUnknown, ExternalUnknown, online payments the provider took
+that could not be booked (provider-refund), overdrafts, refused tag-log entries, implausible offline charges and
+recent violations; each decided with an outcome and a reason (the api function checks the privilege support, books
+the outcome and writes the audit row).  A provider-refund item is decided with "Refund" and a reason
+(``POST /admin/queue/refund``, ``api.admin_queue_refund``): the relay then refunds it through the provider, and the
+item stays on the page (refund requested) until the provider has refunded it.
 
 An item someone decided meanwhile is gone from the page; deciding it again says so above the page ("already
 decided: now Committed"), with the state the database reports.
@@ -21,6 +24,7 @@ OUTCOMES_OF = {"terminal-confirm-unknown": ("Committed", "Aborted"), "external-u
 KIND_LABELS = {
     "terminal-confirm-unknown": "Unknown terminal confirmations (TerminalConfirmUnknown)",
     "external-unknown": "Unknown external payments (ExternalUnknown)",
+    "provider-refund": "Paid online but not bookable: refund through the provider",
     "overdraft": "Overdrafts",
     "refused-log-entry": "Refused tag-log entries",
     "implausible-offline-charge": "Implausible offline charges",
@@ -31,8 +35,17 @@ DETAIL_LABELS = {
     "type": "Type", "state": "State", "held": "Held", "fee": "Fee", "payment": "Paid by",
     "assignment_id": "Terminal", "terminal_tx_number": "Terminal number", "tag_tx_number": "Tag counter",
     "balance_after": "Balance after", "actor": "By", "reason": "Reason", "from_state": "From", "to_state": "To",
-    "payload": "Sent data",
+    "payload": "Sent data", "refund": "Refund", "reference": "Reference", "checkout_id": "Provider checkout",
+    "requested_by": "Requested by", "requested_at": "Requested at", "error": "Error",
 }
+#: Why a provider-refund item could not be booked (detail key reason).
+REFUND_REASONS = {
+    "tag-blocked": "the tag was blocked meanwhile",
+    "max-balance-exceeded": "the balance would exceed the event's maximum",
+    "aborted": "the top-up was closed already (Aborted)",
+}
+#: The refund states a provider-refund item offers "Refund" in (the others are under way).
+REFUNDABLE = ("due", "failed")
 
 
 async def queue_page(request: web.Request) -> web.Response:
@@ -40,6 +53,7 @@ async def queue_page(request: web.Request) -> web.Response:
     items = await call(request, "admin_queue", token(request))
     return render(request, "admin/queue.html", {"items": items, "outcomes_of": OUTCOMES_OF,
                                                 "kind_labels": KIND_LABELS, "detail_labels": DETAIL_LABELS,
+                                                "refund_reasons": REFUND_REASONS, "refundable": REFUNDABLE,
                                                 "note": done_note(request)})
 
 
@@ -75,6 +89,16 @@ async def resolve(request: web.Request) -> web.StreamResponse:
     raise see_other(request, "/queue", done="resolved")
 
 
+@page_of(queue_page)
+async def refund(request: web.Request) -> web.StreamResponse:
+    """POST /admin/queue/refund (``transaction_id``, ``reason``): refund a payment that could not be booked."""
+    form = await read_form(request)
+    await call_value(request, "admin_queue_refund", token(request), form.whole("transaction_id", required=True),
+                     form.text("reason", required=True))
+    raise see_other(request, "/queue", done="resolved")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/queue", queue_page, name="queue")
     app.router.add_post("/queue/resolve", resolve)
+    app.router.add_post("/queue/refund", refund)

@@ -33,6 +33,7 @@ EVENT_FIELDS: dict[str, str] = {
     "topup_fee_online": "money",
     "payout_fee": "money",
     "reserve_timeout_s": "whole",
+    "provider_check_window_s": "whole",
     "offline_limit": "money",
     "offline_log_size": "whole",
     "seller_name": "text",

@@ -5,7 +5,10 @@
 a checkout, ``api.portal_topup_checkout`` records its id, and the browser is sent (303) to the hosted checkout page.
 When the provider cannot create the checkout nobody can pay, so ``api.portal_topup_cancel`` aborts it.
 The provider sends the browser back to ``/portal/topup/{reference}``, which shows "pending" until the webhook or the
-relay's poll settles it (``api.portal_topup_status``): never "failed" while the provider may still take the money.
+relay's poll settles it (``api.portal_topup_status``; also while it is ExternalUnknown): never "failed" while the
+provider may still take the money.  A payment the provider took that could not be booked (the wristband blocked
+meanwhile, the highest balance reached, the top-up closed already) shows as being refunded, with the reason, and as
+refunded once the provider paid it back.
 """
 
 from __future__ import annotations
@@ -82,7 +85,8 @@ async def topup(request: web.Request) -> web.StreamResponse:
 
 
 async def topup_status(request: web.Request) -> web.Response:
-    """GET /portal/topup/{reference}: pending (refreshing), paid or declined; another tag's top-up is a 404."""
+    """GET /portal/topup/{reference}: pending (refreshing), paid, declined, refunding or refunded; another tag's
+    top-up is a 404."""
     reference = request.match_info["reference"]
     if not _REFERENCE.fullmatch(reference):
         raise web.HTTPNotFound()

@@ -50,12 +50,13 @@ class HttpProvider:
             session, self._session = self._session, None
             await session.close()
 
-    async def _call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async def _call(self, method: str, path: str, body: Any = None,
+                    headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
         """(HTTP status, decoded JSON) of one request; 5xx and transport failures raise ProviderUnavailable."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         try:
-            async with self._session.request(method, self.url + path, json=body) as resp:
+            async with self._session.request(method, self.url + path, json=body, headers=headers) as resp:
                 raw = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
@@ -118,9 +119,10 @@ class HttpProvider:
             raise InvalidWebhook("the webhook's checkout_id and reference must be strings")
         return event
 
-    async def refund(self, checkout_id: str, amount_cents: int) -> Refund:
+    async def refund(self, checkout_id: str, amount_cents: int, *, key: str | None = None) -> Refund:
+        """See :class:`~.interface.PaymentProvider`; ``key`` goes in the ``Idempotency-Key`` header."""
         status, data = await self._call("POST", f"/v1/checkouts/{_segment(checkout_id)}/refunds",
-                                        {"amount": amount_cents})
+                                        {"amount": amount_cents}, {"Idempotency-Key": key} if key else None)
         if status == 404:
             raise ProviderRequestError(f"the payment provider does not know checkout {checkout_id!r}", status)
         return Refund(id=self._field(data, "id"), status=self._field(data, "status"))

@@ -95,6 +95,7 @@ class PaymentProvider(Protocol):
         or the body is not acceptable."""
         ...
 
-    async def refund(self, checkout_id: str, amount_cents: int) -> Refund:
-        """Refund ``amount_cents`` of a paid checkout."""
+    async def refund(self, checkout_id: str, amount_cents: int, *, key: str | None = None) -> Refund:
+        """Refund ``amount_cents`` of a paid checkout.  ``key`` (our checkout reference) makes it idempotent: a repeat
+        with the same key is answered with the refund made the first time, never a second one."""
         ...

@@ -9,7 +9,9 @@ tests; :class:`~.http_client.HttpProvider` is its client.  Wire format (JSON)::
                         -> 201 {id, url, status}  (the same reference again: 200 and the same checkout;
                                                   with another amount or currency: 409)
     GET  /v1/checkouts/{id}            -> 200 {id, reference, amount, currency, status, refunded}; 404 unknown
-    POST /v1/checkouts/{id}/refunds {amount} -> 201 {id, status: "succeeded", amount}; 409 when not paid or too much
+    POST /v1/checkouts/{id}/refunds {amount}  (header Idempotency-Key optional)
+                        -> 201 {id, status: "succeeded", amount}; 409 when not paid or too much; a repeat with the
+                           same Idempotency-Key: 200 and the same refund (with another amount: 409)
     PUT  /v1/sim/default-behaviour {behaviour, behaviour_delay_s?} -> 204   (for checkouts created without one)
     GET  /health                       -> 200 {status: "ok"}
     GET  /checkout/{id}                the hosted checkout page (HTML): the amount, a "Pay" and a "Cancel" button
@@ -81,6 +83,7 @@ class SimCheckout:
     due: float | None = None  # late: when the pending status turns determinate
     outcome: str | None = None  # late: what it turns into
     refunds: list[dict[str, Any]] = field(default_factory=list)
+    refund_keys: dict[str, dict[str, Any]] = field(default_factory=dict)  # Idempotency-Key -> its refund
 
     @property
     def refunded(self) -> int:
@@ -234,12 +237,22 @@ async def refund(request: web.Request) -> web.Response:
     amount = data.get("amount")
     if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
         raise _Refused(400, "amount must be a positive number of cents")
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 200:
+        raise _Refused(400, "Idempotency-Key must be 1-200 characters")
+    if key in checkout.refund_keys:
+        entry = checkout.refund_keys[key]
+        if entry["amount"] != amount:
+            raise _Refused(409, "this Idempotency-Key was used for a refund of another amount")
+        return web.json_response(entry, status=200)
     if checkout.current_status() != "paid":
         raise _Refused(409, f"the checkout is {checkout.status}, not paid")
     if amount > checkout.amount - checkout.refunded:
         raise _Refused(409, f"only {checkout.amount - checkout.refunded} cents are left to refund")
     entry = {"id": "re_" + secrets.token_hex(12), "status": "succeeded", "amount": amount}
     checkout.refunds.append(entry)
+    if key is not None:
+        checkout.refund_keys[key] = entry
     return web.json_response(entry, status=201)
 
 
