@@ -1127,8 +1127,8 @@ BEGIN
         'terminals_seen_5min', v_seen,
         'signing_lag', (SELECT jsonb_build_object('pending', l.pending, 'oldest_ms', l.oldest_ms) FROM api.outbox_lag('tse') l),
         'queue_counts', (SELECT jsonb_object_agg(k.kind, coalesce(c.n, 0))
-                           FROM unnest(ARRAY['terminal-confirm-unknown', 'external-unknown', 'overdraft', 'refused-log-entry',
-                                             'implausible-offline-charge', 'violation']) k(kind)
+                           FROM unnest(ARRAY['terminal-confirm-unknown', 'external-unknown', 'provider-refund', 'overdraft',
+                                             'refused-log-entry', 'implausible-offline-charge', 'violation']) k(kind)
                            LEFT JOIN (SELECT i.kind, count(*) AS n FROM ledger.admin_queue_items(v_event) i
                                        GROUP BY i.kind) c ON c.kind = k.kind),
         'tse_outage', EXISTS (SELECT FROM ledger.tse_outage o WHERE o.ended_at IS NULL));

@@ -351,7 +351,7 @@ SELECT results_eq($$SELECT kind, transaction_id, uid, amount FROM api.admin_queu
                            ('implausible-offline-charge', NULL, 'FF00FF01', 450)$$,
                   'queue: the unknown outcome, the overdraft, the refused log entry, the implausible offline sale');
 SELECT is((SELECT api.admin_dashboard(test.admin_token('viewer')) -> 'queue_counts'),
-          '{"terminal-confirm-unknown": 1, "external-unknown": 0, "overdraft": 1, "refused-log-entry": 1,
+          '{"terminal-confirm-unknown": 1, "external-unknown": 0, "provider-refund": 0, "overdraft": 1, "refused-log-entry": 1,
             "implausible-offline-charge": 1, "violation": 0}'::jsonb, 'dashboard: the queue counts per kind');
 SELECT is(test.error_detail(format($$SELECT api.admin_queue_resolve(test.admin_token('support'), %s, 'Maybe', 'x')$$, test.v('tcu'))),
           '{"field": "outcome"}'::jsonb, 'resolve with another outcome: validation, field outcome');
