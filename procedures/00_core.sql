@@ -412,7 +412,7 @@ BEGIN
         IF t.fee > 0 THEN
             v_lines := v_lines || ROW(v_fee_account, t.account_id, t.fee)::ledger.line;
         END IF;
-    WHEN 'refund', 'transfer' THEN
+    WHEN 'refund', 'transfer', 'donation' THEN
         v_lines := ARRAY[ROW(t.other_account_id, t.account_id, t.amount)::ledger.line];
     WHEN 'chargeback', 'deposit_return' THEN
         v_lines := ARRAY[ROW(t.account_id, t.other_account_id, t.amount)::ledger.line];
@@ -459,7 +459,8 @@ RETURNS bigint LANGUAGE plpgsql AS $$
 -- (account_id, and other_account_id for a transfer), releasing p_release of account_id's hold in the same UPDATE;
 -- see ledger.apply_to_customer for the overdraft rule.
 -- System accounts are hot: their rows are never touched here, their balance is derived from the lines. A receipt
--- (every type but transfer) is enqueued for fiscal signing in the same database transaction.
+-- (every type but transfer and donation: ledger.is_receipt) is enqueued for fiscal signing in the same database
+-- transaction.
 -- Returns the balance of account_id after the booking. (Helpers that return a value are called as expressions, not
 -- PERFORMed: a PERFORM is a query of its own, with an executor start and end.)
 DECLARE
@@ -480,9 +481,9 @@ BEGIN
                                   WHEN l.credit = t.other_account_id THEN -l.amount ELSE 0 END;
     END LOOP;
     v_balance := ledger.apply_to_customer(t.id, t.account_id, v_own, p_allow_overdraft, p_release);
-    IF NOT ledger.is_receipt(t.type) THEN                 -- a transfer: both sides are customers
+    IF t.type = 'transfer' THEN                           -- both sides are customers
         v_other_balance := ledger.apply_to_customer(t.id, t.other_account_id, v_other, p_allow_overdraft);
-    ELSE
+    ELSIF ledger.is_receipt(t.type) THEN
         -- Every committed transaction is booked exactly once, here: a receipt is to be signed.
         v_outbox_id := ledger.enqueue('tse', ledger.tse_client_id(t.assignment_id), t.id);
     END IF;

@@ -9,7 +9,7 @@ CREATE OR REPLACE FUNCTION api.create_event(
     p_payout_fee bigint DEFAULT 0, p_reserve_timeout_s integer DEFAULT 120,
     p_offline_limit bigint DEFAULT 5000, p_offline_log_size integer DEFAULT 16)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- Creates an event (amounts in cents) with its system accounts: top-up per method, fees, payout, deposit.
+-- Creates an event (amounts in cents) with its system accounts: top-up per method, fees, payout, deposit, donation.
 -- Returns the event id; raises validation for a bad time zone, currency, limit or fee.
 DECLARE
     v_id bigint;
@@ -32,7 +32,7 @@ BEGIN
     END;
     INSERT INTO ledger.account (event_id, kind, name) VALUES
         (v_id, 'topup', 'cash'), (v_id, 'topup', 'card'), (v_id, 'topup', 'online'),
-        (v_id, 'fee', 'fees'), (v_id, 'payout', 'payout'), (v_id, 'deposit', 'deposit');
+        (v_id, 'fee', 'fees'), (v_id, 'payout', 'payout'), (v_id, 'deposit', 'deposit'), (v_id, 'donation', 'donation');
     RETURN v_id;
 END
 $$;

@@ -99,8 +99,9 @@ $$;
 CREATE OR REPLACE FUNCTION ledger.is_receipt(p_type ledger.tx_type)
 RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
 -- Tells whether a committed transaction of this type is a receipt (signed, printed, exported): all but transfers,
--- which move credit between two customers without any till. Returns true or false.
-    SELECT p_type <> 'transfer';
+-- which move credit between two customers without any till, and donations, a customer's gift of its credit to the
+-- festival (no till, no supply). Returns true or false.
+    SELECT p_type NOT IN ('transfer', 'donation');
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.receipt_lines_of(p_tx_ids bigint[])

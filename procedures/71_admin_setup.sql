@@ -58,7 +58,11 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
                'offline_limit', e.offline_limit, 'offline_log_size', e.offline_log_size,
                'seller_name', e.seller_name, 'seller_street', e.seller_street, 'seller_postcode', e.seller_postcode,
                'seller_city', e.seller_city, 'tax_number', e.tax_number, 'vat_id', e.vat_id,
-               'created_at', e.created_at)
+               'created_at', e.created_at,
+               'payout_countries', to_jsonb(e.payout_countries), 'payout_deadline', e.payout_deadline,
+               'payout_retention_days', extract(day FROM e.payout_retention)::integer,
+               'payout_debtor_name', e.payout_debtor_name, 'payout_debtor_iban', e.payout_debtor_iban,
+               'payout_debtor_bic', e.payout_debtor_bic)
       FROM ledger.event e WHERE e.id = p_event_id;
 $$;
 
@@ -114,6 +118,86 @@ EXCEPTION WHEN SQLSTATE 'FP001' THEN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION ledger.admin_payout_settings(p_settings jsonb, p_event_id bigint)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+-- Reads the payout settings a form gives (only the keys present): payout_countries (a JSON array of ISO codes, or a
+-- text "DE, AT"), payout_deadline (RFC 3339, or a local date and time in the event's time zone; empty or null: none),
+-- payout_debtor_name (at most 70 characters), payout_debtor_iban (an IBAN, ledger.iban_check; empty: not set) and
+-- payout_debtor_bic (8 or 11 characters; empty: not given), trimmed and upper-cased where codes.
+-- Returns them as a JSON object keyed like ledger.admin_event_json; raises validation naming the field.
+DECLARE
+    v jsonb := '{}';
+    v_list jsonb := p_settings -> 'payout_countries';
+    v_codes text[];
+    v_text text;
+    v_tz text;
+BEGIN
+    IF p_settings ? 'payout_countries' THEN
+        IF jsonb_typeof(v_list) = 'string' THEN
+            v_codes := regexp_split_to_array(upper(btrim(v_list #>> '{}', ' ,;')), '[\s,;]+');
+            v_codes := CASE WHEN v_codes = ARRAY[''] THEN '{}' ELSE v_codes END;
+        ELSIF jsonb_typeof(v_list) = 'array'
+              AND NOT jsonb_path_exists(v_list, '$[*] ? (@.type() != "string")') THEN
+            v_codes := ARRAY(SELECT upper(btrim(x)) FROM jsonb_array_elements_text(v_list) x);
+        ELSE
+            PERFORM ledger.fail('validation', 'the payout countries must be a list of country codes',
+                                '{"field": "payout_countries"}');
+        END IF;
+        SELECT x INTO v_text FROM unnest(v_codes) x WHERE x !~ '^[A-Z]{2}$' LIMIT 1;
+        IF FOUND THEN
+            PERFORM ledger.fail('validation', format('%L is no country code: two letters, e.g. DE, AT', v_text),
+                                '{"field": "payout_countries"}');
+        END IF;
+        v := v || jsonb_build_object('payout_countries',
+                                     (SELECT coalesce(jsonb_agg(c ORDER BY n), '[]')
+                                        FROM (SELECT c, min(n) AS n FROM unnest(v_codes) WITH ORDINALITY u(c, n) GROUP BY c) d));
+    END IF;
+    IF p_settings ? 'payout_deadline' THEN
+        v_text := btrim(p_settings ->> 'payout_deadline');
+        IF coalesce(v_text, '') = '' THEN
+            v := v || '{"payout_deadline": null}';
+        ELSE
+            SELECT e.time_zone INTO v_tz FROM ledger.event e WHERE e.id = p_event_id;
+            IF jsonb_typeof(p_settings -> 'payout_deadline') <> 'string'
+               OR v_text !~ '^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:\d{2})?$' THEN
+                PERFORM ledger.fail('validation', 'the payout deadline must be a time like 2026-07-20 18:00',
+                                    '{"field": "payout_deadline"}');
+            END IF;
+            BEGIN
+                v := v || jsonb_build_object('payout_deadline',
+                                             CASE WHEN v_text ~ '([Zz]|[+-]\d{2}:\d{2})$' THEN v_text::timestamptz
+                                                  ELSE v_text::timestamp AT TIME ZONE v_tz END);
+            EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
+                PERFORM ledger.fail('validation', format('the payout deadline %s is not a possible time', v_text),
+                                    '{"field": "payout_deadline"}');
+            END;
+        END IF;
+    END IF;
+    IF p_settings ? 'payout_debtor_name' THEN
+        v_text := coalesce(btrim(p_settings ->> 'payout_debtor_name'), '');
+        IF length(v_text) > 70 THEN
+            PERFORM ledger.fail('validation', 'the account holder''s name has at most 70 characters',
+                                '{"field": "payout_debtor_name"}');
+        END IF;
+        v := v || jsonb_build_object('payout_debtor_name', v_text);
+    END IF;
+    IF p_settings ? 'payout_debtor_iban' THEN
+        v_text := coalesce(btrim(p_settings ->> 'payout_debtor_iban'), '');
+        v := v || jsonb_build_object('payout_debtor_iban',
+                                     CASE WHEN v_text = '' THEN '' ELSE ledger.iban_check(v_text, NULL, 'payout_debtor_iban') END);
+    END IF;
+    IF p_settings ? 'payout_debtor_bic' THEN
+        v_text := upper(replace(coalesce(btrim(p_settings ->> 'payout_debtor_bic'), ''), ' ', ''));
+        IF v_text !~ '^([A-Z]{6}[A-Z0-9]{2}([A-Z0-9]{3})?)?$' THEN
+            PERFORM ledger.fail('validation', format('%L is no BIC: 8 or 11 letters and digits, e.g. COBADEFFXXX', v_text),
+                                '{"field": "payout_debtor_bic"}');
+        END IF;
+        v := v || jsonb_build_object('payout_debtor_bic', v_text);
+    END IF;
+    RETURN v;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION api.admin_event(p_token text)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- The settings of the event the admin site runs (privilege view).
@@ -125,16 +209,17 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_event IS
-    'The event''s settings: limits, fees (cents), reserve timeout, online payment check window, offline limits, seller '
-    '(privilege view).';
+    'The event''s settings: limits, fees (cents), reserve timeout, online payment check window, offline limits, seller, '
+    'payouts (privilege view).';
 
 CREATE OR REPLACE FUNCTION api.admin_event_update(p_token text, p_settings jsonb)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Changes the event's settings (privilege setup): the keys given of max_balance, min_topup, max_topup, the top-up
 -- fees, payout_fee, reserve_timeout_s, provider_check_window_s (how long the relay waits for the payment provider's
--- answer to an online top-up before it is ExternalUnknown), offline_limit, offline_log_size (whole numbers, cents,
--- seconds) and the seller (name, street, postcode, city, tax number, VAT id: through api.set_seller, when one of them
--- changes). Audited.
+-- answer to an online top-up before it is ExternalUnknown), offline_limit, offline_log_size, payout_retention_days
+-- (whole numbers, cents, seconds, days), the seller (name, street, postcode, city, tax number, VAT id: through
+-- api.set_seller, when one of them changes) and the payouts (ledger.admin_payout_settings: countries, deadline, the
+-- festival's account). Audited.
 -- Returns the settings after; raises admin-unauthenticated, admin-forbidden, validation naming the field.
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'setup');
@@ -155,15 +240,19 @@ DECLARE
                                 ["reserve_timeout_s", "the reserve timeout", 1, 86400, "seconds"],
                                 ["provider_check_window_s", "the online payment check window", 1, 604800, "seconds"],
                                 ["offline_limit", "the offline limit", 0, 9007199254740991, "money"],
-                                ["offline_log_size", "the offline log size", 1, 255, "entries"]]';
+                                ["offline_log_size", "the offline log size", 1, 255, "entries"],
+                                ["payout_retention_days", "the retention of bank data", 0, 3650, "days"]]';
     v_seller CONSTANT text[] := ARRAY['seller_name', 'seller_street', 'seller_postcode', 'seller_city', 'tax_number', 'vat_id'];
+    v_payout CONSTANT text[] := ARRAY['payout_countries', 'payout_deadline', 'payout_debtor_name', 'payout_debtor_iban',
+                                      'payout_debtor_bic'];
     r jsonb;
 BEGIN
     IF p_settings IS NULL OR jsonb_typeof(p_settings) <> 'object' THEN
         PERFORM ledger.fail('validation', 'the settings must be a JSON object', '{"field": "settings"}');
     END IF;
     FOR v_key IN SELECT jsonb_object_keys(p_settings) LOOP
-        IF NOT (v_key = ANY (v_seller) OR jsonb_path_exists(v_rules, '$[*] ? (@[0] == $k)', jsonb_build_object('k', v_key))) THEN
+        IF NOT (v_key = ANY (v_seller) OR v_key = ANY (v_payout)
+                OR jsonb_path_exists(v_rules, '$[*] ? (@[0] == $k)', jsonb_build_object('k', v_key))) THEN
             PERFORM ledger.fail('validation', format('the event has no setting %L', v_key), jsonb_build_object('field', v_key));
         END IF;
     END LOOP;
@@ -175,6 +264,7 @@ BEGIN
                                                                        nullif(r ->> 4, 'money')));
         END IF;
     END LOOP;
+    v := v || ledger.admin_payout_settings(p_settings, v_id);
     BEGIN
         UPDATE ledger.event
            SET max_balance = (v ->> 'max_balance')::bigint, min_topup = (v ->> 'min_topup')::bigint,
@@ -183,7 +273,12 @@ BEGIN
                payout_fee = (v ->> 'payout_fee')::bigint,
                reserve_timeout = make_interval(secs => (v ->> 'reserve_timeout_s')::integer),
                provider_check_window = make_interval(secs => (v ->> 'provider_check_window_s')::integer),
-               offline_limit = (v ->> 'offline_limit')::bigint, offline_log_size = (v ->> 'offline_log_size')::integer
+               offline_limit = (v ->> 'offline_limit')::bigint, offline_log_size = (v ->> 'offline_log_size')::integer,
+               payout_countries = ARRAY(SELECT jsonb_array_elements_text(v -> 'payout_countries')),
+               payout_deadline = (v ->> 'payout_deadline')::timestamptz,
+               payout_retention = make_interval(days => (v ->> 'payout_retention_days')::integer),
+               payout_debtor_name = v ->> 'payout_debtor_name', payout_debtor_iban = v ->> 'payout_debtor_iban',
+               payout_debtor_bic = v ->> 'payout_debtor_bic'
          WHERE id = v_id;
     EXCEPTION WHEN check_violation THEN
         GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME;
@@ -229,7 +324,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_event_update IS
-    'Changes the event''s limits, fees, reserve timeout, offline limits and seller (privilege setup). Returns the settings after.';
+    'Changes the event''s limits, fees, reserve timeout, offline limits, seller and payout settings (privilege setup). '
+    'Returns the settings after.';
 
 CREATE OR REPLACE FUNCTION ledger.admin_merchant_json(p_id bigint)
 RETURNS jsonb LANGUAGE sql STABLE AS $$

@@ -294,8 +294,9 @@ RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_tem
 -- A tag of the event with its money and statement (privilege view): every transaction of its account, booked or not
 -- (a transfer it received too), newest first, at most 500 (statement_total says how many there are): when created,
 -- type, state, amount and fee as the transaction has them, booked (what it moved on this tag's balance, from the
--- booking lines), counterparty, merchant and items as sold.
--- Returns {uid, status, balance, held, available, statement_total, statement: [...]}; raises not-found, validation.
+-- booking lines), counterparty, merchant and items as sold; and its payout (ledger.payout_customer_json).
+-- Returns {uid, status, balance, held, available, statement_total, statement: [...], payout: {...}}; raises not-found,
+-- validation.
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'view');
     v_event bigint := ledger.admin_event_id();
@@ -332,11 +333,12 @@ BEGIN
      WHERE t.id = ANY (v_ids[1:500]);
     RETURN jsonb_build_object('uid', v_tag.uid, 'status', v_tag.status, 'balance', a.balance, 'held', a.held,
                               'available', a.balance - a.held, 'statement_total', coalesce(cardinality(v_ids), 0),
-                              'statement', v_statement);
+                              'statement', v_statement, 'payout', ledger.payout_customer_json(v_event, v_tag.id));
 END
 $$;
 COMMENT ON FUNCTION api.admin_customer IS
-    'A tag with balance, held, available and its statement (transactions with items, newest first) (privilege view).';
+    'A tag with balance, held, available, its statement (transactions with items, newest first) and its payout '
+    '(privilege view).';
 
 CREATE OR REPLACE FUNCTION api.admin_customer_block(p_token text, p_uid text, p_blocked boolean, p_reason text)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$

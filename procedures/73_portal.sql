@@ -215,7 +215,8 @@ CREATE OR REPLACE FUNCTION api.portal_data(p_token text)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Everything the system keeps about the signed-in tag, for a download (GDPR Art. 15): the tag (UID, status, since),
 -- its money, its transactions with items (api.portal_history, all of them), its portal sessions (times and client,
--- never a token or hash) and its recorded failed sign-ins (times). Nothing of any other tag.
+-- never a token or hash), its recorded failed sign-ins (times) and its payout (bank data, ledger.payout_bank_json, and
+-- the run it is in). Nothing of any other tag.
 -- Returns one jsonb document; raises portal-unauthenticated.
 DECLARE
     g ledger.tag := ledger.portal_authorize(p_token);
@@ -239,8 +240,10 @@ BEGIN
                                                ORDER BY s.id), '[]')
                        FROM ledger.portal_session s WHERE s.tag_id = g.id),
         'failed_sign_ins', (SELECT coalesce(jsonb_agg(f.at ORDER BY f.at), '[]')
-                              FROM ledger.portal_sign_in_failure f WHERE f.tag_id = g.id));
+                              FROM ledger.portal_sign_in_failure f WHERE f.tag_id = g.id),
+        'payout', jsonb_build_object('bank', ledger.payout_bank_json(g.id), 'run', ledger.payout_line_json(g.id)));
 END
 $$;
 COMMENT ON FUNCTION api.portal_data IS
-    'All data kept about the signed-in tag (tag, money, transactions with items, sessions, failed sign-ins) as one jsonb document.';
+    'All data kept about the signed-in tag (tag, money, transactions with items, sessions, failed sign-ins, payout) as '
+    'one jsonb document.';

@@ -7,8 +7,9 @@ RETURNS TABLE (invariant text, event_id bigint, subject text, detail text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Checks every invariant of the ledger: balances sum to 0 per event, running balances match the lines, no customer
 -- below zero without an overdraft flag, held amounts match open reserves, lines exist exactly for committed transactions
--- and match their amounts, and every reference that has no foreign key (hot parents, the purchase path) exists within
--- the event.
+-- and match their amounts, every reference that has no foreign key (hot parents, the purchase path) exists within
+-- the event, payout runs match their lines (totals; each line's transactions in the state its run's state asks, with
+-- its amounts) and no customer is in two open payout runs.
 -- Returns one row per broken invariant; no rows means healthy.
     WITH line_sums AS (
         SELECT account_id, sum(amount)::bigint AS balance
@@ -88,6 +89,44 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
     UNION ALL
     SELECT 'references-exist', t.event_id, 'transaction ' || t.id, format('item %s sells product %s of no such event', i.line_no, i.product_id)
       FROM ledger.item i JOIN ledger.transaction t ON t.id = i.transaction_id
-     WHERE NOT EXISTS (SELECT FROM ledger.product p WHERE p.id = i.product_id AND p.event_id = t.event_id);
+     WHERE NOT EXISTS (SELECT FROM ledger.product p WHERE p.id = i.product_id AND p.event_id = t.event_id)
+    UNION ALL
+    SELECT 'payout-run-matches-lines', r.event_id, 'payout run ' || r.id,
+           format('the run says %s customers, transfers %s, fees %s, donations %s; its lines %s, %s, %s, %s',
+                  r.count, r.transfers, r.fees, r.donations, l.n, l.transfers, l.fees, l.donations)
+      FROM ledger.payout_run r
+      CROSS JOIN LATERAL (SELECT count(*)::integer AS n, coalesce(sum(x.amount), 0)::bigint AS transfers,
+                                 coalesce(sum(x.fee), 0)::bigint AS fees, coalesce(sum(x.donation), 0)::bigint AS donations
+                            FROM ledger.payout_line x WHERE x.run_id = r.id) l
+     WHERE (r.count, r.transfers, r.fees, r.donations) <> (l.n, l.transfers, l.fees, l.donations)
+    UNION ALL
+    SELECT 'payout-run-matches-lines', r.event_id, format('line %s of payout run %s', l.line_no, r.id),
+           format('the %s run''s line (revoked %s) has transfer %s, fee %s, donation %s; payout %s, donation %s', r.state,
+                  l.revoked, l.amount, l.fee, l.donation,
+                  coalesce(format('%s %s amount %s fee %s held %s', p.type, p.state, p.amount, p.fee, p.held), 'none'),
+                  coalesce(format('%s %s amount %s held %s', d.type, d.state, d.amount, d.held), 'none'))
+      FROM ledger.payout_run r
+      JOIN ledger.payout_line l ON l.run_id = r.id
+      JOIN ledger.tag g ON g.id = l.tag_id
+      LEFT JOIN ledger.transaction p ON p.id = l.payout_transaction_id
+      LEFT JOIN ledger.transaction d ON d.id = l.donation_transaction_id
+      CROSS JOIN LATERAL (SELECT CASE r.state WHEN 'open' THEN 'ExternalPending' WHEN 'done' THEN 'Committed'
+                                              ELSE 'Aborted' END::ledger.tx_state AS state) s
+     WHERE l.revoked <> (r.state = 'revoked')
+        OR g.event_id <> r.event_id
+        OR (l.payout_transaction_id IS NOT NULL
+            AND (p.id IS NULL OR p.type <> 'payout' OR p.account_id <> g.account_id OR p.amount <> l.amount + l.fee
+                 OR p.fee <> l.fee OR p.state <> s.state OR p.held <> CASE WHEN r.state = 'open' THEN p.amount ELSE 0 END))
+        OR (l.donation_transaction_id IS NOT NULL
+            AND (d.id IS NULL OR d.type <> 'donation' OR d.account_id <> g.account_id OR d.amount <> l.donation
+                 OR d.state <> s.state OR d.held <> CASE WHEN r.state = 'open' THEN d.amount ELSE 0 END))
+    UNION ALL
+    SELECT 'customer-in-one-open-run', g.event_id, 'tag ' || g.uid,
+           'in the open payout runs ' || string_agg(r.id::text, ', ' ORDER BY r.id)
+      FROM ledger.payout_line l
+      JOIN ledger.payout_run r ON r.id = l.run_id AND r.state = 'open'
+      JOIN ledger.tag g ON g.id = l.tag_id
+     GROUP BY g.event_id, g.uid
+    HAVING count(*) > 1;
 $$;
 COMMENT ON FUNCTION api.check_invariants IS 'One row per broken ledger invariant (SPEC 10); no rows means healthy.';

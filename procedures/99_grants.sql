@@ -138,7 +138,19 @@ RETURNS TABLE (function_name text, audiences text[]) LANGUAGE sql IMMUTABLE AS $
         ('portal_history',           '{web}'),
         ('portal_receipt',           '{web}'),
         ('portal_block',             '{web}'),
-        ('portal_data',              '{web}')
+        ('portal_data',              '{web}'),
+        -- payouts
+        ('portal_payout',            '{web}'),
+        ('portal_payout_set',        '{web}'),
+        ('admin_payouts',            '{web}'),
+        ('admin_payout_run_create',  '{web}'),
+        ('admin_payout_run',         '{web}'),
+        ('admin_payout_export',      '{web}'),
+        ('admin_payout_run_revoke',  '{web}'),
+        ('admin_payout_run_done',    '{web}'),
+        ('admin_payout_block',       '{web}'),
+        ('admin_donate_remaining',   '{web}'),
+        ('erase_personal_data',      '{web}')
     ) AS g(function_name, audiences);
 $$;
 

@@ -55,8 +55,9 @@ ALTER DEFAULT PRIVILEGES FOR ROLE festpay_owner REVOKE USAGE ON TYPES FROM PUBLI
 
 SET ROLE festpay_owner;
 
-CREATE TYPE ledger.account_kind AS ENUM ('customer', 'merchant', 'topup', 'cash', 'fee', 'payout', 'deposit');
-CREATE TYPE ledger.tx_type AS ENUM ('topup', 'purchase', 'deposit_return', 'chargeback', 'refund', 'payout', 'transfer');
+CREATE TYPE ledger.account_kind AS ENUM ('customer', 'merchant', 'topup', 'cash', 'fee', 'payout', 'deposit', 'donation');
+CREATE TYPE ledger.tx_type AS ENUM ('topup', 'purchase', 'deposit_return', 'chargeback', 'refund', 'payout', 'transfer',
+                                    'donation');
 CREATE TYPE ledger.tx_state AS ENUM (
     'Open', 'ReservePending', 'Reserve', 'ReserveExpired', 'TerminalConfirmUnknown',
     'ExternalPending', 'ExternalUnknown', 'Committed', 'Aborted');
@@ -91,8 +92,9 @@ COMMENT ON DOMAIN ledger.ordering_key IS 'What outbox requests are handled in or
 CREATE FUNCTION ledger.holds(p_state ledger.tx_state)
 RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
 -- Tells whether a transaction in this state may hold customer money: the one list of such states.
--- Returns true for ReservePending, Reserve and TerminalConfirmUnknown.
-    SELECT p_state IN ('ReservePending', 'Reserve', 'TerminalConfirmUnknown');
+-- Returns true for ReservePending, Reserve, TerminalConfirmUnknown, Open and ExternalPending (a payout run's transfers
+-- and donations hold their money from Open until the run is done or revoked; an online top-up holds nothing).
+    SELECT p_state IN ('ReservePending', 'Reserve', 'TerminalConfirmUnknown', 'Open', 'ExternalPending');
 $$;
 
 -- Every failure the database reports has a stable name (slug) and SQLSTATE.

@@ -26,11 +26,25 @@ CREATE TABLE ledger.event (
     tax_number       text NOT NULL DEFAULT '' CHECK (tax_number ~ '^[0-9 /]{0,20}$'),
     vat_id           text NOT NULL DEFAULT '' CHECK (vat_id ~ '^([A-Z]{2}[0-9A-Za-z+*.]{2,12})?$'),
     provider_check_window interval NOT NULL DEFAULT '30 minutes' CHECK (provider_check_window > '0 seconds'),
+    payout_countries text[] NOT NULL DEFAULT '{DE,AT,BE,ES,FI,FR,IE,IT,LU,NL,PT}'
+                     CHECK (array_position(payout_countries, NULL) IS NULL
+                            AND array_to_string(payout_countries, ',') ~ '^([A-Z]{2}(,[A-Z]{2})*)?$'),
+    payout_deadline  timestamptz,
+    payout_retention interval NOT NULL DEFAULT '90 days' CHECK (payout_retention >= '0 days'),
+    payout_debtor_name text NOT NULL DEFAULT '' CHECK (length(payout_debtor_name) <= 70),
+    payout_debtor_iban text NOT NULL DEFAULT '' CHECK (payout_debtor_iban ~ '^([A-Z]{2}[0-9]{2}[A-Z0-9]{11,30})?$'),
+    payout_debtor_bic  text NOT NULL DEFAULT '' CHECK (payout_debtor_bic ~ '^([A-Z]{6}[A-Z0-9]{2}([A-Z0-9]{3})?)?$'),
     CONSTRAINT topup_bounds CHECK (max_topup >= min_topup AND max_topup <= max_balance),
     CONSTRAINT fees_below_min_topup CHECK (
         topup_fee_cash < min_topup AND topup_fee_card < min_topup AND topup_fee_online < min_topup)
 );
 COMMENT ON TABLE ledger.event IS 'One festival edition: currency, limits (cents), fees per top-up method, reserve timeout, offline limits, tag key, and the seller (name, address, tax number, VAT id) printed on receipts and exported.';
+COMMENT ON COLUMN ledger.event.payout_countries IS 'The countries (ISO codes) of the IBANs a customer may give for a payout.';
+COMMENT ON COLUMN ledger.event.payout_deadline IS 'After this time finance may donate every balance not paid out (NULL: never).';
+COMMENT ON COLUMN ledger.event.payout_retention IS 'How long after its payout run is done a customer''s bank data is kept before an admin may erase it.';
+COMMENT ON COLUMN ledger.event.payout_debtor_name IS 'The festival''s account the payout transfers come from: its holder (empty: not set).';
+COMMENT ON COLUMN ledger.event.payout_debtor_iban IS 'The festival''s account the payout transfers come from: its IBAN (empty: not set).';
+COMMENT ON COLUMN ledger.event.payout_debtor_bic IS 'The festival''s account the payout transfers come from: its BIC (empty: not given).';
 
 -- Balance rule: an account's balance is what it received (debit) minus what it paid (credit).
 -- Only customer accounts keep a running balance and a held amount in their row (they are locked per

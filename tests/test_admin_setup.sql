@@ -51,11 +51,15 @@ SELECT is(api.admin_event(test.admin_token('viewer')) - 'created_at',
               'max_balance', 50000, 'min_topup', 500, 'max_topup', 25000, 'topup_fee_cash', 0, 'topup_fee_card', 50,
               'topup_fee_online', 0, 'payout_fee', 100, 'reserve_timeout_s', 120, 'provider_check_window_s', 1800,
               'offline_limit', 5000, 'offline_log_size', 16, 'seller_name', '', 'seller_street', '', 'seller_postcode', '',
-              'seller_city', '', 'tax_number', '', 'vat_id', ''),
+              'seller_city', '', 'tax_number', '', 'vat_id', '',
+              'payout_countries', '["DE", "AT", "BE", "ES", "FI", "FR", "IE", "IT", "LU", "NL", "PT"]'::jsonb,
+              'payout_deadline', NULL, 'payout_retention_days', 90, 'payout_debtor_name', '', 'payout_debtor_iban', '',
+              'payout_debtor_bic', ''),
           'the event page: every setting (cents, seconds) of the newest event, never its tag key');
 SELECT is(api.admin_event_update(pg_temp.admin(), '{"max_balance": 60000, "topup_fee_card": "75", "reserve_timeout_s": 90}')
           - 'created_at' - 'id' - 'name' - 'currency' - 'time_zone' - 'seller_name' - 'seller_street' - 'seller_postcode'
-          - 'seller_city' - 'tax_number' - 'vat_id',
+          - 'seller_city' - 'tax_number' - 'vat_id' - 'payout_countries' - 'payout_deadline' - 'payout_retention_days'
+          - 'payout_debtor_name' - 'payout_debtor_iban' - 'payout_debtor_bic',
           '{"max_balance": 60000, "min_topup": 500, "max_topup": 25000, "topup_fee_cash": 0, "topup_fee_card": 75,
             "topup_fee_online": 0, "payout_fee": 100, "reserve_timeout_s": 90, "provider_check_window_s": 1800,
             "offline_limit": 5000, "offline_log_size": 16}'::jsonb,

@@ -65,12 +65,13 @@ SELECT results_eq($$SELECT kind::text, accounts, balance, held FROM report.balan
                   $$VALUES ('cash', 3::bigint, -9000::bigint, 0::bigint),
                            ('customer', 2::bigint, 11500::bigint, 350::bigint),
                            ('deposit', 1::bigint, 0::bigint, 0::bigint),
+                           ('donation', 1::bigint, 0::bigint, 0::bigint),
                            ('fee', 1::bigint, 150::bigint, 0::bigint),
                            ('merchant', 2::bigint, 450::bigint, 0::bigint),
                            ('payout', 1::bigint, 1900::bigint, 0::bigint),
                            ('topup', 3::bigint, -5000::bigint, 0::bigint)$$,
                   'balances by kind: customers 11500 (350 held), merchants 450, top-up -5000, drawers -9000, '
-                  'fees 150, payout 1900, deposit 0');
+                  'fees 150, payout 1900, deposit 0, donation 0');
 SELECT results_eq($$SELECT name, balance::bigint FROM report.account_balance
                      WHERE event_id = test.v('e') AND kind IN ('merchant', 'topup', 'cash') ORDER BY kind, account_id$$,
                   $$VALUES ('Bar', 450::bigint), ('Food', 0::bigint),

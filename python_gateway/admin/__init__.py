@@ -9,7 +9,8 @@ stream ``/admin/live`` (:mod:`.dashboard`); ``/admin/event``, ``/admin/merchants
 ``/admin/products``, ``/admin/terminals``, ``/admin/tags`` (:mod:`.setup`); ``/admin/customers``,
 ``/admin/customers/{uid}`` (:mod:`.customers`); ``/admin/transactions``, ``/admin/transactions/{id}``
 (:mod:`.transactions`); ``/admin/queue`` (:mod:`.queue`); ``/admin/reports/{name}`` (:mod:`.reports`);
-``/admin/fiscal`` (:mod:`.fiscal`); ``/admin/users``, ``/admin/audit`` (:mod:`.users`).  Forms post to their page's
+``/admin/fiscal`` (:mod:`.fiscal`); ``/admin/payouts``, ``/admin/payouts/{id}`` with its ``sepa.xml`` and
+``payouts.csv`` (:mod:`.payouts`); ``/admin/users``, ``/admin/audit`` (:mod:`.users`).  Forms post to their page's
 URL or a sub-path of it.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..web import SiteConfig, create_site_app
-from . import auth, customers, dashboard, fiscal, queue, reports, setup, transactions, users
+from . import auth, customers, dashboard, fiscal, payouts, queue, reports, setup, transactions, users
 
 ADMIN_PREFIX = "/admin"
 
@@ -38,7 +39,7 @@ def create_admin_app(web_database_url: str, *, public_url: str | None = None, da
         title="Festpay admin",
     )
     app = create_site_app(site, web_database_url, pool_timeout_s=pool_timeout_s)
-    for module in (auth, dashboard, setup, customers, transactions, queue, reports, fiscal, users):
+    for module in (auth, dashboard, setup, customers, transactions, queue, reports, fiscal, payouts, users):
         module.add_routes(app)
     dashboard.install(app, dashboard_interval_s)
     fiscal.install(app, web_database_url)

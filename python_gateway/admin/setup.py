@@ -3,13 +3,16 @@
 
 Reading needs the privilege view, changing needs setup; the api functions check both, and write one audit row per
 change.  Merchants, positions and products are archived, never deleted (they were sold).  Form field names are the
-api parameter names without ``p_``; amounts are typed in currency units (``4.50``) and sent in cents.
+api parameter names without ``p_``; amounts are typed in currency units (``4.50``) and sent in cents.  The event's
+payout settings (countries, deadline, retention of personal data, the festival's account the SEPA transfers come
+from) are on ``/admin/event`` too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from datetime import tzinfo
 from typing import Any
 
 import segno
@@ -19,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from ..gateway.problems import Problem
 from ..web.sessions import clear_cookie, cookie_name, cookie_path
+from ..web.formatting import zone
 from ..web.site import SITE_KEY
 from ..web.templating import formatter
 from .common import Form, call, call_value, done_note, page_of, read_form, render, see_other, token, viewer
@@ -43,19 +47,37 @@ EVENT_FIELDS: dict[str, str] = {
     "tax_number": "text",
     "vat_id": "text",
 }
+#: The payout settings of the event form (same rule: field name = key of api.admin_event_update) -> kind:
+#: ``countries`` typed as ``DE, AT`` and sent as a list, ``time`` a local date and time (empty: none), ``days``
+#: whole days.
+PAYOUT_FIELDS: dict[str, str] = {
+    "payout_countries": "countries",
+    "payout_deadline": "time",
+    "payout_retention_days": "days",
+    "payout_debtor_name": "text",
+    "payout_debtor_iban": "text",
+    "payout_debtor_bic": "text",
+}
 POSITION_KINDS = ("sale", "topup")
+_LIST_SEPARATORS = re.compile(r"[\s,;]+")
 
 
-def event_settings(form: Form) -> dict[str, Any]:
-    """The submitted event settings, each parsed by its kind (only the fields the form sent)."""
+def event_settings(form: Form, tz: tzinfo) -> dict[str, Any]:
+    """The submitted event settings, each parsed by its kind (only the fields the form sent); times are read in the
+    event's time zone ``tz``."""
     settings: dict[str, Any] = {}
-    for name, kind in EVENT_FIELDS.items():
+    for name, kind in {**EVENT_FIELDS, **PAYOUT_FIELDS}.items():
         if name not in form.data:
             continue
         if kind == "money":
             settings[name] = form.money(name, required=True)
-        elif kind == "whole":
+        elif kind in ("whole", "days"):
             settings[name] = form.whole(name, required=True)
+        elif kind == "countries":
+            settings[name] = [code.upper() for code in _LIST_SEPARATORS.split(form.text(name) or "") if code]
+        elif kind == "time":
+            moment = form.local_time(name, tz)
+            settings[name] = moment.isoformat() if moment else None
         else:
             settings[name] = form.text(name) or ""
     return settings
@@ -67,12 +89,13 @@ def event_settings(form: Form) -> dict[str, Any]:
 async def event_page(request: web.Request) -> web.Response:
     """GET /admin/event"""
     event = await call_value(request, "admin_event", token(request)) or {}
-    return render(request, "admin/event.html", {"event": event, "fields": EVENT_FIELDS, "note": done_note(request)})
+    return render(request, "admin/event.html", {"event": event, "fields": EVENT_FIELDS,
+                                                "payout_fields": PAYOUT_FIELDS, "note": done_note(request)})
 
 
 async def event_update(request: web.Request) -> web.StreamResponse:
     """POST /admin/event"""
-    settings = event_settings(await read_form(request))
+    settings = event_settings(await read_form(request), zone(viewer(request).time_zone))
     await call_value(request, "admin_event_update", token(request), Jsonb(settings))
     raise see_other(request, "/event", done="saved")
 

@@ -74,9 +74,11 @@ def _id(request: web.Request) -> int:
 
 #: Names of the transaction types and account kinds as the pages show them.
 TYPE_LABELS = {"topup": "top-up", "purchase": "purchase", "deposit_return": "deposit return",
-               "chargeback": "chargeback", "refund": "refund", "payout": "payout", "transfer": "transfer"}
+               "chargeback": "chargeback", "refund": "refund", "payout": "payout", "transfer": "transfer",
+               "donation": "donation"}
 ACCOUNT_KINDS = {"customer": "tag", "merchant": "merchant", "topup": "top-up source", "cash": "cash drawer",
-                 "fee": "fees", "payout": "payouts", "deposit": "deposits"}
+                 "fee": "fees", "payout": "payouts", "deposit": "deposits",
+                 "donation": "donations"}
 #: Keys of the transaction row shown among the facts (the rest goes into the technical block).
 FACT_KEYS = frozenset({"type", "state", "amount", "fee", "held", "payment", "uid", "merchant", "position", "device",
                        "terminal_tx_number", "tag_tx_number", "created_at", "committed_at", "terminal_time",

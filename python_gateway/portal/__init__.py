@@ -8,7 +8,8 @@ the session's tag.  Pages in German and English (:mod:`.i18n`).
 URL map (a contract): ``/portal/login``, ``/portal/logout`` (POST) (:mod:`.auth`); ``/portal/`` balance,
 ``/portal/history``, ``/portal/receipts/{id}`` (:mod:`.account`); ``/portal/block`` (:mod:`.wristband`);
 ``/portal/privacy`` and ``/portal/privacy?format=json`` (:mod:`.privacy`); ``/portal/topup`` and ``/portal/topup/{reference}``
-(:mod:`.topup`; "coming" without a payment provider), ``/portal/payout`` (:mod:`.coming`); ``/portal/language/{de|en}`` (:mod:`.i18n` switch, :mod:`.auth`).
+(:mod:`.topup`; "coming" without a payment provider, :mod:`.coming`), ``/portal/payout`` (:mod:`.payout`);
+``/portal/language/{de|en}`` (:mod:`.i18n` switch, :mod:`.auth`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from ..web import SiteConfig, Viewer, create_site_app
-from . import account, auth, coming, i18n, privacy, topup, wristband
+from . import account, auth, i18n, payout, privacy, topup, wristband
 
 PORTAL_PREFIX = "/portal"
 
@@ -49,7 +50,7 @@ def create_portal_app(web_database_url: str, *, public_url: str | None = None, p
     )
     app = create_site_app(site, web_database_url, pool_max_size=8, pool_timeout_s=pool_timeout_s)
     auth.install(app, login_attempts, login_window_s)
-    for module in (auth, account, wristband, privacy, topup, coming):
+    for module in (auth, account, wristband, privacy, topup, payout):
         module.add_routes(app)
     i18n.catalogues()  # the .po files compile at start: a broken catalogue stops the start, not a page
     return app

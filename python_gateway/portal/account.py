@@ -24,6 +24,7 @@ TYPE_LABELS = {
     "refund": N_("Cash refund"),
     "payout": N_("Payout"),
     "transfer": N_("Balance transfer"),
+    "donation": N_("Donation"),
 }
 
 
