@@ -75,7 +75,7 @@ SELECT results_eq($$SELECT slug, sqlstate, http_status FROM api.problem_types() 
 SELECT is((SELECT count(*)::integer FROM ledger.account WHERE event_id = test.e() AND kind = 'donation' AND name = 'donation'),
           1, 'the event has its donation account');
 SELECT is(api.admin_event(test.admin_token('viewer')) - ARRAY['id', 'name', 'currency', 'time_zone', 'max_balance', 'min_topup',
-              'max_topup', 'topup_fee_cash', 'topup_fee_card', 'topup_fee_online', 'payout_fee', 'reserve_timeout_s',
+              'max_topup', 'topup_fee_cash', 'topup_fee_card', 'topup_fee_online', 'payout_fee', 'reserve_timeout_s', 'provider_check_window_s',
               'offline_limit', 'offline_log_size', 'seller_name', 'seller_street', 'seller_postcode', 'seller_city',
               'tax_number', 'vat_id', 'created_at'],
           '{"payout_countries": ["DE", "AT", "BE", "ES", "FI", "FR", "IE", "IT", "LU", "NL", "PT"], "payout_deadline": null,
