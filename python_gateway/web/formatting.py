@@ -71,13 +71,14 @@ class Formatter:
         return numbers.format_currency(Decimal(int(cents)) / 100, self.currency, locale=self.locale)
 
     def amount(self, cents: Any) -> str:
-        """Integer cents as a plain decimal for a form field (``12.50``), no currency, no grouping."""
+        """Integer cents as a plain decimal for a form field (``12.50``; ``12,50`` in German), no currency, no
+        grouping; :meth:`python_gateway.web.forms.Form.money` reads either separator back."""
         if cents is None or cents == "":
             return ""
         value = int(cents)
         sign = "-" if value < 0 else ""
         whole, frac = divmod(abs(value), 100)
-        return f"{sign}{whole}.{frac:02d}"
+        return f"{sign}{whole}{numbers.get_decimal_symbol(self.locale)}{frac:02d}"
 
     def number(self, value: Any) -> str:
         if value is None or value == "":
