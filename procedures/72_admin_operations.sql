@@ -340,6 +340,21 @@ COMMENT ON FUNCTION api.admin_customer IS
     'A tag with balance, held, available, its statement (transactions with items, newest first) and its payout '
     '(privilege view).';
 
+CREATE OR REPLACE FUNCTION ledger.admin_tag_block(u ledger.admin_user, p_tag ledger.tag, p_blocked boolean,
+                                                  p_reason text)
+RETURNS text LANGUAGE plpgsql AS $$
+-- Blocks (or unblocks) tag p_tag for admin u through api.set_tag_blocked, audited as customer.block / customer.unblock
+-- with the reason. Returns the tag's status after.
+DECLARE
+    v_status text := api.set_tag_blocked(p_tag.event_id, p_tag.uid, p_blocked);
+BEGIN
+    PERFORM ledger.admin_audit(u.id, CASE WHEN p_blocked THEN 'customer.block' ELSE 'customer.unblock' END,
+                               'tag:' || p_tag.uid, jsonb_build_object('status', p_tag.status),
+                               jsonb_build_object('status', v_status, 'reason', p_reason));
+    RETURN v_status;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION api.admin_customer_block(p_token text, p_uid text, p_blocked boolean, p_reason text)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Blocks a tag (lost or stolen) or unblocks it (privilege support), through api.set_tag_blocked; audited with the
@@ -349,17 +364,12 @@ DECLARE
     v_event bigint := ledger.admin_event_id();
     v_reason text := ledger.admin_reason(p_reason);
     v_tag ledger.tag;
-    v_status text;
 BEGIN
     IF p_blocked IS NULL THEN
         PERFORM ledger.fail('validation', 'say whether to block or unblock', '{"field": "blocked"}');
     END IF;
     v_tag := ledger.find_tag(v_event, ledger.admin_uid(p_uid, 'uid'));
-    v_status := api.set_tag_blocked(v_event, v_tag.uid, p_blocked);
-    PERFORM ledger.admin_audit(u.id, CASE WHEN p_blocked THEN 'customer.block' ELSE 'customer.unblock' END,
-                               'tag:' || v_tag.uid, jsonb_build_object('status', v_tag.status),
-                               jsonb_build_object('status', v_status, 'reason', v_reason));
-    RETURN v_status;
+    RETURN ledger.admin_tag_block(u, v_tag, p_blocked, v_reason);
 END
 $$;
 COMMENT ON FUNCTION api.admin_customer_block IS

@@ -584,26 +584,22 @@ CREATE OR REPLACE FUNCTION api.admin_payout_run_done(p_token text, p_run_id bigi
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Marks an open payout run done once its transfers are sent (privilege finance): its transactions are Committed and
 -- booked (payout <- customer, fee <- customer, donation <- customer; the payout is a receipt and queued for signing),
--- and each tag is blocked (api.set_tag_blocked; audited customer.block, reason 'paid out in run N'), so it spends
+-- and each tag is blocked (ledger.admin_tag_block: audited customer.block, reason 'paid out in run N'), so it spends
 -- nothing more. Audited (payout.done).
 -- Returns {count, transfers, fees, donations}; raises not-found, payout-run-closed (done or revoked already).
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'finance');
     v_event bigint := ledger.admin_event_id();
     r ledger.payout_run := ledger.payout_run_of(v_event, p_run_id, true);
-    g record;
 BEGIN
     IF r.state <> 'open' THEN
         PERFORM ledger.fail('payout-run-closed', format('payout run %s is %s', r.id, r.state),
                             jsonb_build_object('run_id', r.id, 'state', r.state));
     END IF;
     PERFORM ledger.payout_close(r.id, 'Committed', 'admin:' || u.username);
-    FOR g IN SELECT t.uid, t.status FROM ledger.payout_line l JOIN ledger.tag t ON t.id = l.tag_id
-              WHERE l.run_id = r.id AND t.status <> 'blocked' ORDER BY l.line_no LOOP
-        PERFORM api.set_tag_blocked(v_event, g.uid, true);
-        PERFORM ledger.admin_audit(u.id, 'customer.block', 'tag:' || g.uid, jsonb_build_object('status', g.status),
-                                   jsonb_build_object('status', 'blocked', 'reason', format('paid out in run %s', r.id)));
-    END LOOP;
+    PERFORM ledger.admin_tag_block(u, t, true, format('paid out in run %s', r.id))
+       FROM ledger.payout_line l JOIN ledger.tag t ON t.id = l.tag_id
+      WHERE l.run_id = r.id AND t.status <> 'blocked' ORDER BY l.line_no;
     UPDATE ledger.payout_run SET state = 'done', done_at = now(), done_by = u.id WHERE id = r.id;
     PERFORM ledger.admin_audit(u.id, 'payout.done', 'payout-run:' || r.id, jsonb_build_object('state', r.state),
                                jsonb_build_object('state', 'done', 'count', r.count, 'transfers', r.transfers,
