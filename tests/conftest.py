@@ -5,9 +5,15 @@ fallback when the server user cannot reach that folder), never in the
 `festpay run` cluster and never in DATABASE_URL.  Database ``festpay_test``
 is migrated, has the pgtap extension and the helpers of ``tests/pgtap_setup.sql``
 (when that file exists).
+
+A module that needs a database of its own (exact counts, the newest event, no other module's rows) takes it from
+:func:`migrated_database` (its URL) or :func:`own_database` (a superuser connection) in a module fixture.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -61,4 +67,25 @@ def pgtap_connection(pg_cluster: EmbeddedPostgres):
     except psycopg.Error as err:
         pytest.fail(f"pgTAP: cannot connect to {TEST_DBNAME}: {err}", pytrace=False)
     with conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def migrated_database(pg_cluster: EmbeddedPostgres, name: str) -> Iterator[str]:
+    """Database ``name`` of its own on the test cluster, created afresh (a leftover of an earlier run dropped first)
+    and migrated; yields its superuser URL and drops it afterwards."""
+    pg_cluster.drop_database(name)
+    pg_cluster.create_database(name)
+    try:
+        url = pg_cluster.url(name)
+        migrate(url)
+        yield url
+    finally:
+        pg_cluster.drop_database(name)
+
+
+@contextlib.contextmanager
+def own_database(pg_cluster: EmbeddedPostgres, name: str) -> Iterator[psycopg.Connection]:
+    """:func:`migrated_database` ``name``, with a superuser connection (autocommit) to it while the block runs."""
+    with migrated_database(pg_cluster, name) as url, psycopg.connect(url, autocommit=True) as conn:
         yield conn

@@ -1,7 +1,7 @@
 """The software TSE as a process and relays in threads, for tests (shared by test_fiscal_outage and test_tse_remote).
 
-- :class:`TseProcess`: ``festpay tse serve`` in its own process on a fixed loopback port; stop() and start() it
-  again to make an outage.
+- :class:`TseProcess`: ``festpay tse serve`` in its own process on a fixed loopback port (started and stopped by
+  tests/child_process.py); stop() and start() it again to make an outage.
 - :class:`RunningRelay`: a relay (topic tse, a RemoteTSE, or the handlers given) on its own event loop in a
   background thread.
 """
@@ -9,16 +9,13 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
-import sys
 import threading
-
-from python_gateway.config import PROJECT_ROOT
 from collections.abc import Sequence
 
 from python_gateway.relay import DEFAULT_WORKERS, Handler, Relay, TseHandler
 from python_gateway.tse.remote import RemoteTSE
+from tests.child_process import start_service, stop_service
 
 
 class TseProcess:
@@ -30,27 +27,16 @@ class TseProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
+        """Starts the service and waits for its READY line; RuntimeError when it does not start."""
         assert self.proc is None
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "python_gateway.cli", "tse", "serve", "--dir", self.directory,
-             "--port", str(self.port)],
-            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = self.proc.stdout.readline()  # READY <url> pid <pid>
-        if not line.startswith("READY "):
-            self.stop()
-            raise RuntimeError(f"the TSE service did not start: {line!r}")
+        self.proc, _ = start_service(["tse", "serve", "--dir", self.directory, "--port", str(self.port)],
+                                     "the TSE service")
 
     def stop(self) -> None:
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        stop_service(proc)
 
 
 class RunningRelay:

@@ -5,10 +5,11 @@ Shared by tests/test_gateway.py and tests/test_e2e.py (import the fixtures you u
     from tests.gateway_server import admin, client, gateway  # noqa: F401  (pytest fixtures)
 
 - :class:`RunningGateway`: the aiohttp gateway in a background thread with its own event loop (AppRunner/TCPSite,
-  logged in as festpay_terminal), stopped by :meth:`RunningGateway.stop` (the ``gateway`` fixture does it);
-  :func:`start_admin_gateway` serves the admin site too (``/admin/``, logged in as festpay_web).
+  logged in as festpay_terminal), stopped by :meth:`RunningGateway.stop` or at the end of a ``with`` block (the
+  ``gateway`` fixture does it); :func:`start_admin_gateway` serves the admin site too (``/admin/``, logged in as
+  festpay_web).
 - :class:`Client`: plain HTTP (http.client) that signs a request for a terminal when asked; :class:`Reply` with a
-  ``problem(slug, status)`` check of RFC 9457 answers.
+  ``problem(slug, status)`` check of RFC 9457 answers; :func:`register_terminal` registers a terminal with it.
 - fixtures ``gateway``, ``client`` (module scope) and ``admin`` (a superuser autocommit connection).
 """
 
@@ -54,6 +55,12 @@ class RunningGateway:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
             self.loop.close()
+
+    def __enter__(self) -> RunningGateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def start_gateway(pg_cluster: Any, **options: Any) -> RunningGateway:
@@ -135,6 +142,16 @@ class Client:
         return self.request("POST", path, body, terminal=terminal, **kw)
 
 
+def register_terminal(db: psycopg.Connection, client: Client, event_id: int, position: str, device: str) -> Terminal:
+    """A terminal of the event's ``position``, registered over HTTP with a registration code made on ``db`` (the
+    DBA's connection)."""
+    code = scalar(db, "SELECT api.create_registration_code(%s, %s)", (event_id, position))
+    reply = client.post(f"{PREFIX}/register", {"registration_code": code, "device": device})
+    assert reply.status == 201, reply.raw
+    body = reply.json
+    return Terminal(body["assignment_id"], body["secret"], body["event_id"], body["tag_key"])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -158,11 +175,8 @@ def admin(db_url: str) -> Iterator[psycopg.Connection]:
 @pytest.fixture(scope="module")
 def gateway(pg_cluster) -> Iterator[RunningGateway]:
     """A real gateway on 127.0.0.1 for the module; stopped afterwards."""
-    gw = start_gateway(pg_cluster)
-    try:
+    with start_gateway(pg_cluster) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture(scope="module")

@@ -33,10 +33,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 
-from python_gateway.migrate import migrate
 from python_gateway.terminal import SimulatedCrash, State, Terminal, new_tag
 from tests import gateway_server as gs
 from tests.browser import Browser, Pages, browser  # noqa: F401  (pytest fixture)
+from tests.conftest import own_database
 
 DBNAME = "festpay_admin_browser"
 OPERATOR, PASSWORD = "operator", "operator-password-1"
@@ -55,14 +55,8 @@ def run(coro: Awaitable[T]) -> T:
 @pytest.fixture(scope="module")
 def owner(pg_cluster) -> Iterator[psycopg.Connection]:
     """A database of its own, migrated; a superuser connection (autocommit) to it."""
-    pg_cluster.drop_database(DBNAME)
-    pg_cluster.create_database(DBNAME)
-    migrate(pg_cluster.url(DBNAME))
-    try:
-        with psycopg.connect(pg_cluster.url(DBNAME), autocommit=True) as conn:
-            yield conn
-    finally:
-        pg_cluster.drop_database(DBNAME)
+    with own_database(pg_cluster, DBNAME) as conn:
+        yield conn
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +74,8 @@ def event_id(owner: psycopg.Connection) -> int:
 @pytest.fixture(scope="module")
 def site(pg_cluster, owner: psycopg.Connection) -> Iterator[gs.RunningGateway]:
     """The gateway with the terminal API and the admin site; the dashboard's summary every second."""
-    gateway = gs.start_admin_gateway(pg_cluster, DBNAME, dashboard_interval_s=1.0)
-    try:
+    with gs.start_admin_gateway(pg_cluster, DBNAME, dashboard_interval_s=1.0) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 def one(owner: psycopg.Connection, query: str, params: tuple[Any, ...] = ()) -> dict[str, Any]:

@@ -42,8 +42,9 @@ from markupsafe import escape
 
 from python_gateway import cli
 from python_gateway.config import PROJECT_ROOT, load_settings
-from python_gateway.migrate import migrate
-from tests.gateway_server import PREFIX, Client, RunningGateway, Terminal, start_admin_gateway
+from tests.conftest import own_database
+from tests.gateway_server import (PREFIX, Client, RunningGateway, Terminal, register_terminal, scalar,
+                                  start_admin_gateway)
 
 DBNAME = "festpay_admin_http"
 PASSWORD = "correct horse battery staple"
@@ -147,6 +148,26 @@ class Session:
     def session_token(self) -> str | None:
         return self.cookies.get("festpay_admin") or self.cookies.get("__Host-festpay_admin")
 
+    def portal_login(self, uid: str, pin: str, headers: dict[str, str] | None = None) -> Page:
+        token = self.get("/portal/login").csrf()
+        return self.post("/portal/login", {"uid": uid, "pin": pin}, csrf=token, headers=headers)
+
+
+def admin_session(port: int, username: str) -> Session:
+    """A browser signed in to the admin site as ``username`` (with PASSWORD): the sign-in leads to /admin/."""
+    s = Session(port)
+    page = s.login(username)
+    assert page.status == 303 and page.location == "/admin/", (page.status, page.text[:500])
+    return s
+
+
+def portal_session(port: int, uid: str, pin: str) -> Session:
+    """A browser signed in to the portal with a wristband's UID and PIN: the sign-in leads to /portal/."""
+    s = Session(port)
+    page = s.portal_login(uid, pin)
+    assert page.status == 303 and page.location == "/portal/", (page.status, page.text[:1000])
+    return s
+
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -154,17 +175,8 @@ class Session:
 @pytest.fixture(scope="module")
 def db(pg_cluster) -> Iterator[psycopg.Connection]:
     """Superuser connection to this module's own migrated database."""
-    with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DBNAME} WITH (FORCE)")
-    pg_cluster.create_database(DBNAME)
-    url = pg_cluster.url(DBNAME)
-    migrate(url)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with own_database(pg_cluster, DBNAME) as conn:
         yield conn
-
-
-def scalar(conn: psycopg.Connection, query: str, params: tuple[Any, ...] = ()) -> Any:
-    return conn.execute(query, params).fetchone()[0]
 
 
 @pytest.fixture(scope="module")
@@ -194,11 +206,8 @@ def world(db, first_admin_lines) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def site(pg_cluster, world) -> Iterator[RunningGateway]:
-    gw = start_admin_gateway(pg_cluster, dbname=DBNAME, dashboard_interval_s=0.3)
-    try:
+    with start_admin_gateway(pg_cluster, dbname=DBNAME, dashboard_interval_s=0.3) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture(scope="module")
@@ -206,20 +215,12 @@ def terminal_client(site: RunningGateway) -> Client:
     return Client(site.port)
 
 
-def register(db, client: Client, event_id: int, position: str, device: str) -> Terminal:
-    code = scalar(db, "SELECT api.create_registration_code(%s, %s)", (event_id, position))
-    reply = client.post(f"{PREFIX}/register", {"registration_code": code, "device": device})
-    assert reply.status == 201, reply.raw
-    body = reply.json
-    return Terminal(body["assignment_id"], body["secret"], body["event_id"], body["tag_key"])
-
-
 @pytest.fixture(scope="module")
 def sales(db, world, terminal_client) -> dict[str, Any]:
     """A funded tag with a committed sale of two beers, via the terminal API."""
     client = terminal_client
-    till = register(db, client, world["event_id"], "Top-up", "top-up till")
-    bar = register(db, client, world["event_id"], "Bar", "bar till")
+    till = register_terminal(db, client, world["event_id"], "Top-up", "top-up till")
+    bar = register_terminal(db, client, world["event_id"], "Bar", "bar till")
     uid = secrets.token_hex(7).upper()
     reply = client.post(f"{PREFIX}/topups", {"terminal_tx_number": next(_numbers), "uid": uid, "amount": 2000,
                                              "payment": "cash"}, terminal=till)
@@ -241,13 +242,7 @@ def sales(db, world, terminal_client) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def sessions(site, world) -> dict[str, Session]:
     """One signed-in browser per role."""
-    out = {}
-    for role, username in world["users"].items():
-        s = Session(site.port)
-        page = s.login(username)
-        assert page.status == 303 and page.location == "/admin/", (page.status, page.text[:500])
-        out[role] = s
-    return out
+    return {role: admin_session(site.port, username) for role, username in world["users"].items()}
 
 
 def api_rows(db, function: str, *args: Any) -> list[tuple[Any, ...]]:

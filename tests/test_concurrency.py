@@ -11,8 +11,6 @@ a unique violation, ...) fails the test.
 from __future__ import annotations
 
 import itertools
-import threading
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,10 +24,10 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from python_gateway.signing import log_entry_mac
+from tests.races import Outcome, Sessions, attempt, overlap, race, register_terminal
 
 GATEWAY_ROLE = "festpay_terminal"
 RELAY_ROLE = "festpay_relay"
-BARRIER_TIMEOUT_S = 30
 
 INSUFFICIENT_BALANCE = "FP020"
 DEADLOCK = "40P01"
@@ -74,12 +72,6 @@ PRODUCTS = {  # name: (price, vat, fixed_price, returnable)
 def new_uid() -> str:
     """A fresh tag UID (16 hex digits, upper case as the ledger normalises it)."""
     return uuid.uuid4().hex[:16].upper()
-
-
-def register_terminal(su: psycopg.Connection, event_id: int, position: str) -> int:
-    code = su.execute("SELECT api.create_registration_code(%s, %s)", (event_id, position)).fetchone()[0]
-    return su.execute("SELECT assignment_id FROM api.register_terminal(%s, %s)",
-                      (code, f"concurrency test {position}")).fetchone()[0]
 
 
 def make_event(su: psycopg.Connection, *, bar_terminals: int = 4, reserve_timeout_s: int = 120) -> Event:
@@ -172,82 +164,8 @@ def assert_invariants(su: psycopg.Connection) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Running things at the same time
+# Running things at the same time (race, overlap, Sessions, attempt: tests/races.py)
 # --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    """What one api call did: its rows, or the error's SQLSTATE and message."""
-
-    value: Any = None
-    sqlstate: str | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.sqlstate is None and self.error is None
-
-
-def attempt(conn: psycopg.Connection, sql: str, params: tuple = ()) -> Outcome:
-    """Runs one statement (autocommit) and captures its rows or its error."""
-    try:
-        with conn.cursor(row_factory=dict_row) as cur:
-            return Outcome(value=cur.execute(sql, params).fetchall())
-    except psycopg.Error as err:
-        return Outcome(sqlstate=err.sqlstate, error=f"{type(err).__name__}: {err}")
-
-
-def race(conns: list[psycopg.Connection], tasks: list[Callable[[psycopg.Connection], Any]]) -> list[Any]:
-    """Runs tasks[i](conns[i]) in one thread each, all released together by a barrier.
-
-    Returns each task's return value; a task that raises fails the test (after all threads finished).
-    """
-    assert len(tasks) <= len(conns)
-    barrier = threading.Barrier(len(tasks))
-    results: list[Any] = [None] * len(tasks)
-    crashes: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait(timeout=BARRIER_TIMEOUT_S)
-            results[i] = tasks[i](conns[i])
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            barrier.abort()
-            crashes.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,), name=f"session-{i}") for i in range(len(tasks))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-        assert not t.is_alive(), f"{t.name} is still running after 60 s"
-    if crashes:
-        raise crashes[0]
-    return results
-
-
-class Sessions:
-    """n open autocommit connections to ``url`` (each used by one thread at a time)."""
-
-    def __init__(self, url: str, n: int):
-        self.conns: list[psycopg.Connection] = []
-        try:
-            for _ in range(n):
-                self.conns.append(psycopg.connect(url, autocommit=True))
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        for c in self.conns:
-            c.close()
-
-    def __enter__(self) -> list[psycopg.Connection]:
-        return self.conns
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def assert_only(outcomes: list[Outcome], allowed: set[str]) -> None:
@@ -586,33 +504,6 @@ def test_tag_sync_races_replication_of_same_charge(su, gateway_url):
 # idempotency conflict (FP031; in a replication batch a 'rejected' row, the other entries still judged), or for
 # a tag log entry a refused entry with a logged violation.  The two requests lock different customer accounts, so
 # here they really overlap: the first stays uncommitted until the second is blocked on it.
-
-
-def wait_until_blocked(su: psycopg.Connection, pid: int, timeout_s: float = 10) -> None:
-    """Waits until backend `pid` waits for a lock (the other session holds it)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if su.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0]:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"session {pid} never blocked")
-
-
-def overlap(su: psycopg.Connection, url: str, first: tuple[str, tuple], second: tuple[str, tuple]) -> tuple[Outcome, Outcome]:
-    """Runs `first` in an open transaction, starts `second` in another session, waits until it is blocked
-    behind the first, then commits the first. Returns both outcomes."""
-    with psycopg.connect(url) as c1, psycopg.connect(url, autocommit=True) as c2:
-        one = attempt(c1, *first)
-        assert one.ok, one.error
-        holder: dict[str, Outcome] = {}
-        thread = threading.Thread(target=lambda: holder.setdefault("two", attempt(c2, *second)))
-        thread.start()
-        try:
-            wait_until_blocked(su, c2.info.backend_pid)
-        finally:
-            c1.commit()
-            thread.join(timeout=30)
-        return one, holder["two"]
 
 
 SYNC_SQL = "SELECT * FROM api.tag_sync(%s, %s, %s, %s, %s)"

@@ -9,20 +9,16 @@ import psycopg
 import pytest
 
 from python_gateway.config import SQL_DIR
-from python_gateway.migrate import load_sql_file, migrate
+from python_gateway.migrate import load_sql_file
+from tests.conftest import migrated_database
 
 REPORTS = sorted((SQL_DIR / "reports").glob("*.sql"))
 
 
 @pytest.fixture(scope="module")
 def demo_db(pg_cluster):
-    name = "dba_scripts"
-    pg_cluster.drop_database(name)
-    pg_cluster.create_database(name)
-    url = pg_cluster.url(name)
-    migrate(url)
-    yield url
-    pg_cluster.drop_database(name)
+    with migrated_database(pg_cluster, "dba_scripts") as url:
+        yield url
 
 
 def _rows(url: str, query: str, *args) -> list[tuple]:

@@ -23,8 +23,8 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from python_gateway import cli, dsfinvk
-from python_gateway.migrate import migrate
 from python_gateway.tse.software import SoftwareTSE
+from tests.conftest import migrated_database
 from tests.gateway_server import scalar
 from tests.test_receipts import sign_like_the_relay
 
@@ -38,13 +38,8 @@ MONEY = re.compile(r"^-?\d+,\d{2}$")
 @pytest.fixture(scope="module")
 def dsfinvk_url(pg_cluster) -> Any:
     """A database of its own: the receipts left waiting for the TSE here must not reach other tests' relays."""
-    pg_cluster.drop_database(DBNAME)
-    pg_cluster.create_database(DBNAME)
-    migrate(pg_cluster.url(DBNAME))
-    try:
-        yield pg_cluster.url(DBNAME)
-    finally:
-        pg_cluster.drop_database(DBNAME)
+    with migrated_database(pg_cluster, DBNAME) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,13 @@ from psycopg.rows import dict_row
 from python_gateway import cli
 from python_gateway.gateway import GatewayOptions
 from python_gateway.loadgen import LoadGenerator, Phase
-from python_gateway.migrate import migrate
 from python_gateway.relay import OutboxRequest, TseHandler
 from python_gateway.tse import verify
 from python_gateway.tse.audit import verify_ledger
 from python_gateway.tse.interface import TseUnavailable
 from python_gateway.tse.remote import RemoteTSE
 from tests import gateway_server as gs
+from tests.conftest import migrated_database
 from tests.fiscal_server import RunningRelay, TseProcess
 
 DBNAME = "festpay_fiscal"
@@ -51,13 +51,8 @@ WAIT_S = 40.0
 @pytest.fixture(scope="module")
 def fiscal_db(pg_cluster) -> Iterator[str]:
     """A database of its own, migrated: the counts of this module are exact."""
-    pg_cluster.drop_database(DBNAME)
-    pg_cluster.create_database(DBNAME)
-    migrate(pg_cluster.url(DBNAME))
-    try:
+    with migrated_database(pg_cluster, DBNAME):
         yield DBNAME
-    finally:
-        pg_cluster.drop_database(DBNAME)
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +73,8 @@ def gateway_url(pg_cluster, fiscal_db: str) -> str:
 
 @pytest.fixture(scope="module")
 def gateway(pg_cluster, fiscal_db: str, gateway_url: str) -> Iterator[gs.RunningGateway]:
-    gw = gs.RunningGateway(gateway_url, GatewayOptions(pool_min_size=1, pool_max_size=8))
-    try:
+    with gs.RunningGateway(gateway_url, GatewayOptions(pool_min_size=1, pool_max_size=8)) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture(scope="module")

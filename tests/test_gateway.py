@@ -27,6 +27,7 @@ from python_gateway.config import MIGRATIONS_DIR, PROJECT_ROOT
 from python_gateway.gateway import GatewayOptions
 from python_gateway.gateway.health import newest_migration
 from python_gateway.gateway.idempotency import request_hash
+from tests.child_process import stop_process
 from tests.conftest import TEST_DBNAME
 from tests.fiscal_server import RunningRelay
 from tests.gateway_server import (  # noqa: F401  (admin, client, gateway: pytest fixtures)
@@ -796,10 +797,5 @@ def test_cli_serve(pg_cluster, db_url: str):
         assert reply.status == 200, reply.raw
         assert reply.json["schema_version"] == Path(sorted(MIGRATIONS_DIR.glob("*.sql"))[-1]).stem
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, signal.SIGINT, 20)
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else None

@@ -35,12 +35,13 @@ import psycopg
 import pytest
 
 from python_gateway.config import PROJECT_ROOT
-from python_gateway.migrate import migrate
 from python_gateway.provider.http_client import HttpProvider
 from python_gateway.relay import ProviderHandler, relay_service
 from python_gateway.signing import PROVIDER_SIGNATURE_HEADER, provider_webhook_signature
-from tests.gateway_server import RunningGateway, start_admin_gateway
-from tests.test_admin_http import PASSWORD, Session
+from tests.child_process import provider_sim
+from tests.conftest import own_database
+from tests.gateway_server import RunningGateway, scalar, start_admin_gateway
+from tests.test_admin_http import PASSWORD, Session, admin_session, portal_session
 
 DBNAME = "festpay_online_topup"
 SECRET = "e2e-provider-secret"
@@ -49,53 +50,26 @@ EN = {"Accept-Language": "en-GB,en;q=0.9"}
 SETTLE_TIMEOUT_S = 20.0
 
 
-def scalar(conn: psycopg.Connection, query: str, params: tuple[Any, ...] = ()) -> Any:
-    return conn.execute(query, params).fetchone()[0]
-
-
 @pytest.fixture(scope="module")
 def sim_url() -> Iterator[str]:
-    env = dict(os.environ, FESTPAY_PROVIDER_SECRET=SECRET)
-    proc = subprocess.Popen([sys.executable, "-m", "python_gateway.cli", "provider-sim", "--port", "0",
-                             "--stop-on-stdin-eof"], cwd=PROJECT_ROOT, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            line = proc.stdout.readline() if sel.select(20) else ""
-        assert line.startswith("READY http://127.0.0.1:"), f"provider-sim did not start: {line!r}"
-        yield line.split()[1]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdin.close()
-        proc.stdout.close()
+    """The simulated payment provider, its own process on a free port."""
+    with provider_sim(SECRET) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def db(pg_cluster) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DBNAME} WITH (FORCE)")
-    pg_cluster.create_database(DBNAME)
-    migrate(pg_cluster.url(DBNAME))
-    with psycopg.connect(pg_cluster.url(DBNAME), autocommit=True) as conn:
+    with own_database(pg_cluster, DBNAME) as conn:
         yield conn
 
 
 @pytest.fixture(scope="module")
 def site(pg_cluster, db, sim_url) -> Iterator[RunningGateway]:
     provider = HttpProvider(sim_url, SECRET, timeout=5)
-    gw = start_admin_gateway(pg_cluster, dbname=DBNAME, apps=("terminal", "admin", "portal"),
-                             portal_login_attempts=1000, provider=provider)
-    provider.webhook_url = gw.base_url + "/provider/webhook"
-    try:
+    with start_admin_gateway(pg_cluster, dbname=DBNAME, apps=("terminal", "admin", "portal"),
+                             portal_login_attempts=1000, provider=provider) as gw:
+        provider.webhook_url = gw.base_url + "/provider/webhook"
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture(scope="module")
@@ -169,21 +143,15 @@ def admins(db, site, event) -> dict[str, Session]:
     for role in ("support", "viewer"):
         name = f"e2e-{role}-{secrets.token_hex(3)}"
         scalar(db, "SELECT * FROM api.create_admin_user(%s, %s, %s)", (name, role, PASSWORD))
-        s = Session(site.port)
-        page = s.login(name)
-        assert page.status == 303, page.text[:500]
-        out[role] = s
+        out[role] = admin_session(site.port, name)
     return out
 
 
 def visitor(db, site: RunningGateway, event: int) -> tuple[Session, str]:
+    """A visitor signed in at the portal with a new wristband of the event; returns (session, uid)."""
     uid = secrets.token_hex(7).upper()
     scalar(db, "SELECT api.create_tag(%s, %s, %s)", (event, uid, PIN))
-    s = Session(site.port)
-    token = s.get("/portal/login").csrf()
-    page = s.post("/portal/login", {"uid": uid, "pin": PIN}, csrf=token)
-    assert page.status == 303, page.text[:500]
-    return s, uid
+    return portal_session(site.port, uid, PIN), uid
 
 
 def top_up(s: Session, sim_url: str, amount: str = "20,00", action: str = "pay",
@@ -206,6 +174,16 @@ def top_up(s: Session, sim_url: str, amount: str = "20,00", action: str = "pay",
     reference = back.path.rsplit("/", 1)[1]
     assert back.path == f"/portal/topup/{reference}" and reference.startswith("ft_")
     return reference, back.path + "?" + back.query
+
+
+def visitor_tops_up(db, site: RunningGateway, event: int, sim_url: str, behaviour: str,
+                    delay_s: float | None = None) -> tuple[Session, str, str, str]:
+    """The provider set to answer as ``behaviour`` (see set_behaviour); a new visitor signs in, tops up 20,00 and
+    presses "pay" on the hosted checkout (see top_up). Returns (session, uid, reference, the portal's return path)."""
+    set_behaviour(sim_url, behaviour, delay_s)
+    s, uid = visitor(db, site, event)
+    reference, path = top_up(s, sim_url)
+    return s, uid, reference, path
 
 
 def settled(db, s: Session, path: str, timeout: float = SETTLE_TIMEOUT_S) -> tuple[str, list[str]]:
@@ -289,9 +267,7 @@ def test_festpay_relay_command_checks_online_top_ups(db, site, event, sim_url, p
                 lines.append(proc.stdout.readline())
                 assert lines[-1], lines
         assert f"checking online top-ups with the payment provider at {sim_url}" in lines[-1], lines
-        set_behaviour(sim_url, "no-webhook")
-        s, uid = visitor(db, site, event)
-        reference, path = top_up(s, sim_url)
+        s, uid, reference, path = visitor_tops_up(db, site, event, sim_url, "no-webhook")
         status, seen = settled(db, s, path)
         assert status == "paid", seen
         m = money(db, event, uid, reference)
@@ -309,9 +285,7 @@ def test_festpay_relay_command_checks_online_top_ups(db, site, event, sim_url, p
 
 @pytest.mark.parametrize("behaviour", ["pays", "webhook-twice", "no-webhook"])
 def test_paid_top_up_is_booked_once(db, site, relay, event, sim_url, behaviour):
-    set_behaviour(sim_url, behaviour)
-    s, uid = visitor(db, site, event)
-    reference, path = top_up(s, sim_url)
+    s, uid, reference, path = visitor_tops_up(db, site, event, sim_url, behaviour)
     status, seen = settled(db, s, path)
     assert status == "paid", seen
     time.sleep(1.5 if behaviour == "webhook-twice" else 0.3)  # the second copy of the webhook arrives meanwhile
@@ -329,9 +303,7 @@ def test_paid_top_up_is_booked_once(db, site, relay, event, sim_url, behaviour):
 
 
 def test_declined_top_up_books_nothing(db, site, relay, event, sim_url):
-    set_behaviour(sim_url, "declines")
-    s, uid = visitor(db, site, event)
-    reference, path = top_up(s, sim_url)
+    s, uid, reference, path = visitor_tops_up(db, site, event, sim_url, "declines")
     status, seen = settled(db, s, path)
     assert status == "declined", seen
     m = money(db, event, uid, reference)
@@ -340,9 +312,7 @@ def test_declined_top_up_books_nothing(db, site, relay, event, sim_url):
 
 
 def test_unanswered_top_up_stays_pending(db, site, relay, event, sim_url):
-    set_behaviour(sim_url, "never-answers")
-    s, uid = visitor(db, site, event)
-    reference, path = top_up(s, sim_url)
+    s, uid, reference, path = visitor_tops_up(db, site, event, sim_url, "never-answers")
     status, seen = settled(db, s, path, timeout=2.5)
     assert status == "pending" and set(seen) == {"pending"}
     m = money(db, event, uid, reference)
@@ -355,9 +325,7 @@ def test_unanswered_top_up_stays_pending(db, site, relay, event, sim_url):
 
 
 def test_webhook_with_bad_signature_is_refused(db, site, relay, event, sim_url):
-    set_behaviour(sim_url, "never-answers")
-    s, uid = visitor(db, site, event)
-    reference, _ = top_up(s, sim_url)
+    s, uid, reference, _ = visitor_tops_up(db, site, event, sim_url, "never-answers")
     checkout_id = scalar(db, "SELECT checkout_id FROM ledger.external_checkout WHERE reference = %s", (reference,))
     body = json.dumps({"type": "checkout.status", "checkout_id": checkout_id, "reference": reference,
                        "status": "paid", "amount": 2000, "currency": "EUR"}).encode()
@@ -381,10 +349,8 @@ def test_webhook_with_bad_signature_is_refused(db, site, relay, event, sim_url):
 
 
 def test_late_answer_after_the_check_window_is_booked(db, site, relay, event, sim_url):
-    set_behaviour(sim_url, "late", delay_s=5)
     with check_window(db, event, 1):
-        s, uid = visitor(db, site, event)
-        reference, path = top_up(s, sim_url)
+        s, uid, reference, path = visitor_tops_up(db, site, event, sim_url, "late", delay_s=5)
         wait_for(lambda: checkout(db, reference)["state"] == "ExternalUnknown", timeout=5)
         assert status_of(s, path) == "pending"  # ExternalUnknown: the provider may still take the money
         status, seen = settled(db, s, path)
@@ -398,10 +364,8 @@ def test_late_answer_after_the_check_window_is_booked(db, site, relay, event, si
 
 
 def test_unanswered_top_up_becomes_unknown_until_an_admin_decides(db, site, relay, event, sim_url, admins):
-    set_behaviour(sim_url, "never-answers")
     with check_window(db, event, 1):
-        s, uid = visitor(db, site, event)
-        reference, path = top_up(s, sim_url)
+        s, uid, reference, path = visitor_tops_up(db, site, event, sim_url, "never-answers")
         wait_for(lambda: checkout(db, reference)["state"] == "ExternalUnknown", timeout=6)
         def attempts() -> int:
             return scalar(db, "SELECT o.attempts FROM ledger.outbox o JOIN ledger.external_checkout c ON "
@@ -431,9 +395,7 @@ def test_unanswered_top_up_becomes_unknown_until_an_admin_decides(db, site, rela
 def test_webhooks_racing_the_poll_book_once(db, site, relay, event, sim_url):
     """The provider's paid reaches us three times at once by webhook while the relay is woken to poll the same
     checkout: booked once (the row-level race itself: tests/test_online_topup_race.py)."""
-    set_behaviour(sim_url, "no-webhook")
-    s, uid = visitor(db, site, event)
-    reference, path = top_up(s, sim_url)
+    s, uid, reference, path = visitor_tops_up(db, site, event, sim_url, "no-webhook")
     c = checkout(db, reference)
     body = json.dumps({"type": "checkout.status", "checkout_id": c["checkout_id"], "reference": reference,
                        "status": "paid", "amount": 2000, "currency": "EUR"}).encode()

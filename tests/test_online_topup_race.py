@@ -9,13 +9,15 @@ an ExternalUnknown top-up is either booked or refunded, never both, never neithe
 
 from __future__ import annotations
 
-import threading
+import contextlib
 import uuid
+from collections.abc import Callable
 
 import psycopg
 import pytest
 
 from tests.conftest import TEST_DBNAME
+from tests.races import race, register_terminal
 
 PIN = "4321"
 
@@ -25,8 +27,7 @@ def _setup(su: psycopg.Connection, web: psycopg.Connection, amount: int) -> tupl
     started, ExternalPending, with a checkout id. Returns (event, uid, reference)."""
     event = su.execute("SELECT api.create_event(%s, 'EUR', 100000, 100, 50000)", (f"race {uuid.uuid4()}",)).fetchone()[0]
     su.execute("SELECT api.create_position(%s, 'Top-up', 'topup')", (event,))
-    code = su.execute("SELECT api.create_registration_code(%s, 'Top-up')", (event,)).fetchone()[0]
-    till = su.execute("SELECT assignment_id FROM api.register_terminal(%s, 'race till')", (code,)).fetchone()[0]
+    till = register_terminal(su, event, "Top-up")
     uid = "F" + uuid.uuid4().hex[:7].upper()
     su.execute("SELECT api.topup(%s, 1, %s, 5000, 'cash')", (till, uid))
     su.execute("UPDATE ledger.tag SET pin_hash = extensions.crypt(%s, extensions.gen_salt('bf', 4)) "
@@ -43,37 +44,27 @@ def _race(urls: list[str], reference: str, results: list[str]) -> list[tuple]:
     """Each connection settles ``reference`` with its result at the same moment; returns (state, outcome, problem)
     of each. A result ``abort:<admin token>:<transaction id>`` is an admin's Aborted decision through
     api.admin_queue_resolve instead (its row: (state, 'decided', None), or (None, the error's SQLSTATE, None))."""
-    barrier = threading.Barrier(len(urls), timeout=30)
-    out: list[tuple | BaseException] = [None] * len(urls)  # type: ignore[list-item]
+    with contextlib.ExitStack() as stack:
+        conns = [stack.enter_context(psycopg.connect(url, autocommit=True)) for url in urls]
+        return race(conns, [_settle(reference, result) for result in results])
 
-    def run(i: int) -> None:
-        try:
-            with psycopg.connect(urls[i], autocommit=True) as conn:
-                conn.execute("SELECT 1")
-                barrier.wait()
-                if results[i].startswith("abort:"):
-                    _, token, tx_id = results[i].split(":")
-                    try:
-                        state = conn.execute("SELECT api.admin_queue_resolve(%s, %s, 'Aborted', 'race')",
-                                             (token, int(tx_id))).fetchone()[0]
-                        out[i] = (state, "decided", None)
-                    except psycopg.Error as err:
-                        out[i] = (None, err.sqlstate, None)
-                    return
-                out[i] = conn.execute("SELECT state, outcome, problem FROM api.external_topup_settle(%s, %s)",
-                                      (reference, results[i])).fetchone()
-        except BaseException as err:  # noqa: BLE001 - reported below
-            out[i] = err
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(urls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    for r in out:
-        if isinstance(r, BaseException):
-            raise r
-    return out  # type: ignore[return-value]
+def _settle(reference: str, result: str) -> Callable[[psycopg.Connection], tuple]:
+    """A task for :func:`race`: ``result`` for ``reference`` (see :func:`_race`)."""
+
+    def run(conn: psycopg.Connection) -> tuple:
+        if result.startswith("abort:"):
+            _, token, tx_id = result.split(":")
+            try:
+                state = conn.execute("SELECT api.admin_queue_resolve(%s, %s, 'Aborted', 'race')",
+                                     (token, int(tx_id))).fetchone()[0]
+                return (state, "decided", None)
+            except psycopg.Error as err:
+                return (None, err.sqlstate, None)
+        return conn.execute("SELECT state, outcome, problem FROM api.external_topup_settle(%s, %s)",
+                            (reference, result)).fetchone()
+
+    return run
 
 
 @pytest.fixture()

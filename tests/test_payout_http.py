@@ -31,9 +31,9 @@ import pytest
 import xmlschema
 
 from python_gateway import sepa
-from python_gateway.migrate import migrate
-from tests.gateway_server import PREFIX, Client, RunningGateway, Terminal, start_admin_gateway
-from tests.test_admin_http import PASSWORD, Page, Session
+from tests.conftest import own_database
+from tests.gateway_server import PREFIX, Client, RunningGateway, register_terminal, scalar, start_admin_gateway
+from tests.test_admin_http import PASSWORD, Page, Session, admin_session, portal_session
 
 DBNAME = "festpay_payout_http"
 APPS = ("terminal", "admin", "portal")
@@ -51,28 +51,16 @@ IBAN_F = "NL91ABNA0417164300"
 DEBTOR_IBAN = "DE02120300000000202051"
 
 
-def scalar(conn: psycopg.Connection, query: str, params: tuple[Any, ...] = ()) -> Any:
-    return conn.execute(query, params).fetchone()[0]
-
-
 @pytest.fixture(scope="module")
 def db(pg_cluster) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DBNAME} WITH (FORCE)")
-    pg_cluster.create_database(DBNAME)
-    url = pg_cluster.url(DBNAME)
-    migrate(url)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with own_database(pg_cluster, DBNAME) as conn:
         yield conn
 
 
 @pytest.fixture(scope="module")
 def site(pg_cluster, db) -> Iterator[RunningGateway]:
-    gw = start_admin_gateway(pg_cluster, dbname=DBNAME, apps=APPS, portal_login_attempts=1000)
-    try:
+    with start_admin_gateway(pg_cluster, dbname=DBNAME, apps=APPS, portal_login_attempts=1000) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +74,7 @@ def world(db, site) -> dict[str, Any]:
         scalar(db, "SELECT * FROM api.create_admin_user(%s, %s, %s)", (f"payout-{role}", role, PASSWORD))
         users[role] = f"payout-{role}"
     client = Client(site.port)
-    code = scalar(db, "SELECT api.create_registration_code(%s, 'Top-up')", (event_id,))
-    reply = client.post(f"{PREFIX}/register", {"registration_code": code, "device": "top-up till"})
-    assert reply.status == 201, reply.raw
-    till = Terminal(reply.json["assignment_id"], reply.json["secret"], reply.json["event_id"], reply.json["tag_key"])
+    till = register_terminal(db, client, event_id, "Top-up", "top-up till")
     tags = {}
     for n, (name, (pin, amount)) in enumerate(TAGS.items(), start=1):
         uid = secrets.token_hex(7).upper()
@@ -104,22 +89,13 @@ def world(db, site) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def admins(site, world) -> dict[str, Session]:
     """One signed-in admin-site browser per role."""
-    out = {}
-    for role, username in world["users"].items():
-        s = Session(site.port)
-        assert s.login(username).status == 303
-        out[role] = s
-    return out
+    return {role: admin_session(site.port, username) for role, username in world["users"].items()}
 
 
 def visitor(site: RunningGateway, world: dict[str, Any], name: str) -> Session:
     """A portal browser signed in with tag ``name``."""
-    s = Session(site.port)
     tag = world["tags"][name]
-    token = s.get("/portal/login").csrf()
-    page = s.post("/portal/login", {"uid": tag["uid"], "pin": tag["pin"]}, csrf=token)
-    assert page.status == 303 and page.location == "/portal/", (page.status, page.text[:1000])
-    return s
+    return portal_session(site.port, tag["uid"], tag["pin"])
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import secrets
-import selectors
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
@@ -29,12 +24,12 @@ import psycopg
 import pytest
 from selenium.webdriver.common.by import By
 
-from python_gateway.config import PROJECT_ROOT
-from python_gateway.migrate import migrate
 from python_gateway.provider.http_client import HttpProvider
 from python_gateway.sepa import sepa_summary, validate_pain001
 from tests import gateway_server as gs
 from tests.browser import Browser, Pages, browser  # noqa: F401  (pytest fixture)
+from tests.child_process import provider_sim
+from tests.conftest import own_database
 
 DBNAME = "festpay_portal_browser"
 SECRET = "portal-browser-provider-secret"
@@ -49,37 +44,15 @@ FEE = 50          # the event's payout fee, cents
 @pytest.fixture(scope="module")
 def sim_url() -> Iterator[str]:
     """The simulated payment provider, its own process on a free port."""
-    env = dict(os.environ, FESTPAY_PROVIDER_SECRET=SECRET)
-    proc = subprocess.Popen([sys.executable, "-m", "python_gateway.cli", "provider-sim", "--port", "0",
-                             "--stop-on-stdin-eof"], cwd=PROJECT_ROOT, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            line = proc.stdout.readline() if sel.select(20) else ""
-        assert line.startswith("READY http://127.0.0.1:"), f"provider-sim did not start: {line!r}"
-        yield line.split()[1]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdin.close()
-        proc.stdout.close()
+    with provider_sim(SECRET) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def owner(pg_cluster) -> Iterator[psycopg.Connection]:
-    pg_cluster.drop_database(DBNAME)
-    pg_cluster.create_database(DBNAME)
-    migrate(pg_cluster.url(DBNAME))
-    try:
-        with psycopg.connect(pg_cluster.url(DBNAME), autocommit=True) as conn:
-            yield conn
-    finally:
-        pg_cluster.drop_database(DBNAME)
+    """A database of its own, migrated; a superuser connection (autocommit) to it."""
+    with own_database(pg_cluster, DBNAME) as conn:
+        yield conn
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +74,9 @@ def event_id(owner: psycopg.Connection) -> int:
 @pytest.fixture(scope="module")
 def site(pg_cluster, owner: psycopg.Connection, sim_url: str) -> Iterator[gs.RunningGateway]:
     provider = HttpProvider(sim_url, SECRET, timeout=5)
-    gateway = gs.start_admin_gateway(pg_cluster, DBNAME, apps=("terminal", "admin", "portal"), provider=provider)
-    provider.webhook_url = gateway.base_url + "/provider/webhook"
-    try:
+    with gs.start_admin_gateway(pg_cluster, DBNAME, apps=("terminal", "admin", "portal"), provider=provider) as gateway:
+        provider.webhook_url = gateway.base_url + "/provider/webhook"
         yield gateway
-    finally:
-        gateway.stop()
 
 
 def one(owner: psycopg.Connection, query: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:

@@ -22,10 +22,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from python_gateway.migrate import migrate
 from python_gateway.portal.auth import AttemptLimiter
-from tests.gateway_server import PREFIX, Client, RunningGateway, Terminal, start_admin_gateway
-from tests.test_admin_http import Page, Session
+from tests.conftest import own_database
+from tests.gateway_server import PREFIX, Client, RunningGateway, register_terminal, scalar, start_admin_gateway
+from tests.test_admin_http import Session, portal_session
 
 DBNAME = "festpay_portal_http"
 APPS = ("terminal", "admin", "portal")
@@ -35,36 +35,16 @@ EN = {"Accept-Language": "en-GB,en;q=0.9"}
 PAGES = ("/portal/", "/portal/history", "/portal/block", "/portal/privacy", "/portal/topup", "/portal/payout")
 
 
-def scalar(conn: psycopg.Connection, query: str, params: tuple[Any, ...] = ()) -> Any:
-    return conn.execute(query, params).fetchone()[0]
-
-
 @pytest.fixture(scope="module")
 def db(pg_cluster) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DBNAME} WITH (FORCE)")
-    pg_cluster.create_database(DBNAME)
-    url = pg_cluster.url(DBNAME)
-    migrate(url)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with own_database(pg_cluster, DBNAME) as conn:
         yield conn
 
 
 @pytest.fixture(scope="module")
 def site(pg_cluster, db) -> Iterator[RunningGateway]:
-    gw = start_admin_gateway(pg_cluster, dbname=DBNAME, apps=APPS, portal_login_attempts=1000)
-    try:
+    with start_admin_gateway(pg_cluster, dbname=DBNAME, apps=APPS, portal_login_attempts=1000) as gw:
         yield gw
-    finally:
-        gw.stop()
-
-
-def register(db, client: Client, event_id: int, position: str, device: str) -> Terminal:
-    code = scalar(db, "SELECT api.create_registration_code(%s, %s)", (event_id, position))
-    reply = client.post(f"{PREFIX}/register", {"registration_code": code, "device": device})
-    assert reply.status == 201, reply.raw
-    body = reply.json
-    return Terminal(body["assignment_id"], body["secret"], body["event_id"], body["tag_key"])
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +57,8 @@ def world(db, site) -> dict[str, Any]:
     scalar(db, "SELECT api.create_position(%s, 'Top-up', 'topup')", (event_id,))
     beer = scalar(db, "SELECT api.create_product(%s, 'Beer', 450, 19)", (event_id,))
     client = Client(site.port)
-    till = register(db, client, event_id, "Top-up", "top-up till")
-    bar = register(db, client, event_id, "Bar", "bar till")
+    till = register_terminal(db, client, event_id, "Top-up", "top-up till")
+    bar = register_terminal(db, client, event_id, "Bar", "bar till")
     tags: dict[str, dict[str, Any]] = {}
     for n, name in enumerate(PINS, start=1):
         uid = secrets.token_hex(7).upper()
@@ -100,17 +80,9 @@ def world(db, site) -> dict[str, Any]:
     return {"event_id": event_id, "tags": tags}
 
 
-def login(s: Session, uid: str, pin: str, headers: dict[str, str] | None = None) -> Page:
-    token = s.get("/portal/login").csrf()
-    return s.post("/portal/login", {"uid": uid, "pin": pin}, csrf=token, headers=headers)
-
-
 def signed_in(site: RunningGateway, world: dict[str, Any], name: str) -> Session:
-    s = Session(site.port)
     tag = world["tags"][name]
-    page = login(s, tag["uid"], tag["pin"])
-    assert page.status == 303 and page.location == "/portal/", (page.status, page.text[:1000])
-    return s
+    return portal_session(site.port, tag["uid"], tag["pin"])
 
 
 def tag_status(db, world, name: str) -> str:
@@ -126,12 +98,12 @@ def test_sign_in_ok_and_refused_alike(site, world):
     page = s.get("/portal/login", headers=EN)
     assert page.status == 200 and 'name="uid"' in page.text and 'name="pin"' in page.text
     a = world["tags"]["A"]
-    wrong = login(s, a["uid"], "0000", headers=EN)
-    unknown = login(s, "ABCDEF0123456789", a["pin"], headers=EN)
+    wrong = s.portal_login(a["uid"], "0000", headers=EN)
+    unknown = s.portal_login("ABCDEF0123456789", a["pin"], headers=EN)
     assert wrong.status == unknown.status == 401
     assert wrong.messages() == unknown.messages() and len(wrong.messages()) == 1, (wrong.messages(), unknown.messages())
     assert "festpay_portal" not in s.cookies
-    page = login(s, a["uid"].lower(), a["pin"])
+    page = s.portal_login(a["uid"].lower(), a["pin"])
     assert page.status == 303 and page.location == "/portal/"
     assert "festpay_portal" in s.cookies and "festpay_login_csrf" not in s.cookies
     assert s.get("/portal/").status == 200
@@ -289,12 +261,12 @@ def test_sign_in_rate_limit_per_address(pg_cluster, world):
         s = Session(gw.port)
         a = world["tags"]["A"]
         for _ in range(3):
-            assert login(s, a["uid"], "0000").status == 401
-        page = login(s, a["uid"], a["pin"], headers=EN)
+            assert s.portal_login(a["uid"], "0000").status == 401
+        page = s.portal_login(a["uid"], a["pin"], headers=EN)
         assert page.status == 429 and "Too many sign-in attempts" in page.text
         assert 0 < int(page.header("Retry-After")) <= 300
         assert "festpay_portal" not in s.cookies
-        assert "Zu viele Anmeldeversuche" in login(Session(gw.port), a["uid"], a["pin"], headers=DE).text
+        assert "Zu viele Anmeldeversuche" in Session(gw.port).portal_login(a["uid"], a["pin"], headers=DE).text
     finally:
         gw.stop()
 

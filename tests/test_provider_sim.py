@@ -5,51 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import selectors
-import signal
-import subprocess
-import sys
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from aiohttp import ClientSession, web
 from yarl import URL
 
-from python_gateway.config import PROJECT_ROOT
 from python_gateway.provider.http_client import HttpProvider
 from python_gateway.provider.interface import (InvalidWebhook, PaymentProvider, ProviderRequestError,
                                                ProviderUnavailable, Status)
 from python_gateway.signing import PROVIDER_SIGNATURE_HEADER
+from tests.child_process import provider_sim
 
 SECRET = "test-provider-secret"
-START_TIMEOUT_S = 20
 RETURN_URL = "http://127.0.0.1:9/portal/topup/return"
 
 
 @pytest.fixture(scope="module")
-def sim_url():
+def sim_url() -> Iterator[str]:
     """``festpay provider-sim --port 0`` (a free loopback port) for this module; stopped at the end."""
-    env = dict(os.environ, FESTPAY_PROVIDER_SECRET=SECRET)
-    proc = subprocess.Popen([sys.executable, "-m", "python_gateway.cli", "provider-sim", "--port", "0",
-                             "--stop-on-stdin-eof"], cwd=PROJECT_ROOT, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            line = proc.stdout.readline() if sel.select(START_TIMEOUT_S) else ""
-        assert line.startswith("READY http://127.0.0.1:"), f"provider-sim did not start: {line!r}"
-        yield line.split()[1]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdin.close()
-        proc.stdout.close()
+    with provider_sim(SECRET) as url:
+        yield url
 
 
 class Receiver:
