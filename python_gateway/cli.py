@@ -340,7 +340,8 @@ def cmd_run(args, settings: Settings) -> int:
                       ("gateway", gateway_url(settings)),
                       ("", ".venv/bin/festpay registration-code --position Bar   (a terminal's one-time code)"),
                       *admin_lines,
-                      ("portal", f"{settings.public_url or gateway_url(settings)}/portal/  (visitors: tag UID and PIN)")]
+                      ("portal", f"{settings.public_url or gateway_url(settings)}/portal/  (visitors: tag UID and PIN; "
+                                 "demo wristband 04A1B2C3D4E5F6, PIN 1234)")]
 
             asyncio.run(serve(url, settings, ready=lambda: print(_banner(lines), flush=True)))
             # Shutting down: a second Ctrl-C must not cut the clean stop short.

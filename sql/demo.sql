@@ -1,5 +1,6 @@
 -- The demo event: merchants Bar and Food, positions Bar (sale) and Top-up, a few products with both VAT rates
--- and a returnable cup. Idempotent: running it again changes nothing.
+-- and a returnable cup; the wristband of the README's quick start with its portal PIN (1234), and the festival's
+-- bank account for payout runs (a test IBAN). Idempotent: running it again changes nothing.
 -- Run: psql "$URL" -v ON_ERROR_STOP=1 -f sql/demo.sql
 
 DO $$
@@ -26,6 +27,10 @@ BEGIN
     PERFORM api.create_product(e, 'Bratwurst', 550, 7);
     PERFORM api.create_product(e, 'Tip', NULL, 0, p_fixed_price => false);
     PERFORM api.create_product(e, 'Cup deposit', 200, 19, p_returnable => true);  -- a cup takes its drink's rate
+    PERFORM api.create_tag(e, '04A1B2C3D4E5F6', '1234');
+    UPDATE ledger.event SET payout_debtor_name = 'Demo Festival GmbH', payout_debtor_iban = 'DE02120300000000202051',
+                            payout_debtor_bic = 'BYLADEM1001'
+     WHERE id = e;
     RAISE NOTICE 'demo event % created', e;
 END
 $$;

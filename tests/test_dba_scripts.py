@@ -37,6 +37,9 @@ def test_demo_event_loads_once(demo_db):
     rates = {r for (r,) in _rows(demo_db, "SELECT DISTINCT vat_rate::text FROM ledger.product")}
     assert {"19.00", "7.00"} <= rates
     assert _rows(demo_db, "SELECT name, price FROM ledger.product WHERE returnable") == [("Cup deposit", 200)]
+    # the README's wristband signs in to the portal with the PIN the banner names; payout runs have an account
+    assert _rows(demo_db, "SELECT outcome FROM api.portal_sign_in('04a1b2c3d4e5f6', '1234')") == [("ok",)]
+    assert _rows(demo_db, "SELECT payout_debtor_iban <> '' FROM ledger.event WHERE name = 'Demo Festival'") == [(True,)]
 
 
 def test_reports_run_on_a_booked_event(pg_cluster, demo_db):
@@ -58,4 +61,4 @@ def test_reports_run_on_a_booked_event(pg_cluster, demo_db):
     assert "Demo Festival|2000|-2000|0|balanced" in trial
     kinds = subprocess.run([pg_cluster.psql_path, "-X", "-A", "-t", "-d", as_report, "-f", str(SQL_DIR / "reports" / "balances_by_kind.sql")],
                            capture_output=True, text=True, check=True).stdout
-    assert "Demo Festival|customer|1|1950|0" in kinds
+    assert "Demo Festival|customer|2|1950|0" in kinds  # the demo wristband (0) and DBA00001
