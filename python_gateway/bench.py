@@ -34,6 +34,17 @@ folder, destroyed at the end, also on errors and Ctrl-C) and runs named sections
               turns): ``/admin/transactions`` unfiltered, by merchant and hour, by UID and state;
               ``/admin/customers/{uid}``; ``/admin/reports/sales-per-hour``; and GET /health as the yardstick.
               Prints p95 per page (``admin_transactions_p95_ms`` is the worst filter), goal < 200 ms.
+``payout``    payouts after the festival, in its own fresh database: 10,000 customers
+              (FESTPAY_BENCH_PAYOUT_CUSTOMERS) topped up through ``api.topup``, signed in to the portal and their payout
+              requests saved through ``api.portal_payout_set`` (German IBANs; donating nothing, a part or everything),
+              all eligible.  The portal (``festpay serve --apps terminal,portal``, its own process): GET /portal/ and
+              /portal/payout of a signed-in visitor against GET /health on the same connection.  Then
+              FESTPAY_BENCH_PAYOUT_ROUNDS rounds (default 3), as finance through the api: a yardstick (one single-row
+              UPDATE and INSERT per customer in one PL/pgSQL loop and transaction), ``api.admin_payouts``,
+              ``api.admin_payout_run_create`` of everybody, ``api.admin_payout_export`` with the SEPA file built and
+              validated (:mod:`python_gateway.sepa`), then revoke, and done in the last round.  Run totals, the SEPA
+              file's count and sum, balances after done and ``api.check_invariants()`` are checked; costs per customer
+              and as yardstick rows.
 
 Durability settings are never touched (synchronous_commit and fsync stay on): the
 numbers are what a festival would get from this machine.  Each section returns
@@ -43,7 +54,7 @@ when a section failed (pgbench errors, wrong purchase counts, broken ledger inva
 Environment: FESTPAY_BENCH_SECONDS (duration of every pgbench run, and of the gateway's full-load and 100/s
 runs; its health run takes half; default 20), FESTPAY_BENCH_TERMINALS (gateway section, default 32),
 FESTPAY_BENCH_GATEWAYS (gateway processes, default 2; also for signing), PG_BIN (server binaries, as for ``festpay run``).
-``python -m python_gateway.bench gateway`` (or ``signing``, ``admin``) runs only the named section(s).
+``python -m python_gateway.bench gateway`` (or ``signing``, ``admin``, ``payout``) runs only the named section(s).
 """
 
 from __future__ import annotations
@@ -1416,14 +1427,15 @@ class _FormFields(html.parser.HTMLParser):
             self._inside, self._done = False, True
 
 
-class AdminHttp:
-    """One keep-alive HTTP connection to the admin site with its cookies: signs in like a browser (the sign-in form's
-    hidden fields, Origin header), then times GETs: from sending the request to the last byte of the page."""
+class SiteHttp:
+    """One keep-alive HTTP connection to a web site of the gateway (admin site, portal) with its cookies: signs in like
+    a browser (the sign-in form's hidden fields, Origin header), then times GETs: from sending the request to the
+    last byte of the page. ``label`` names the section in its errors."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, label: str = "admin"):
         import http.client
 
-        self.port, self.origin = port, f"http://127.0.0.1:{port}"
+        self.port, self.origin, self.label = port, f"http://127.0.0.1:{port}", label
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         self.cookies: dict[str, str] = {}
 
@@ -1453,26 +1465,30 @@ class AdminHttp:
                     self.cookies[name] = morsel.value
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, raw, ms
 
-    def sign_in(self, username: str, password: str) -> None:
+    def submit_login(self, path: str, fields: dict[str, str]) -> None:
+        """GET the sign-in page at ``path``, POST its form back with ``fields`` filled in; a redirect = signed in."""
         from urllib.parse import urlencode
 
-        status, _, page, _ = self.request("GET", "/admin/login")
+        status, _, page, _ = self.request("GET", path)
         if status != 200:
-            raise BenchFailure(f"admin: GET /admin/login answered {status}")
-        form = _FormFields("/admin/login")
+            raise BenchFailure(f"{self.label}: GET {path} answered {status}")
+        form = _FormFields(path)
         form.feed(page.decode("utf-8", "replace"))
-        fields = {**form.fields, "username": username, "password": password}
         status, headers, page, _ = self.request(
-            "POST", "/admin/login", urlencode(fields).encode(),
+            "POST", path, urlencode({**form.fields, **fields}).encode(),
             {"Content-Type": "application/x-www-form-urlencoded", "Origin": self.origin})
         if status not in (302, 303):
-            raise BenchFailure(f"admin: signing in answered {status}: {page[:300]!r}")
+            raise BenchFailure(f"{self.label}: signing in answered {status}: {page[:300]!r}")
+
+    def sign_in(self, username: str, password: str) -> None:
+        """Signs in to the admin site."""
+        self.submit_login("/admin/login", {"username": username, "password": password})
 
     def timed_get(self, path: str, expect: str) -> float:
         """Milliseconds for GET path; its answer must be 200 and hold ``expect``."""
         status, headers, page, ms = self.request("GET", path)
         if status != 200 or expect.encode() not in page:
-            raise BenchFailure(f"admin: GET {path} answered {status}"
+            raise BenchFailure(f"{self.label}: GET {path} answered {status}"
                                + (f" without {expect!r}" if status == 200 else f": {page[:300]!r}"))
         return ms
 
@@ -1483,19 +1499,20 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)] if ordered else 0.0
 
 
-def start_admin_server(bench: Bench, port: int) -> tuple[subprocess.Popen, Path]:
-    """``festpay serve --apps terminal,admin`` against the admin bench database (terminal API as festpay_terminal,
-    admin site as festpay_web) on 127.0.0.1:port; returns once it listens."""
-    logfile = bench.workdir / "admin-server.log"
+def start_web_server(bench: Bench, port: int, dbname: str = ADMIN_DBNAME,
+                     apps: str = "terminal,admin") -> tuple[subprocess.Popen, Path]:
+    """``festpay serve --apps APPS`` against the bench database ``dbname`` (terminal API as festpay_terminal, admin
+    site and portal as festpay_web) on 127.0.0.1:port; returns once it listens."""
+    logfile = bench.workdir / f"{dbname}-server.log"
     env = _tool_env() | {
-        "DATABASE_URL": bench.cluster.url(ADMIN_DBNAME),
-        "FESTPAY_GATEWAY_DATABASE_URL": bench.cluster.url(ADMIN_DBNAME, user="festpay_terminal"),
-        "FESTPAY_WEB_DATABASE_URL": bench.cluster.url(ADMIN_DBNAME, user="festpay_web"),
-        "FESTPAY_DATA_DIR": str(bench.workdir / "admin-data"),
+        "DATABASE_URL": bench.cluster.url(dbname),
+        "FESTPAY_GATEWAY_DATABASE_URL": bench.cluster.url(dbname, user="festpay_terminal"),
+        "FESTPAY_WEB_DATABASE_URL": bench.cluster.url(dbname, user="festpay_web"),
+        "FESTPAY_DATA_DIR": str(bench.workdir / f"{dbname}-data"),
     }
     env.pop("FESTPAY_PUBLIC_URL", None)
-    cmd = [sys.executable, "-m", "python_gateway.cli", "serve", "--apps", "terminal,admin", "--port", str(port)]
-    proc, _ = _start_logged(cmd, logfile, "listening on", "the admin server", env=env)
+    cmd = [sys.executable, "-m", "python_gateway.cli", "serve", "--apps", apps, "--port", str(port)]
+    proc, _ = _start_logged(cmd, logfile, "listening on", f"the {apps} server", env=env)
     return proc, logfile
 
 
@@ -1547,11 +1564,11 @@ def section_admin(bench: Bench) -> None:
         ("sales_per_hour", lambda: ("/admin/reports/sales-per-hour", "<td")),
     ]
     port = _free_port()
-    server, logfile = start_admin_server(bench, port)
+    server, logfile = start_web_server(bench, port)
     timings: dict[str, list[float]] = {name: [] for name, _ in pages}
     first: dict[str, float] = {}
     try:
-        client = AdminHttp(port)
+        client = SiteHttp(port)
         try:
             client.sign_in(ADMIN_USER, ADMIN_PASSWORD)
             print(f"\n== admin: festpay serve --apps terminal,admin (pid {server.pid}) on http://127.0.0.1:{port}; "
@@ -1593,6 +1610,367 @@ def section_admin(bench: Bench) -> None:
         bench.record(f"admin_{name}_vs_health", value / p95["health"] if p95["health"] else 0.0)
 
 
+# --------------------------------------------------------------------------- section: payout
+
+PAYOUT_DBNAME = "festpay_payout_bench"
+PAYOUT_CUSTOMERS = 10_000         # customers asking for a payout, all eligible (FESTPAY_BENCH_PAYOUT_CUSTOMERS)
+PAYOUT_ROUNDS = 3                 # rounds of yardstick, run creation and SEPA file (FESTPAY_BENCH_PAYOUT_ROUNDS); the
+                                  # run of every round but the last is revoked, the last one's is marked done
+PAYOUT_FEE = 150                  # cents: the event's payout fee
+PAYOUT_DEBTOR = ("Festwiese GmbH", "DE02120300000000202051", "BYLADEM1001")   # the festival's account
+PAYOUT_BANK_CODE = "37040044"     # the customers' banks: German IBANs of this bank code
+PAYOUT_PIN = "2580"
+PAYOUT_SIGN_IN_BATCH = 500        # portal sign-ins per database transaction (each holds an advisory lock till commit)
+PAYOUT_ADMIN, PAYOUT_ADMIN_PASSWORD = "bench-finance", "bench-finance-password"
+PORTAL_REQUESTS = 100             # timed requests per portal page (FESTPAY_BENCH_PORTAL_REQUESTS), after ADMIN_WARMUP
+PAYOUT_FIRST_NAMES = ("Anna", "Jürgen", "Zoë", "Lukas", "Sophie", "Björn", "Mia", "Élodie", "Noah")
+PAYOUT_LAST_NAMES = ("Müller", "Schmidt", "Weiß", "Öztürk", "Nowak", "García", "Fischer", "Ødegård")
+
+# The yardstick of the payout section: the same number of rows as the run has customers, each one single-row UPDATE
+# of an account-like row and one INSERT of a line-like row, row at a time in one PL/pgSQL loop, in one transaction
+# committed once, by one backend: the shape of a run's per-customer work (api.admin_payout_run_create,
+# api.admin_payout_run_done and revoke are one database transaction that loops over the customers) at its
+# barest. payout_*_vs_yardstick says how many such elementary rows one customer costs, and so stays comparable
+# from machine to machine and from a quiet to a busy hour. Not pgbench's tpcb-like rate of the ledger section: that
+# is 16 concurrent clients committing a short transaction each, bound by commits and contention, which one long
+# transaction in one backend never meets (and ``bench payout`` alone has no tpcb run). The rounds alternate yardstick
+# and subject (the yardstick is taken before the run creation, right after it and after the revoke or done; the
+# median of the three counts, so one disturbed yardstick does not move the round), so that drift during the section
+# touches both alike.
+PAYOUT_FLOOR_SQL = (
+    "CREATE SCHEMA bench_floor",
+    "CREATE TABLE bench_floor.account (id bigint PRIMARY KEY, held bigint NOT NULL DEFAULT 0)",
+    """CREATE TABLE bench_floor.line (round integer, line_no integer, account_id bigint NOT NULL,
+                                     amount bigint NOT NULL, PRIMARY KEY (round, line_no))""",
+    "INSERT INTO bench_floor.account (id) SELECT g FROM generate_series(1, %(n)s) g",
+    """CREATE FUNCTION bench_floor.rows(p_round integer, p_n integer) RETURNS void LANGUAGE plpgsql AS $$
+       -- The yardstick: p_n times one single-row UPDATE and one INSERT. Returns nothing.
+       BEGIN
+           FOR i IN 1 .. p_n LOOP
+               UPDATE bench_floor.account SET held = held + 1 WHERE id = i;
+               INSERT INTO bench_floor.line (round, line_no, account_id, amount) VALUES (p_round, i, i, 1);
+           END LOOP;
+       END
+       $$""",
+)
+
+
+def german_iban(account: int, bank_code: str = PAYOUT_BANK_CODE) -> str:
+    """A German IBAN: DE, the ISO 7064 mod 97-10 check digits, the bank code (8 digits), the account number (10)."""
+    bban = f"{bank_code}{account:010d}"
+    return f"DE{98 - int(bban + '131400') % 97:02d}{bban}"      # D = 13, E = 14, check digits 00 while computing
+
+
+@dataclass(frozen=True)
+class PayoutCustomer:
+    """A bench customer: its tag, its balance and the payout request it makes in the portal."""
+
+    c: int
+    uid: str
+    balance: int
+    iban: str | None
+    holder: str | None
+    email: str
+    donate: str
+    donation: int | None
+
+    def split(self, fee: int) -> tuple[int, int, int]:
+        """(transfer, fee, donation) in cents by the rule of ledger.payout_candidates."""
+        d = {"all": self.balance, "part": min(self.donation or 0, self.balance)}.get(self.donate, 0)
+        rest = self.balance - d - fee
+        return max(rest, 0), fee if rest > 0 else 0, d
+
+
+def payout_customers(n: int) -> list[PayoutCustomer]:
+    """n customers, balances 10.00 to 100.00: 60 % donate nothing, 30 % a part (1, 2 or 5 euros, or 200 euros, which
+    a run caps at the balance: nothing transferred), 10 % everything (half of them without bank data); account
+    holders with letters outside the SEPA character set (transliterated in the SEPA file)."""
+    customers = []
+    for c in range(1, n + 1):
+        kind = c % 20
+        donate = "none" if kind < 12 else "part" if kind < 18 else "all"
+        bank = kind != 18
+        customers.append(PayoutCustomer(
+            c=c, uid=str(UID_BASE + c), balance=1000 + (c * 7919) % 9001,
+            iban=german_iban(c * 104_729 % 10 ** 10) if bank else None,
+            holder=(f"{PAYOUT_FIRST_NAMES[c % len(PAYOUT_FIRST_NAMES)]} "
+                    f"{PAYOUT_LAST_NAMES[c // len(PAYOUT_FIRST_NAMES) % len(PAYOUT_LAST_NAMES)]}") if bank else None,
+            email=f"guest{c}@example.org", donate=donate,
+            donation=(100, 200, 500, 20_000)[c % 4] if donate == "part" else None))
+    return customers
+
+
+def _timed(conn: psycopg.Connection, query: str, params: tuple = ()) -> tuple[float, object]:
+    """(milliseconds, first column of the first row) of one statement and its commit."""
+    started = time.perf_counter()
+    row = conn.execute(query, params).fetchone()
+    conn.commit()
+    return 1000.0 * (time.perf_counter() - started), (row[0] if row else None)
+
+
+def setup_payout_db(bench: Bench, customers: list[PayoutCustomer]) -> dict:
+    """A fresh database after the festival: the event with a payout fee and the festival's account, the customers
+    topped up through api.topup, each signed in to the portal (api.portal_sign_in) and its payout request saved
+    through api.portal_payout_set (timed); an admin user of role finance signed in; the yardstick's tables."""
+    n = len(customers)
+    bench.cluster.drop_database(PAYOUT_DBNAME)
+    bench.cluster.create_database(PAYOUT_DBNAME)
+    migrate(bench.cluster.url(PAYOUT_DBNAME))
+    started = time.monotonic()
+    with bench.connect(PAYOUT_DBNAME) as conn:
+        event_id = conn.execute(
+            "SELECT api.create_event('Payout Bench Festival', 'EUR', 20000, 500, 20000, p_payout_fee => %s)",
+            (PAYOUT_FEE,)).fetchone()[0]
+        # The festival's account, as the DBA (on the admin site it is an event setting).
+        conn.execute("UPDATE ledger.event SET payout_debtor_name = %s, payout_debtor_iban = %s, payout_debtor_bic = %s"
+                     " WHERE id = %s", (*PAYOUT_DEBTOR, event_id))
+        conn.execute("SELECT api.create_position(%s, 'Top-up', 'topup')", (event_id,))
+        till = conn.execute(
+            "SELECT assignment_id FROM api.register_terminal(api.create_registration_code(%s, 'Top-up'), "
+            "'bench top-up')", (event_id,)).fetchone()[0]
+        conn.execute("SELECT api.create_admin_user(%s, 'finance', %s)", (PAYOUT_ADMIN, PAYOUT_ADMIN_PASSWORD))
+        conn.commit()
+        funded, total = conn.execute(
+            """SELECT count(*), coalesce(sum(t.balance), 0) FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY
+                      x(uid, amount, n), LATERAL api.topup(%s, x.n, x.uid, x.amount, 'cash') t
+                WHERE t.state = 'Committed' AND t.balance = x.amount""",
+            ([p.uid for p in customers], [p.balance for p in customers], till)).fetchone()
+        conn.commit()
+        if funded != n or total != sum(p.balance for p in customers):
+            raise BenchFailure(f"payout: {funded} of {n} customers funded with {total} cents")
+        # The PINs, as the DBA: one bcrypt hash of cost 4 for every tag (the tag import hashes each PIN with cost 8,
+        # ~20 ms apiece; the sign-ins below check it like any other).
+        conn.execute("UPDATE ledger.tag SET pin_hash = (SELECT extensions.crypt(%s, extensions.gen_salt('bf', 4)))"
+                     " WHERE event_id = %s", (PAYOUT_PIN, event_id))
+        for statement in PAYOUT_FLOOR_SQL:
+            conn.execute(statement, {"n": n} if "%(n)s" in statement else None)
+        conn.commit()
+        funded_s = time.monotonic() - started
+    with bench.connect(PAYOUT_DBNAME, user="festpay_web") as web:
+        tokens: list[str] = []
+        for i in range(0, n, PAYOUT_SIGN_IN_BATCH):
+            rows = web.execute(
+                """SELECT s.outcome, s.token FROM unnest(%s::text[]) WITH ORDINALITY x(uid, n),
+                          LATERAL api.portal_sign_in(x.uid, %s, 'bench') s ORDER BY x.n""",
+                ([p.uid for p in customers[i:i + PAYOUT_SIGN_IN_BATCH]], PAYOUT_PIN)).fetchall()
+            web.commit()
+            if any(outcome != "ok" for outcome, _ in rows):
+                raise BenchFailure(f"payout: portal sign-in refused for {sum(o != 'ok' for o, _ in rows)} customers")
+            tokens += [token for _, token in rows]
+        signed_in_s = time.monotonic() - started - funded_s
+        set_ms, saved = _timed(
+            web,
+            """SELECT count(*) FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[])
+                      x(token, iban, holder, email, donate, donation),
+                      LATERAL api.portal_payout_set(x.token, x.iban, x.holder, x.email, x.donate, x.donation)""",
+            (tokens, [p.iban for p in customers], [p.holder for p in customers], [p.email for p in customers],
+             [p.donate for p in customers], [p.donation for p in customers]))
+        if saved != n:
+            raise BenchFailure(f"payout: {saved} of {n} payout requests saved")
+        outcome, admin_token = web.execute("SELECT outcome, token FROM api.admin_sign_in(%s, %s, 'bench')",
+                                           (PAYOUT_ADMIN, PAYOUT_ADMIN_PASSWORD)).fetchone()
+        web.commit()
+        if outcome != "ok":
+            raise BenchFailure(f"payout: the finance admin's sign-in was {outcome}")
+    with bench.connect(PAYOUT_DBNAME, autocommit=True) as conn:
+        broken = conn.execute("SELECT count(*) FROM api.check_invariants()").fetchone()[0]
+        conn.execute("VACUUM ANALYZE")
+        conn.execute("CHECKPOINT")
+        event_name, time_zone = conn.execute("SELECT name, time_zone FROM ledger.event WHERE id = %s",
+                                             (event_id,)).fetchone()
+    if broken:
+        raise BenchFailure(f"payout: {broken} ledger invariants broken after the set-up")
+    print(f"payout setup: event {event_id} (payout fee {PAYOUT_FEE} cents), {n} customers topped up with "
+          f"{total} cents in {funded_s:.1f}s, signed in to the portal in {signed_in_s:.1f}s, payout requests "
+          f"saved through api.portal_payout_set in {set_ms / 1000:.1f}s; invariants clean")
+    return {"event_id": event_id, "event_name": event_name, "time_zone": time_zone, "admin_token": admin_token,
+            "set_ms": set_ms}
+
+
+def measure_portal(bench: Bench, visitor: PayoutCustomer, requests: int) -> dict[str, list[float]]:
+    """``festpay serve --apps terminal,portal`` as its own process; one client signs in to the portal with the
+    visitor's UID and PIN and times GET /portal/ (balance), /portal/payout (its payout request) and GET /health (the
+    yardstick) ``requests`` times each, after ADMIN_WARMUP rounds, the pages taking turns."""
+    pages = (("health", "/health", '"ok"'), ("balance", "/portal/", 'data-money="balance"'),
+             ("payout", "/portal/payout", visitor.iban or 'name="iban"'))
+    timings: dict[str, list[float]] = {name: [] for name, _, _ in pages}
+    port = _free_port()
+    server, logfile = start_web_server(bench, port, PAYOUT_DBNAME, "terminal,portal")
+    try:
+        client = SiteHttp(port, "payout")
+        try:
+            client.submit_login("/portal/login", {"uid": visitor.uid, "pin": PAYOUT_PIN})
+            print(f"\n== payout: festpay serve --apps terminal,portal (pid {server.pid}) on http://127.0.0.1:{port}; "
+                  f"{requests} requests per page after {ADMIN_WARMUP} warm-up, one at a time", flush=True)
+            for round_no in range(ADMIN_WARMUP + requests):
+                for name, path, expect in pages:
+                    ms = client.timed_get(path, expect)
+                    if round_no >= ADMIN_WARMUP:
+                        timings[name].append(ms)
+        finally:
+            client.close()
+        if server.poll() is not None:
+            bench.failures.append(f"payout: the portal server (pid {server.pid}) died during the run")
+    finally:
+        _stop_with_log(server, logfile, "portal server")
+    for name, values in timings.items():
+        print(f"   {name:10s} p50 {percentile(values, 50):7.2f} ms  p95 {percentile(values, 95):7.2f} ms  "
+              f"max {max(values):7.2f} ms")
+    return timings
+
+
+def section_payout(bench: Bench) -> None:
+    """Payouts after the festival with FESTPAY_BENCH_PAYOUT_CUSTOMERS customers (default 10,000) asking for one, all
+    eligible, as finance does it through the api (as festpay_web, signed in with role finance): per round
+    (FESTPAY_BENCH_PAYOUT_ROUNDS, default 3) the yardstick (PAYOUT_FLOOR_SQL), api.admin_payouts (the payouts page's
+    summary), api.admin_payout_run_create of everybody in one run, the yardstick again, api.admin_payout_export with
+    the SEPA file made and validated against the XSD (python_gateway.sepa, as the download does), then
+    api.admin_payout_run_revoke (the customers are eligible again) or, in the last round, api.admin_payout_run_done.
+    Every run's totals, the SEPA file's count and sum, the customers' balances after done and api.check_invariants()
+    are checked. Before the runs: the portal's balance and payout pages of a signed-in visitor against GET /health on
+    the same connection (FESTPAY_BENCH_PORTAL_REQUESTS each, default 100)."""
+    from . import sepa
+
+    n = _env_int("FESTPAY_BENCH_PAYOUT_CUSTOMERS", PAYOUT_CUSTOMERS, minimum=20)
+    rounds = _env_int("FESTPAY_BENCH_PAYOUT_ROUNDS", PAYOUT_ROUNDS)
+    requests = _env_int("FESTPAY_BENCH_PORTAL_REQUESTS", PORTAL_REQUESTS, minimum=20)
+    customers = payout_customers(n)
+    splits = [p.split(PAYOUT_FEE) for p in customers]
+    if any(transfer == 0 and donation < p.balance for p, (transfer, _, donation) in zip(customers, splits)):
+        raise BenchFailure("payout: the bench's customers are not all eligible")
+    expected = (n, sum(s[0] for s in splits), sum(s[1] for s in splits), sum(s[2] for s in splits))
+    sepa_count = sum(1 for s in splits if s[0] > 0)
+    setup = setup_payout_db(bench, customers)
+    token = setup["admin_token"]
+
+    portal = measure_portal(bench, customers[0], requests)
+
+    timings: dict[str, list[float]] = collections.defaultdict(list)
+    started = time.perf_counter()
+    sepa._schema()                    # a server compiles the XSD once, at its first download
+    xsd_ms = 1000.0 * (time.perf_counter() - started)
+    print(f"\n== payout: {rounds} rounds of yardstick ({n} rows), payouts summary, run of {n} customers, SEPA file "
+          f"({sepa_count} transfers), then revoke (done in the last round); XSD compiled in {xsd_ms:.0f} ms",
+          flush=True)
+    with bench.connect(PAYOUT_DBNAME, user="festpay_web") as web, bench.connect(PAYOUT_DBNAME) as dba:
+        execution_date = dba.execute("SELECT (now() AT TIME ZONE %s)::date + 1", (setup["time_zone"],)).fetchone()[0]
+        dba.commit()
+        for r in range(1, rounds + 1):
+            with bench.connect(PAYOUT_DBNAME, autocommit=True) as vac:
+                vac.execute("VACUUM ANALYZE")          # every round starts clean (as the ledger section's runs)
+            yardstick = [_timed(dba, "SELECT bench_floor.rows(%s, %s)", (3 * r - 2, n))[0]]
+            ms, summary = _timed(web, "SELECT api.admin_payouts(%s)", (token,))
+            timings["summary"].append(ms)
+            if summary["eligible"]["count"] != n:
+                raise BenchFailure(f"payout: round {r}: {summary['eligible']['count']} of {n} customers eligible "
+                                   f"(waiting: {summary['waiting']})")
+            ms, run_id = _timed(web, "SELECT api.admin_payout_run_create(%s, %s, %s, %s)",
+                                (token, n, 10 ** 12, execution_date))
+            timings["create"].append(ms)
+            yardstick.append(_timed(dba, "SELECT bench_floor.rows(%s, %s)", (3 * r - 1, n))[0])
+            totals = dba.execute("SELECT count, transfers, fees, donations FROM ledger.payout_run WHERE id = %s",
+                                 (run_id,)).fetchone()
+            dba.commit()
+            if tuple(totals) != expected:
+                raise BenchFailure(f"payout: round {r}: run {run_id} has (count, transfers, fees, donations) "
+                                   f"{tuple(totals)}, expected {expected}")
+            t0 = time.perf_counter()
+            document = web.execute("SELECT api.admin_payout_export(%s, %s)", (token, run_id)).fetchone()[0]
+            web.commit()
+            t1 = time.perf_counter()
+            xml = sepa.sepa_xml(sepa.run_from_document(document, setup["event_name"]))
+            t2 = time.perf_counter()
+            timings["export"].append(1000.0 * (t1 - t0))
+            timings["sepa"].append(1000.0 * (t2 - t0))
+            file = sepa.sepa_summary(xml)
+            if (file["count"], file["sum"]) != (sepa_count, expected[1]):
+                raise BenchFailure(f"payout: round {r}: the SEPA file has {file['count']} transfers of {file['sum']} "
+                                   f"cents, expected {sepa_count} of {expected[1]}")
+            if r < rounds:
+                ms, _ = _timed(web, "SELECT api.admin_payout_run_revoke(%s, %s, 'bench: the next round')",
+                               (token, run_id))
+                timings["revoke"].append(ms)
+            else:
+                ms, done = _timed(web, "SELECT api.admin_payout_run_done(%s, %s)", (token, run_id))
+                timings["done"].append(ms)
+                if (done["count"], done["transfers"], done["fees"], done["donations"]) != expected:
+                    raise BenchFailure(f"payout: run {run_id} done with {done}, expected {expected}")
+            yardstick.append(_timed(dba, "SELECT bench_floor.rows(%s, %s)", (3 * r, n))[0])
+            timings["yardstick"].append(statistics.median(yardstick))
+            last = {name: values[-1] for name, values in timings.items()}
+            print(f"   round {r}: yardstick {last['yardstick']:6.1f} ms ({'/'.join(f'{v:.0f}' for v in yardstick)}), "
+                  f"summary {last['summary']:7.1f} ms, run {run_id} created {last['create']:8.1f} ms, "
+                  f"export {last['export']:7.1f} ms + SEPA file {last['sepa'] - last['export']:7.1f} ms "
+                  f"({len(xml) // 1024} KiB), "
+                  + (f"revoked {last['revoke']:8.1f} ms" if r < rounds else f"done {last['done']:8.1f} ms"),
+                  flush=True)
+
+    # Where the SEPA file's time goes: the last file validated once more on its own (the XSD check, pure Python).
+    started = time.perf_counter()
+    sepa.validate_pain001(xml)
+    validate_ms = 1000.0 * (time.perf_counter() - started)
+    print(f"   the last SEPA file's XSD validation alone: {validate_ms:.1f} ms", flush=True)
+
+    with bench.connect(PAYOUT_DBNAME, autocommit=True) as conn:
+        broken = conn.execute("SELECT invariant, subject, detail FROM api.check_invariants()").fetchall()
+        left, held, blocked = conn.execute(
+            """SELECT count(*) FILTER (WHERE a.balance <> 0), count(*) FILTER (WHERE a.held <> 0),
+                      count(*) FILTER (WHERE g.status = 'blocked')
+                 FROM ledger.tag g JOIN ledger.account a ON a.id = g.account_id WHERE g.event_id = %s""",
+            (setup["event_id"],)).fetchone()
+    for invariant, subject, detail in broken[:20]:
+        print(f"   BROKEN {invariant}: {subject}: {detail}")
+    print(f"   after done: {left} customers with a balance, {held} holding money, {blocked} of {n} tags blocked; "
+          f"{len(broken)} invariants broken")
+    bench.record("payout_invariants_broken", len(broken))
+    if broken:
+        bench.failures.append(f"payout: {len(broken)} ledger invariants broken")
+    if left or held or blocked != n:
+        bench.failures.append(f"payout: after done {left} customers keep a balance, {held} hold money, "
+                              f"{blocked} of {n} tags blocked")
+
+    median = statistics.median
+    floor_us = 1000.0 * median(timings["yardstick"]) / n
+    per_customer = {name: 1000.0 * median(values) / n for name, values in timings.items()}
+    p95 = {name: percentile(values, 95) for name, values in portal.items()}
+    bench.record("payout_customers", n)
+    bench.record("payout_rounds", rounds)
+    bench.record("payout_sepa_transfers", sepa_count)
+    bench.record("payout_set_us_per_customer", 1000.0 * setup["set_ms"] / n)
+    bench.record("payout_summary_ms", median(timings["summary"]))
+    bench.record("payout_summary_ms_rounds", ",".join(f"{v:.0f}" for v in timings["summary"]))
+    bench.record("payout_run_create_ms", median(timings["create"]))
+    bench.record("payout_run_create_ms_rounds", ",".join(f"{v:.0f}" for v in timings["create"]))
+    bench.record("payout_export_ms", median(timings["export"]))
+    bench.record("payout_sepa_ms", median(timings["sepa"]))
+    if timings["revoke"]:
+        bench.record("payout_revoke_ms", median(timings["revoke"]))
+    bench.record("payout_done_ms", timings["done"][0])
+    bench.record("payout_xsd_load_ms", xsd_ms)
+    bench.record("payout_xsd_validate_ms", validate_ms)
+    bench.record("payout_run_us_per_customer", per_customer["create"])
+    bench.record("payout_sepa_us_per_customer", per_customer["sepa"])
+    bench.record("payout_done_us_per_customer", per_customer["done"])
+    bench.record("payout_yardstick_us_per_row", floor_us)
+    bench.record("payout_yardstick_ms_rounds", ",".join(f"{v:.0f}" for v in timings["yardstick"]))
+    # within each round: the run against that round's yardstick; the rest against the median yardstick
+    run_vs = [c / y for c, y in zip(timings["create"], timings["yardstick"]) if y > 0]
+    bench.record("payout_run_vs_yardstick", median(run_vs))
+    bench.record("payout_run_vs_yardstick_rounds", ",".join(f"{v:.2f}" for v in run_vs))
+    bench.record("payout_sepa_vs_yardstick", per_customer["sepa"] / floor_us)
+    bench.record("payout_done_vs_yardstick", per_customer["done"] / floor_us)
+    bench.record("payout_set_vs_yardstick", 1000.0 * setup["set_ms"] / n / floor_us)
+    # one customer's whole payout: run creation, SEPA file and done
+    bench.record("payout_vs_yardstick",
+                 (per_customer["create"] + per_customer["sepa"] + per_customer["done"]) / floor_us)
+    bench.record("portal_requests_per_page", requests)
+    bench.record("portal_balance_p95_ms", p95["balance"])
+    bench.record("portal_payout_p95_ms", p95["payout"])
+    bench.record("portal_health_p95_ms", p95["health"])
+    for name in ("balance", "payout"):
+        bench.record(f"portal_{name}_vs_health", p95[name] / p95["health"] if p95["health"] else 0.0)
+
+
 # --------------------------------------------------------------------------- main
 
 SECTIONS: dict[str, Section] = {
@@ -1600,6 +1978,7 @@ SECTIONS: dict[str, Section] = {
     "gateway": section_gateway,
     "signing": section_signing,
     "admin": section_admin,
+    "payout": section_payout,
 }
 
 
@@ -1675,6 +2054,14 @@ def print_summary(bench: Bench) -> None:
             print(f"{name} {float(r[name]):.1f} (goal < {GOAL_ADMIN_P95_MS:.0f} with "
                   f"{int(r['admin_ledger_transactions']):,} transactions: {'met' if ok else 'NOT met'})")
         print(f"admin_health_p95_ms {float(r['admin_health_p95_ms']):.2f} (yardstick: GET /health, same connection)")
+    if "payout_run_create_ms" in r:
+        print(f"payout run of {int(r['payout_customers']):,} customers: created "
+              f"{float(r['payout_run_create_ms']):.0f} ms, export + SEPA file {float(r['payout_sepa_ms']):.0f} ms, "
+              f"done {float(r['payout_done_ms']):.0f} ms; payout_vs_yardstick {float(r['payout_vs_yardstick']):.1f} "
+              f"(one customer's payout in yardstick rows of {float(r['payout_yardstick_us_per_row']):.1f} us)")
+        print(f"portal_balance_p95_ms {float(r['portal_balance_p95_ms']):.2f}, portal_payout_p95_ms "
+              f"{float(r['portal_payout_p95_ms']):.2f} (yardstick: GET /health p95 "
+              f"{float(r['portal_health_p95_ms']):.2f}, same connection)")
     for failure in bench.failures:
         print(f"FAILED: {failure}")
     print()
