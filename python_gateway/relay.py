@@ -448,11 +448,12 @@ class ProviderHandler:
     checkout, its own ordering key, so a slow one holds up no other).  ``api.provider_request`` says what:
 
     - ``poll`` (the outcome is open: ExternalPending, ExternalUnknown): fetch the checkout's status; a determinate one
-      (paid, declined) goes to ``api.external_topup_settle``, keyed by the checkout reference, so a webhook racing the
-      poll books once.  No answer yet (pending, unknown, no checkout id recorded yet, the provider unreachable)
-      raises, and ``failed`` records it with ``api.provider_failed`` (backoff 1, 2, 4 ... 60 s, then every 60 s); past
-      the event's check window the database moves the top-up to ExternalUnknown there, and the polling goes on, so a
-      late answer still settles it.
+      (paid; declined or expired, both settled as declined: see ``Status.result``) goes to
+      ``api.external_topup_settle``, keyed by the checkout reference, so a webhook racing the poll books once.  No
+      answer yet (pending, unknown, no checkout id recorded yet, the provider unreachable) raises, and ``failed``
+      records it with ``api.provider_failed`` (backoff 1, 2, 4 ... 60 s, then every 60 s); past the event's check
+      window the database moves the top-up to ExternalUnknown there, and the polling goes on, so a late answer still
+      settles it.
     - ``refund`` (an admin asked to refund a payment that could not be booked): ``provider.refund`` of the amount,
       keyed by the checkout reference (a repeat after a crash is the same refund), recorded by
       ``api.provider_refunded``; a refusal (4xx) by ``api.provider_refund_refused`` (back in the admin queue); an
@@ -475,15 +476,13 @@ class ProviderHandler:
             await self._poll(conn, row)
 
     async def _poll(self, conn: psycopg.AsyncConnection, row: dict[str, Any]) -> None:
-        from .provider.interface import Status
-
         if not row["checkout_id"]:
             raise NotDeterminate("no provider checkout id recorded yet")
         status = await self.provider.fetch_status(row["checkout_id"])
-        if status not in (Status.PAID, Status.DECLINED):
+        if not status.determinate:
             raise NotDeterminate(f"checkout {row['checkout_id']} is {status.value}")
         await conn.execute("SELECT * FROM api.external_topup_settle(%s, %s, %s)",
-                           (row["reference"], status.value, row["checkout_id"]))
+                           (row["reference"], status.result, row["checkout_id"]))
 
     async def _refund(self, conn: psycopg.AsyncConnection, request: OutboxRequest, row: dict[str, Any]) -> None:
         from .provider.interface import ProviderRequestError

@@ -165,6 +165,84 @@ def test_never_answers_stays_pending_without_webhook(sim_url):
     run(go())
 
 
+def test_unpaid_checkout_expires_with_its_webhook_and_can_no_longer_be_paid(sim_url):
+    """The visitor closes the hosted page: after expires_in_s the checkout is expired (a determinate "not paid", which
+    our side settles as declined), its webhook arrives, and a Pay pressed on a page left open is refused."""
+    async def go():
+        async with scenario(sim_url, "pays", expires_in_s=1) as c:
+            created = time.monotonic()
+            assert await c.provider.fetch_status(c.checkout.id) == Status.PENDING
+            await c.receiver.wait_for(1, timeout=5)
+            assert time.monotonic() - created >= 0.9
+            assert await c.provider.fetch_status(c.checkout.id) == Status.EXPIRED
+            event = c.provider.verify_webhook(*c.receiver.hooks[0])
+            assert (event.checkout_id, event.reference, event.status) == (c.checkout.id, c.reference, Status.EXPIRED)
+            assert event.status.determinate and event.status.result == "declined"
+            async with ClientSession() as http:
+                async with http.get(c.checkout.url) as resp:
+                    page = await resp.text()
+                assert resp.status == 200 and 'id="expired"' in page and 'value="pay"' not in page
+                async with http.post(c.checkout.url, data={"action": "pay"}, allow_redirects=False) as resp:
+                    page = await resp.text()
+                assert resp.status == 409 and resp.content_type == "text/html", page
+                assert "This checkout has expired" in page and "Nothing was charged" in page
+                assert f'href="{RETURN_URL}?checkout_id={c.checkout.id}"' in page
+            assert await c.provider.fetch_status(c.checkout.id) == Status.EXPIRED
+            with pytest.raises(ProviderRequestError):  # nothing was paid, so nothing can be refunded
+                await c.provider.refund(c.checkout.id, 2000)
+            await asyncio.sleep(0.5)
+            assert len(c.receiver.hooks) == 1
+    run(go())
+
+
+def test_a_checkout_paid_before_its_expiry_does_not_expire(sim_url):
+    async def go():
+        async with scenario(sim_url, "late", behaviour_delay_s=1.5, expires_in_s=0.5) as c:
+            await submit(c.checkout.url)
+            await asyncio.sleep(1.0)  # past the expiry, the provider's answer still to come
+            assert await c.provider.fetch_status(c.checkout.id) == Status.PENDING
+            await c.receiver.wait_for(1, timeout=5)
+            assert await c.provider.fetch_status(c.checkout.id) == Status.PAID
+            await asyncio.sleep(0.3)
+            assert [c.provider.verify_webhook(*h).status for h in c.receiver.hooks] == [Status.PAID]
+    run(go())
+
+
+def test_never_answers_does_not_expire(sim_url):
+    """``never-answers`` is a provider that does not answer, not an abandoned checkout: pending past its expiry."""
+    async def go():
+        async with scenario(sim_url, "never-answers", expires_in_s=0.5) as c:
+            await asyncio.sleep(1.2)
+            assert await c.provider.fetch_status(c.checkout.id) == Status.PENDING
+            assert c.receiver.attempts == 0
+            assert (await submit(c.checkout.url)).query["checkout_id"] == c.checkout.id  # still open
+            assert await c.provider.fetch_status(c.checkout.id) == Status.PENDING
+    run(go())
+
+
+def test_default_expiry_is_set_with_the_default_behaviour(sim_url):
+    async def go():
+        async with ClientSession() as http:
+            for bad in (0, -1, "60", True, 86401):
+                async with http.put(f"{sim_url}/v1/sim/default-behaviour", json={"expires_in_s": bad}) as resp:
+                    assert resp.status == 400, bad
+            async with http.put(f"{sim_url}/v1/sim/default-behaviour", json={"expires_in_s": 1}) as resp:
+                assert resp.status == 204
+            try:
+                async with scenario(sim_url, "no-webhook") as c:
+                    await asyncio.sleep(1.3)
+                    assert await c.provider.fetch_status(c.checkout.id) == Status.EXPIRED
+                    assert c.receiver.attempts == 0  # no-webhook: only polling finds it
+            finally:
+                async with http.put(f"{sim_url}/v1/sim/default-behaviour", json={"expires_in_s": 900}) as resp:
+                    assert resp.status == 204
+            async with HttpProvider(sim_url, SECRET, timeout=5) as provider:
+                with pytest.raises(ProviderRequestError):
+                    await provider.create_checkout(f"x-{uuid.uuid4()}", 100, "EUR", RETURN_URL,
+                                                   extra={"expires_in_s": 0})
+    run(go())
+
+
 def test_late_turns_paid_after_the_delay(sim_url):
     async def go():
         async with scenario(sim_url, "late", behaviour_delay_s=1.5) as c:

@@ -2,12 +2,12 @@
 
 Not signed like a terminal request: the provider signs the raw body with the shared webhook secret, and
 ``PaymentProvider.verify_webhook`` checks it.  A missing or wrong signature (or a body that is no status event) is a
-401 ``webhook-refused`` problem and changes nothing.  A determinate status (paid, declined) goes to
-``api.external_topup_settle`` (logged in as festpay_web), keyed by the checkout reference, so a webhook sent twice or
-racing the relay's poll books once: 200 with the state and outcome (``refund-due`` when a paid top-up can no longer be
-booked, e.g. its tag was blocked meanwhile: it waits in the admin queue to be refunded through the provider).  A
-status that is not determinate is 202 and changes nothing (the relay keeps polling).  An unknown reference is 404
-(the provider retries, then gives up).
+401 ``webhook-refused`` problem and changes nothing.  A determinate status (paid; declined or expired, both settled
+as declined: ``Status.result``) goes to ``api.external_topup_settle`` (logged in as festpay_web), keyed by the
+checkout reference, so a webhook sent twice or racing the relay's poll books once: 200 with the state and outcome
+(``refund-due`` when a paid top-up can no longer be booked, e.g. its tag was blocked meanwhile: it waits in the admin
+queue to be refunded through the provider).  A status that is not determinate is 202 and changes nothing (the relay
+keeps polling).  An unknown reference is 404 (the provider retries, then gives up).
 
 The sub-application is mounted at ``/provider`` with its own small pool; the provider object lives in the root
 application under :data:`PROVIDER_KEY` (the portal uses it too).
@@ -44,7 +44,7 @@ async def webhook(request: web.Request) -> web.Response:
     async with request.app[_POOL_KEY].connection() as conn:
         cur = await conn.execute(
             "SELECT transaction_id, state, outcome, problem FROM api.external_topup_settle(%s, %s, %s)",
-            (event.reference, event.status.value, event.checkout_id))
+            (event.reference, event.status.result, event.checkout_id))
         row = await cur.fetchone()
     return web.json_response({"reference": event.reference, "status": event.status.value, **row})
 

@@ -84,7 +84,7 @@ class HttpProvider:
     async def create_checkout(self, reference: str, amount_cents: int, currency: str, return_url: str, *,
                               extra: Mapping[str, Any] | None = None) -> Checkout:
         """See :class:`~.interface.PaymentProvider`; ``extra``: more fields for the provider (the simulated one
-        takes ``behaviour`` and ``behaviour_delay_s``)."""
+        takes ``behaviour``, ``behaviour_delay_s`` and ``expires_in_s``)."""
         body: dict[str, Any] = {"reference": reference, "amount": amount_cents, "currency": currency,
                                 "return_url": return_url}
         if self.webhook_url:

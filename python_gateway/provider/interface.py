@@ -2,8 +2,9 @@
 
 A checkout is one payment attempt for one ``reference`` (our key: booking is keyed by it, so a webhook and a poll
 racing, or a webhook sent twice, book once).  Statuses: ``pending`` (the provider may still take the money: never
-show "failed"), ``paid`` and ``declined`` (determinate), ``unknown`` (the provider cannot say, e.g. it does not know
-the checkout).
+show "failed"), ``paid`` and ``declined`` (determinate), ``expired`` (determinate: the visitor left the checkout
+unpaid until the provider closed it; nothing was charged, so it settles as declined), ``unknown`` (the provider
+cannot say, e.g. it does not know the checkout).
 
 Errors: :class:`ProviderUnavailable` (unreachable, timed out, 5xx, garbled answer: retry later with backoff),
 :class:`ProviderRequestError` (the provider refused the request: retrying the same will not help),
@@ -24,12 +25,23 @@ class Status(str, enum.Enum):
     PENDING = "pending"
     PAID = "paid"
     DECLINED = "declined"
+    EXPIRED = "expired"
     UNKNOWN = "unknown"
 
     @property
     def determinate(self) -> bool:
-        """True for paid and declined: the provider's final word."""
-        return self in (Status.PAID, Status.DECLINED)
+        """True for paid, declined and expired: the provider's final word."""
+        return self.result is not None
+
+    @property
+    def result(self) -> str | None:
+        """The final word as ``api.external_topup_settle`` takes it: ``paid``, or ``declined`` for declined and
+        expired (nothing was charged); None while the provider has none."""
+        if self is Status.PAID:
+            return "paid"
+        if self in (Status.DECLINED, Status.EXPIRED):
+            return "declined"
+        return None
 
 
 @dataclass(frozen=True)

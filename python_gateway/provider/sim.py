@@ -5,34 +5,41 @@ stops; no money moves.  It stands in for a real provider (SumUp, Stripe, ...) in
 tests; :class:`~.http_client.HttpProvider` is its client.  Wire format (JSON)::
 
     POST /v1/checkouts  {reference, amount (cents), currency, return_url, webhook_url?, behaviour?,
-                         behaviour_delay_s?}
+                         behaviour_delay_s?, expires_in_s?}
                         -> 201 {id, url, status}  (the same reference again: 200 and the same checkout;
                                                   with another amount or currency: 409)
     GET  /v1/checkouts/{id}            -> 200 {id, reference, amount, currency, status, refunded}; 404 unknown
     POST /v1/checkouts/{id}/refunds {amount}  (header Idempotency-Key optional)
                         -> 201 {id, status: "succeeded", amount}; 409 when not paid or too much; a repeat with the
                            same Idempotency-Key: 200 and the same refund (with another amount: 409)
-    PUT  /v1/sim/default-behaviour {behaviour, behaviour_delay_s?} -> 204   (for checkouts created without one)
+    PUT  /v1/sim/default-behaviour {behaviour?, behaviour_delay_s?, expires_in_s?} -> 204
+                        (the defaults of checkouts created without them; a field left out keeps its default)
     GET  /health                       -> 200 {status: "ok"}
     GET  /checkout/{id}                the hosted checkout page (HTML): the amount, a "Pay" and a "Cancel" button
-    POST /checkout/{id}  action=pay|cancel  (its forms) -> 303 to return_url?checkout_id={id}
+    POST /checkout/{id}  action=pay|cancel  (its forms) -> 303 to return_url?checkout_id={id}; 409 (an HTML page
+                        saying so) when the checkout has expired
 
 Statuses: ``pending`` until the visitor pays or cancels on the hosted page, then ``paid`` (``declined`` when
-cancelled) as the checkout's behaviour says.  Errors: 400/404/409 ``{"error", "message"}``.
+cancelled) as the checkout's behaviour says.  A checkout nobody pays or cancels within ``expires_in_s`` seconds of
+its creation (default :data:`DEFAULT_EXPIRES_IN_S`, 900; the visitor closed the page or went back) becomes
+``expired``: determinate, nothing was charged, it can no longer be paid.  Errors: 400/404/409
+``{"error", "message"}``.
 
-Webhooks: when a checkout's status becomes determinate, a POST to its ``webhook_url`` with the JSON body
-``{type: "checkout.status", checkout_id, reference, status, amount, currency}`` and the header
+Webhooks: when a checkout's status becomes determinate (``expired`` too), a POST to its ``webhook_url`` with the
+JSON body ``{type: "checkout.status", checkout_id, reference, status, amount, currency}`` and the header
 ``X-Festpay-Provider-Signature`` (HMAC-SHA256 over the raw body, scheme in python_gateway/signing.py), retried with
 backoff until the receiver answers 2xx (:data:`WEBHOOK_RETRY_DELAYS_S`).
 
-Behaviours (field ``behaviour``, default ``pays``; applied when the visitor submits the hosted page):
+Behaviours (field ``behaviour``, default ``pays``; applied when the visitor submits the hosted page; an expiry's
+webhook is sent as the behaviour sends its webhooks: none for ``no-webhook``, two for ``webhook-twice``):
 
 - ``pays``: paid, one webhook;
 - ``declines``: declined (even when the visitor pays), one webhook;
-- ``never-answers``: stays pending forever, no webhook (indeterminate);
+- ``never-answers``: stays pending forever, no webhook (indeterminate): it models a provider that does not answer,
+  not an abandoned checkout, so it does not expire either;
 - ``late``: pending, then paid ``behaviour_delay_s`` seconds later (default 5), with its webhook then;
 - ``webhook-twice``: paid, the same webhook (identical body and signature) delivered twice;
-- ``no-webhook``: paid, no webhook: only polling finds it.
+- ``no-webhook``: paid (or expired), no webhook: only polling finds it.
 """
 
 from __future__ import annotations
@@ -61,6 +68,13 @@ DEFAULT_HOST = "127.0.0.1"
 MAX_BODY = 64 * 1024
 BEHAVIOURS = ("pays", "declines", "never-answers", "late", "webhook-twice", "no-webhook")
 DEFAULT_LATE_DELAY_S = 5.0
+#: Seconds a checkout waits for the visitor to pay or cancel before it expires (unless created with expires_in_s).
+#: Shorter than an event's default provider_check_window (30 minutes), so an abandoned checkout is declined before
+#: it would become ExternalUnknown.
+DEFAULT_EXPIRES_IN_S = 900.0
+MAX_EXPIRES_IN_S = 86400.0
+#: Copies of a determinate status's webhook by behaviour (else 1).
+WEBHOOK_COPIES = {"webhook-twice": 2, "no-webhook": 0}
 #: Pauses between the attempts of one webhook delivery (so at most len + 1 attempts).
 WEBHOOK_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 WEBHOOK_TIMEOUT_S = 5.0
@@ -78,6 +92,7 @@ class SimCheckout:
     webhook_url: str | None
     behaviour: str
     delay_s: float
+    expires_at: float  # time.monotonic() when it expires unless the visitor paid or cancelled by then
     status: str = "pending"
     submitted: bool = False
     due: float | None = None  # late: when the pending status turns determinate
@@ -89,9 +104,17 @@ class SimCheckout:
     def refunded(self) -> int:
         return sum(r["amount"] for r in self.refunds)
 
+    @property
+    def expires(self) -> bool:
+        """False for ``never-answers``: a provider that does not answer, not an abandoned checkout."""
+        return self.behaviour != "never-answers"
+
     def current_status(self) -> str:
-        if self.due is not None and time.monotonic() >= self.due and self.outcome:
+        now = time.monotonic()
+        if self.due is not None and now >= self.due and self.outcome:
             self.status, self.due = self.outcome, None
+        elif self.status == "pending" and not self.submitted and self.expires and now >= self.expires_at:
+            self.status = "expired"
         return self.status
 
     def to_json(self) -> dict[str, Any]:
@@ -109,6 +132,7 @@ class SimState:
         self.by_reference: dict[str, SimCheckout] = {}
         self.default_behaviour = "pays"
         self.default_delay_s = DEFAULT_LATE_DELAY_S
+        self.default_expires_in_s = DEFAULT_EXPIRES_IN_S
         self.tasks: set[asyncio.Task] = set()
         self.session: aiohttp.ClientSession | None = None
 
@@ -140,6 +164,13 @@ class SimState:
                                 checkout.webhook_url, attempt + 1, problem)
                     break
                 await asyncio.sleep(pause)
+
+    async def expire(self, checkout: SimCheckout) -> None:
+        """At the checkout's expiry: still not paid or cancelled, it is expired and its webhook is sent."""
+        while (left := checkout.expires_at - time.monotonic()) > 0:
+            await asyncio.sleep(left)
+        if checkout.current_status() == "expired":
+            await self.deliver(checkout, WEBHOOK_COPIES.get(checkout.behaviour, 1))
 
     async def settle_late(self, checkout: SimCheckout) -> None:
         await asyncio.sleep(checkout.delay_s)
@@ -192,6 +223,13 @@ def _behaviour(data: dict[str, Any], state: SimState) -> tuple[str, float]:
     return behaviour, float(delay)
 
 
+def _expires_in(data: dict[str, Any], state: SimState) -> float:
+    value = data.get("expires_in_s", state.default_expires_in_s)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_EXPIRES_IN_S:
+        raise _Refused(400, f"expires_in_s must be a number of seconds (more than 0, at most {MAX_EXPIRES_IN_S:.0f})")
+    return float(value)
+
+
 def _checkout(request: web.Request) -> SimCheckout:
     checkout = request.app[STATE_KEY].checkouts.get(request.match_info["id"])
     if checkout is None:
@@ -212,6 +250,7 @@ async def create_checkout(request: web.Request) -> web.Response:
     return_url = _url(data.get("return_url"), "return_url")
     webhook_url = _url(data["webhook_url"], "webhook_url") if data.get("webhook_url") is not None else None
     behaviour, delay = _behaviour(data, state)
+    expires_in = _expires_in(data, state)
     existing = state.by_reference.get(reference)
     if existing is not None:
         if (existing.amount, existing.currency) != (amount, currency):
@@ -220,8 +259,10 @@ async def create_checkout(request: web.Request) -> web.Response:
     else:
         checkout = SimCheckout(id="co_" + secrets.token_hex(12), reference=reference, amount=amount,
                                currency=currency, return_url=return_url, webhook_url=webhook_url,
-                               behaviour=behaviour, delay_s=delay)
+                               behaviour=behaviour, delay_s=delay, expires_at=time.monotonic() + expires_in)
         state.checkouts[checkout.id] = state.by_reference[reference] = checkout
+        if checkout.expires:
+            state.spawn(state.expire(checkout))
         status = 201
     url = f"{request.scheme}://{request.host}/checkout/{checkout.id}"
     return web.json_response({"id": checkout.id, "url": url, "status": checkout.current_status()}, status=status)
@@ -259,7 +300,9 @@ async def refund(request: web.Request) -> web.Response:
 async def set_default_behaviour(request: web.Request) -> web.Response:
     state: SimState = request.app[STATE_KEY]
     data = await _json(request)
-    state.default_behaviour, state.default_delay_s = _behaviour(data, state)
+    behaviour, delay = _behaviour(data, state)
+    state.default_expires_in_s = _expires_in(data, state)
+    state.default_behaviour, state.default_delay_s = behaviour, delay
     return web.Response(status=204)
 
 
@@ -285,19 +328,36 @@ def _money(cents: int, currency: str) -> str:
     return f"{cents // 100},{cents % 100:02d} {currency}"
 
 
+def _page(checkout: SimCheckout, body: str, status: int = 200) -> web.Response:
+    text = PAGE.format(reference=html.escape(checkout.reference),
+                       amount=html.escape(_money(checkout.amount, checkout.currency)), body=body)
+    return web.Response(text=text, content_type="text/html", status=status)
+
+
+def _back_url(checkout: SimCheckout) -> str:
+    return str(URL(checkout.return_url).update_query(checkout_id=checkout.id))
+
+
+def _expired_body(checkout: SimCheckout) -> str:
+    return ('<p id="status">Status: expired</p>'
+            '<p id="expired">This checkout has expired: it was not paid in time and can no longer be paid. '
+            'Nothing was charged.</p>'
+            f'<p><a id="back" href="{html.escape(_back_url(checkout))}">Back to the shop</a></p>')
+
+
 async def checkout_page(request: web.Request) -> web.Response:
     checkout = _checkout(request)
     action = html.escape(f"/checkout/{checkout.id}")
-    if checkout.submitted:
+    if checkout.current_status() == "expired":
+        body = _expired_body(checkout)
+    elif checkout.submitted:
         body = f'<p id="status">Status: {html.escape(checkout.current_status())}</p>'
     else:
         body = (f'<form method="post" action="{action}"><input type="hidden" name="action" value="pay">'
                 f'<button type="submit" id="pay">Pay</button></form>'
                 f'<form method="post" action="{action}"><input type="hidden" name="action" value="cancel">'
                 f'<button type="submit" id="cancel">Cancel</button></form>')
-    text = PAGE.format(reference=html.escape(checkout.reference),
-                       amount=html.escape(_money(checkout.amount, checkout.currency)), body=body)
-    return web.Response(text=text, content_type="text/html")
+    return _page(checkout, body)
 
 
 async def submit_checkout(request: web.Request) -> web.Response:
@@ -307,6 +367,9 @@ async def submit_checkout(request: web.Request) -> web.Response:
     action = form.get("action")
     if action not in ("pay", "cancel"):
         raise _Refused(400, "action must be pay or cancel")
+    if checkout.current_status() == "expired":
+        # A page left open past the expiry: the checkout is closed, nothing is charged.
+        return _page(checkout, _expired_body(checkout), status=409)
     if not checkout.submitted:
         checkout.submitted = True
         outcome = "declined" if action == "cancel" or checkout.behaviour == "declines" else "paid"
@@ -317,9 +380,8 @@ async def submit_checkout(request: web.Request) -> web.Response:
             state.spawn(state.settle_late(checkout))
         else:
             checkout.status = outcome
-            copies = {"webhook-twice": 2, "no-webhook": 0}.get(checkout.behaviour, 1)
-            state.spawn(state.deliver(checkout, copies))
-    raise web.HTTPSeeOther(str(URL(checkout.return_url).update_query(checkout_id=checkout.id)))
+            state.spawn(state.deliver(checkout, WEBHOOK_COPIES.get(checkout.behaviour, 1)))
+    raise web.HTTPSeeOther(_back_url(checkout))
 
 
 async def _startup(app: web.Application) -> None:
