@@ -697,6 +697,8 @@ LANGUAGE sql STABLE AS $$
 -- carried out yet; at: when it became due), overdrafts not reviewed, and violations not reviewed, by kind:
 -- refused-log-entry (tag log entries refused by api.tag_sync), implausible-offline-charge, violation (every other
 -- refusal). The kind of a violation is the problem its reason starts with.
+-- An online top-up (ExternalUnknown with a checkout) also shows what the relay last heard from the provider: the
+-- checkout, how often the relay asked (checks), its last answer or error (last_answer) and when it asks next.
 -- Returns every open item (detail: what the page shows and, for violations, violation_id to review it by).
     SELECT 'terminal-confirm-unknown', t.id, t.created_at, g.uid, t.amount::bigint,
            jsonb_build_object('state', t.state, 'type', t.type, 'held', t.held, 'assignment_id', t.assignment_id,
@@ -706,7 +708,12 @@ LANGUAGE sql STABLE AS $$
     UNION ALL
     SELECT 'external-unknown', t.id, t.created_at, g.uid, t.amount::bigint,
            jsonb_build_object('state', t.state, 'type', t.type, 'payment', t.payment, 'fee', t.fee)
+           || CASE WHEN c.reference IS NOT NULL THEN
+                  jsonb_build_object('reference', c.reference, 'checkout_id', c.checkout_id, 'checks', o.attempts,
+                                     'last_answer', o.last_error, 'next_check', o.retry_at) ELSE '{}' END
       FROM ledger.transaction t LEFT JOIN ledger.tag g ON g.id = t.tag_id
+      LEFT JOIN ledger.external_checkout c ON c.transaction_id = t.id
+      LEFT JOIN ledger.outbox o ON o.topic = 'provider' AND o.transaction_id = t.id
      WHERE t.state = 'ExternalUnknown' AND t.event_id = p_event_id
     UNION ALL
     SELECT 'provider-refund', t.id, c.refund_due_at, g.uid, t.amount::bigint,
@@ -775,17 +782,21 @@ CREATE OR REPLACE FUNCTION api.admin_queue_resolve(p_token text, p_transaction_i
                                                    p_violation_id bigint DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Decides an item of the resolution queue (privilege support), with a reason, audited: Committed or Aborted decides a
--- TerminalConfirmUnknown or ExternalUnknown transaction (api.resolve_transaction: Committed books it, Aborted releases
--- it; the relay stops polling the provider for a decided online top-up); reviewed closes the transaction's overdraft
--- and violations, or with p_violation_id that one violation (the queue's detail.violation_id; p_transaction_id may
--- then be NULL).
--- Returns the transaction's state after, or 'reviewed'; raises validation (outcome, reason), not-found (nothing of that
--- kind to decide), invalid-transition (a transaction that does not wait for an admin).
+-- TerminalConfirmUnknown or ExternalUnknown transaction (ledger.resolve: Committed books it, Aborted releases it);
+-- reviewed closes the transaction's overdraft and violations, or with p_violation_id that one violation (the queue's
+-- detail.violation_id; p_transaction_id may then be NULL). An online top-up (one with a checkout) is booked only by
+-- the provider's paid (api.external_topup_settle): an admin may abort it, never commit it; its checkout row is locked
+-- first (the lock order of api.external_topup_settle), a paid after the abort makes its refund due, and the relay
+-- stops polling the provider for it.
+-- Returns the transaction's state after, or 'reviewed'; raises validation (outcome: also Committed for an online
+-- top-up the provider has not reported paid; reason), not-found (nothing of that kind to decide), invalid-transition
+-- (a transaction that does not wait for an admin).
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'support');
     v_event bigint := ledger.admin_event_id();
     v_reason text;
     t ledger.transaction;
+    c ledger.external_checkout;
     r record;
     v_overdraft boolean := false;
     v_violations bigint[];
@@ -827,6 +838,17 @@ BEGIN
         RETURN 'reviewed';
     END IF;
 
+    SELECT * INTO c FROM ledger.external_checkout x WHERE x.transaction_id = t.id FOR UPDATE;
+    IF FOUND AND p_outcome = 'Committed' THEN
+        SELECT * INTO t FROM ledger.transaction x WHERE x.id = t.id;          -- its state under the checkout's lock
+        IF t.state <> 'Committed' THEN
+            PERFORM ledger.fail('validation',
+                                'the provider has not reported this online top-up paid, so it cannot be booked: abort '
+                                'it (a payment the provider reports later is then refunded: it comes back to this '
+                                'queue as a refund) or wait for the provider''s answer',
+                                jsonb_build_object('field', 'outcome', 'state', t.state, 'reference', c.reference));
+        END IF;
+    END IF;
     SELECT * INTO r FROM ledger.resolve(t.id, p_outcome, v_reason, 'admin:' || u.username);
     IF r.outcome = 'rejected' THEN
         PERFORM ledger.fail('invalid-transition',
@@ -841,8 +863,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.admin_queue_resolve IS
-    'Decides a queue item: Committed or Aborted for an unknown outcome, reviewed for an overdraft or violation '
-    '(privilege support, audited).';
+    'Decides a queue item: Committed or Aborted for an unknown outcome (an online top-up: Aborted only, the '
+    'provider''s paid books it), reviewed for an overdraft or violation (privilege support, audited).';
 
 CREATE OR REPLACE FUNCTION api.admin_queue_refund(p_token text, p_transaction_id bigint, p_reason text)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$

@@ -4,12 +4,14 @@
 -- (paid twice, then declined: duplicate, rejected), declined aborts and books nothing; another tag's top-up is
 -- not-found; only festpay_web and festpay_relay may settle; the poll's backoff and done marks.
 -- Outcomes: past the event's check window (an admin setting) a checkout without an answer becomes ExternalUnknown, is
--- polled on and shown as pending; a late paid or declined settles it; an admin's decision ends the poll. A payment the
--- provider reports as paid that cannot be booked (tag blocked, maximum balance, top-up aborted by an admin) books
--- nothing: Aborted, refund due, in the admin queue; a support admin asks for the refund (audited, once), the relay's
--- request carries it out and records refunded or refused; the visitor sees it being refunded, then refunded.
+-- polled on and shown as pending, in the admin queue with what the relay last heard from the provider; a late paid or
+-- declined settles it; an admin may only abort it (only the provider's paid books an online top-up), which ends the
+-- poll. A payment the provider reports as paid that cannot be booked (tag blocked, maximum balance, top-up aborted by
+-- an admin) books nothing: Aborted, refund due, in the admin queue; a support admin asks for the refund (audited,
+-- once), the relay's request carries it out and records refunded or refused; the visitor sees it being refunded, then
+-- refunded.
 BEGIN;
-SELECT plan(102);
+SELECT plan(108);
 
 CREATE FUNCTION pg_temp.as_role(p_role text, p_sql text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
@@ -127,6 +129,11 @@ SELECT results_eq($$SELECT done, attempts FROM pg_temp.outbox('w')$$, $$VALUES (
 SELECT results_eq($$SELECT state, action FROM api.provider_request((SELECT id FROM pg_temp.outbox('w')))$$,
                   $$VALUES ('ExternalUnknown'::text, 'poll'::text)$$, 'the relay keeps polling an ExternalUnknown checkout');
 SELECT is((SELECT kind FROM api.admin_queue(test.admin_token('viewer')) WHERE transaction_id = pg_temp.tx('w')), 'external-unknown', 'the admin queue lists it');
+SELECT results_eq($$SELECT detail ->> 'reference', detail ->> 'checkout_id', (detail ->> 'checks')::integer, detail ->> 'last_answer',
+                           (detail ->> 'next_check')::timestamptz > now()
+                      FROM api.admin_queue(test.admin_token('viewer')) WHERE transaction_id = pg_temp.tx('w')$$,
+                  $$VALUES (pg_temp.ref('w'), 'co_w'::text, 2, 'checkout is pending'::text, true)$$,
+                  '... with what the relay last heard: the checkout, 2 checks, the provider''s last answer, the next check');
 SELECT is((SELECT status FROM api.portal_topup_status(test.res('a', 'token'), pg_temp.ref('w'))), 'pending', 'the visitor still sees pending, never failed');
 SELECT results_eq($$SELECT state, outcome FROM api.external_topup_settle(pg_temp.ref('w'), 'paid', 'co_w')$$,
                   $$VALUES ('Committed'::text, 'booked'::text)$$, 'a late paid: ExternalUnknown -> Committed');
@@ -152,9 +159,22 @@ SELECT is((SELECT status FROM api.portal_topup_status(test.res('a', 'token'), pg
 DO $$ BEGIN PERFORM pg_temp.open_topup('r', 'a', 1000); END $$;
 DO $$ BEGIN PERFORM pg_temp.age('r', interval '11 minutes'); END $$;
 DO $$ BEGIN PERFORM pg_temp.poll_failed('r'); END $$;
+INSERT INTO test.ctx SELECT 'audits r', test.audits();
+INSERT INTO test.ctx SELECT 'bal r', test.balance(test.e(), 'FA00FA01');
+SELECT throws_ok(format($$SELECT api.admin_queue_resolve(%L, %s, 'Committed', 'the visitor says it is paid')$$, test.admin_token('support'), pg_temp.tx('r')),
+                 'FP001', 'validation: the provider has not reported this online top-up paid, so it cannot be booked: abort it (a payment the '
+                          'provider reports later is then refunded: it comes back to this queue as a refund) or wait for the provider''s answer',
+                 'support cannot commit an ExternalUnknown online top-up: only the provider''s paid books it');
+SELECT is(test.error_detail(format($$SELECT api.admin_queue_resolve(%L, %s, 'Committed', 'x')$$, test.admin_token('admin'), pg_temp.tx('r'))) ->> 'field',
+          'outcome', '... not even an admin: a validation error on the field outcome');
+SELECT is(test.as_web(format($$SELECT api.admin_queue_resolve(%%1$s, %s, 'Committed', 'x')$$, pg_temp.tx('r')), 'support'), 'FP001',
+          '... nor through the admin site''s login');
+SELECT results_eq($$SELECT test.state(pg_temp.tx('r')), test.balance(test.e(), 'FA00FA01'), test.audits()$$,
+                  $$VALUES ('ExternalUnknown'::text, test.v('bal r'), test.v('audits r'))$$,
+                  '... nothing booked, still ExternalUnknown, no audit row');
+SELECT results_eq($$SELECT done FROM pg_temp.outbox('r')$$, $$VALUES (false)$$, '... and the provider is still asked');
 SELECT is(api.admin_queue_resolve(test.admin_token('support'), pg_temp.tx('r'), 'Aborted', 'the provider has no record'), 'Aborted', 'support aborts the ExternalUnknown top-up');
 SELECT results_eq($$SELECT done FROM pg_temp.outbox('r')$$, $$VALUES (true)$$, 'which ends the poll');
-INSERT INTO test.ctx SELECT 'bal r', test.balance(test.e(), 'FA00FA01');
 SELECT results_eq($$SELECT state, outcome, problem FROM api.external_topup_settle(pg_temp.ref('r'), 'paid', 'co_r')$$,
                   $$VALUES ('Aborted'::text, 'refund-due'::text, NULL::text)$$, 'paid after the admin''s abort: stays Aborted, refund due');
 SELECT results_eq($$SELECT refund_state, refund_reason, result FROM pg_temp.checkout('r')$$,

@@ -1,9 +1,12 @@
 """The resolution queue ``/admin/queue``: TerminalConfirmUnknown, ExternalUnknown, online payments the provider took
 that could not be booked (provider-refund), overdrafts, refused tag-log entries, implausible offline charges and
-recent violations; each decided with an outcome and a reason (the api function checks the privilege support, books
-the outcome and writes the audit row).  A provider-refund item is decided with "Refund" and a reason
-(``POST /admin/queue/refund``, ``api.admin_queue_refund``): the relay then refunds it through the provider, and the
-item stays on the page (refund requested) until the provider has refunded it.
+recent violations; each decided with an outcome the admin chooses (none is preselected) and a reason (the api
+function checks the privilege support, books the outcome and writes the audit row).  An unknown online top-up
+(ExternalUnknown) can only be aborted: only the provider's "paid" books it, and a payment the provider reports after
+the abort comes back as a refund; its item shows what the relay last heard from the provider.  A provider-refund
+item is decided with "Refund" and a reason (``POST /admin/queue/refund``, ``api.admin_queue_refund``): the relay
+then refunds it through the provider, and the item stays on the page (refund requested) until the provider has
+refunded it.
 
 An item someone decided meanwhile is gone from the page; deciding it again says so above the page ("already
 decided: now Committed"), with the state the database reports.
@@ -18,8 +21,9 @@ from ..gateway.problems import REGISTRY_KEY, Problem
 from .common import call, call_value, done_note, page_of, read_form, render, see_other, token
 
 OUTCOMES = ("Committed", "Aborted", "reviewed")
-#: The outcomes offered per kind of item: an unknown outcome is decided, the rest is reviewed.
-OUTCOMES_OF = {"terminal-confirm-unknown": ("Committed", "Aborted"), "external-unknown": ("Committed", "Aborted")}
+#: The outcomes offered per kind of item: a terminal's unknown outcome is decided by the evidence an admin sees, an
+#: online top-up the provider has not reported paid can only be aborted, the rest is reviewed.
+OUTCOMES_OF = {"terminal-confirm-unknown": ("Committed", "Aborted"), "external-unknown": ("Aborted",)}
 #: The heading of each kind of item.
 KIND_LABELS = {
     "terminal-confirm-unknown": "Unknown terminal confirmations (TerminalConfirmUnknown)",
@@ -37,6 +41,7 @@ DETAIL_LABELS = {
     "balance_after": "Balance after", "actor": "By", "reason": "Reason", "from_state": "From", "to_state": "To",
     "payload": "Sent data", "refund": "Refund", "reference": "Reference", "checkout_id": "Provider checkout",
     "requested_by": "Requested by", "requested_at": "Requested at", "error": "Error",
+    "checks": "Provider checks", "last_answer": "Provider's last answer", "next_check": "Next check",
 }
 #: Why a provider-refund item could not be booked (detail key reason).
 REFUND_REASONS = {
