@@ -14,14 +14,31 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION ledger.check_topup(p_event_id bigint, p_account ledger.account, p_amount bigint, p_fee bigint,
-                                              p_bounds boolean DEFAULT true)
+-- ledger.check_topup takes the tag: the form without it is dropped where it exists.
+DROP FUNCTION IF EXISTS ledger.check_topup(bigint, ledger.account, bigint, bigint, boolean);
+
+CREATE OR REPLACE FUNCTION ledger.check_topup(p_event_id bigint, p_tag_id bigint, p_account ledger.account,
+                                              p_amount bigint, p_fee bigint, p_bounds boolean DEFAULT true)
 RETURNS void LANGUAGE plpgsql STABLE AS $$
--- Checks a top-up against the event's limits: minimum and maximum top-up, maximum balance after the fee.
--- Raises topup-out-of-bounds or max-balance-exceeded.
+-- Checks money coming onto a tag (a top-up; the caller holds the customer's lock): the tag is in no open payout run
+-- (its transfer is fixed and the tag is closed when the run is done, so money added now would be left on it; one
+-- probe of the index payout_line_one_run_per_tag), and the event's limits: minimum and maximum top-up, maximum
+-- balance after the fee. p_amount of 0 or less adds nothing and is not checked against the run.
+-- Raises payout-locked, topup-out-of-bounds or max-balance-exceeded.
 DECLARE
     e ledger.event;
+    v_run bigint;
 BEGIN
+    IF p_amount > 0 THEN
+        SELECT l.run_id INTO v_run FROM ledger.payout_line l JOIN ledger.payout_run r ON r.id = l.run_id
+         WHERE l.tag_id = p_tag_id AND NOT l.revoked AND r.state = 'open';
+        IF v_run IS NOT NULL THEN
+            PERFORM ledger.fail('payout-locked',
+                                format('the balance of this tag is being paid out (payout run %s): no top-up until the '
+                                       'run is done or revoked', v_run),
+                                jsonb_build_object('run_id', v_run));
+        END IF;
+    END IF;
     SELECT * INTO e FROM ledger.event WHERE id = p_event_id;
     IF p_bounds AND (p_amount < e.min_topup OR p_amount > e.max_topup) THEN
         PERFORM ledger.fail('topup-out-of-bounds', format('a top-up must be between %s and %s', e.min_topup, e.max_topup),
@@ -58,7 +75,8 @@ CREATE OR REPLACE FUNCTION api.topup(p_assignment_id bigint, p_terminal_tx_numbe
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Tops up a tag at a top-up terminal, cash (into the terminal's drawer) or card, less the method's fee.
 -- Returns transaction, state Committed and the new balance; a repeat returns the first booking. Raises
--- topup-out-of-bounds, max-balance-exceeded, tag-blocked, wrong-position, validation.
+-- topup-out-of-bounds, max-balance-exceeded, tag-blocked, payout-locked (the tag is in an open payout run),
+-- wrong-position, validation.
 DECLARE
     ctx record := ledger.terminal_context(p_assignment_id, 'topup');
     v_tag ledger.tag := ledger.find_tag(ctx.event_id, p_uid, true);
@@ -80,7 +98,7 @@ BEGIN
     PERFORM ledger.positive(p_amount, 'amount');
     PERFORM ledger.refuse_blocked(v_tag);
     v_fee := ledger.topup_fee(ctx.event_id, v_method);
-    PERFORM ledger.check_topup(ctx.event_id, v_account, p_amount, v_fee);
+    PERFORM ledger.check_topup(ctx.event_id, v_tag.id, v_account, p_amount, v_fee);
     v_id := ledger.new_transaction(
         ctx.event_id, 'topup', 'Committed', v_tag.account_id,
         CASE v_method WHEN 'cash' THEN ctx.cash_account_id ELSE ledger.system_account(ctx.event_id, 'topup', 'card') END,
@@ -185,8 +203,8 @@ BEGIN
     v_fee := ledger.topup_fee(ctx.event_id, 'card');
     -- The card part is the shortfall a customer chose to pay: the min/max top-up bounds do not apply, and the
     -- maximum balance is checked on what is left after the purchase.
-    PERFORM ledger.check_topup(ctx.event_id, v_account, p_card_amount - ledger.positive(p_amount, 'amount'), v_fee,
-                               p_bounds => false);
+    PERFORM ledger.check_topup(ctx.event_id, v_tag.id, v_account,
+                               p_card_amount - ledger.positive(p_amount, 'amount'), v_fee, p_bounds => false);
     -- linked_id always points to the earlier transaction: the purchase references the top-up that funds it.
     topup_transaction_id := ledger.new_transaction(
         ctx.event_id, 'topup', 'Committed', v_tag.account_id, ledger.system_account(ctx.event_id, 'topup', 'card'),
@@ -247,7 +265,7 @@ CREATE OR REPLACE FUNCTION api.transfer(p_event_id bigint, p_from_uid text, p_to
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Moves money from one tag's account to another's (lost wristband: all of it, the default; or between visitors).
 -- Returns the transaction and both balances after; raises insufficient-balance, tag-blocked (receiver),
--- max-balance-exceeded, validation.
+-- payout-locked (the receiver is in an open payout run), max-balance-exceeded, validation.
 DECLARE
     v_from ledger.tag := ledger.find_tag(p_event_id, p_from_uid);
     v_to ledger.tag := ledger.find_tag(p_event_id, p_to_uid, true);
@@ -263,7 +281,8 @@ BEGIN
     a := ledger.lock_account(v_from.account_id);
     v_amount := ledger.positive(coalesce(v_amount, a.balance - a.held), 'amount');
     PERFORM ledger.refuse_blocked(v_to);
-    PERFORM ledger.check_topup(p_event_id, ledger.lock_account(v_to.account_id), v_amount, 0, p_bounds => false);
+    PERFORM ledger.check_topup(p_event_id, v_to.id, ledger.lock_account(v_to.account_id), v_amount, 0,
+                               p_bounds => false);
     transaction_id := ledger.new_transaction(p_event_id, 'transfer', 'Committed', v_from.account_id, v_to.account_id,
                                              v_amount, p_tag_id => v_from.id);
     PERFORM ledger.book(x, false) FROM ledger.transaction x WHERE x.id = transaction_id;
@@ -324,7 +343,8 @@ $$;
 CREATE OR REPLACE FUNCTION api.external_topup_create(p_event_id bigint, p_uid text, p_amount bigint)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Starts an online (or auto) top-up in state Open, before anything is sent to the payment provider.
--- Returns the transaction id; raises topup-out-of-bounds, max-balance-exceeded, tag-blocked, not-found.
+-- Returns the transaction id; raises topup-out-of-bounds, max-balance-exceeded, tag-blocked, payout-locked (the tag
+-- is in an open payout run), not-found.
 DECLARE
     v_tag ledger.tag := ledger.find_tag(p_event_id, p_uid);
     v_account ledger.account := ledger.lock_account(v_tag.account_id);
@@ -332,7 +352,7 @@ DECLARE
 BEGIN
     PERFORM ledger.positive(p_amount, 'amount');
     PERFORM ledger.refuse_blocked(v_tag);
-    PERFORM ledger.check_topup(p_event_id, v_account, p_amount, v_fee);
+    PERFORM ledger.check_topup(p_event_id, v_tag.id, v_account, p_amount, v_fee);
     RETURN ledger.new_transaction(p_event_id, 'topup', 'Open', v_tag.account_id,
                                   ledger.system_account(p_event_id, 'topup', 'online'), p_amount,
                                   p_fee => v_fee, p_tag_id => v_tag.id, p_payment => 'online');

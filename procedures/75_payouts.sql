@@ -103,12 +103,13 @@ LANGUAGE sql STABLE AS $$
 -- ReservePending, Reserve, TerminalConfirmUnknown, ExternalPending or ExternalUnknown), no overdraft (an unreviewed
 -- ledger.overdraft row, or a balance below 0), balance > 0 and (transfer > 0 or d = balance). reasons names what
 -- stands in the way (no-bank-data, blocked, unresolved, overdraft, below-fee, empty; in-run or done alone when in a
--- run). remaining: what api.admin_donate_remaining takes, a balance > 0 in no run, nothing unresolved, no overdraft,
--- not blocked, and not eligible (an eligible customer waits for its payout).
+-- run). remaining: what api.admin_donate_remaining takes, a balance > 0 in no open run (in no run, or money that
+-- reached the tag after its run was done: a chargeback, a transfer, a deposit return), nothing unresolved, no
+-- overdraft, not blocked, and not eligible (an eligible customer waits for its payout).
 -- Returns one row per tag (inlined into the caller's query).
     SELECT c.tag_id, c.uid, c.account_id, c.balance, c.held, c.has_bank, c.blocked, c.run_id, c.run_state,
            c.unresolved, c.overdraft, m.donation, m.transfer, m.fee, cardinality(r.reasons) = 0, r.reasons,
-           c.balance > 0 AND c.run_state IS NULL AND NOT (c.unresolved OR c.overdraft OR c.blocked)
+           c.balance > 0 AND c.run_state IS DISTINCT FROM 'open' AND NOT (c.unresolved OR c.overdraft OR c.blocked)
                AND cardinality(r.reasons) > 0,
            c.entered_at
       FROM (SELECT g.id AS tag_id, g.uid, a.id AS account_id, a.balance, a.held::bigint AS held,
@@ -319,11 +320,12 @@ $$;
 
 CREATE OR REPLACE FUNCTION ledger.payout_document(r ledger.payout_run)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
--- A payout run with everything its SEPA credit transfer file and CSV need: the run, the currency, the debtor account
--- and one line per customer (holder, IBAN, e-mail: NULL once erased; amounts in cents; end-to-end id FP-<run>-<line>).
--- Returns {run, currency, debtor: {name, iban, bic}, lines: [...]} with the lines in order.
+-- A payout run with everything its SEPA credit transfer file and CSV need: the run, its event, the currency, the debtor
+-- account and one line per customer (holder, IBAN, e-mail: NULL once erased; amounts in cents; end-to-end id
+-- FP-<run>-<line>).
+-- Returns {run, event_id, currency, debtor: {name, iban, bic}, lines: [...]} with the lines in order.
     SELECT jsonb_build_object(
-        'run', ledger.payout_run_json(r),
+        'run', ledger.payout_run_json(r), 'event_id', r.event_id,
         'currency', (SELECT e.currency FROM ledger.event e WHERE e.id = r.event_id),
         'debtor', jsonb_build_object('name', r.debtor_name, 'iban', r.debtor_iban, 'bic', r.debtor_bic),
         'lines', (SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -342,7 +344,8 @@ CREATE OR REPLACE FUNCTION api.admin_payouts(p_token text)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- The payouts page (privilege finance): fee, deadline and whether it passed, the customers eligible now (how many,
 -- their transfers and donations), those waiting by reason (not in a run, ledger.payout_candidates), what
--- donate-remaining would take, whether the festival's account is set, and every run, newest first.
+-- donate-remaining would take (money left on paid-out tags too), whether the festival's account is set, and every
+-- run, newest first.
 -- Returns one JSON object; raises admin-unauthenticated, admin-forbidden, not-found (no event).
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'finance');
@@ -515,19 +518,26 @@ COMMENT ON FUNCTION api.admin_payout_run IS 'A payout run with its lines and the
 CREATE OR REPLACE FUNCTION api.admin_payout_export(p_token text, p_run_id bigint)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- The document of a payout run for its SEPA credit transfer file and CSV (privilege finance): ledger.payout_document,
--- audited (payout.export) as a download of bank data.
--- Returns {run, currency, debtor, lines}; raises admin-unauthenticated, admin-forbidden, not-found.
+-- audited (payout.export) as a download of bank data. An open run's file goes to the bank, a done run's is kept for
+-- the records; a revoked run has no file (its money was released: a bank must never get it).
+-- Returns {run, event_id, currency, debtor, lines}; raises admin-unauthenticated, admin-forbidden, not-found,
+-- payout-run-closed (revoked).
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'finance');
     r ledger.payout_run := ledger.payout_run_of(ledger.admin_event_id(), p_run_id);
 BEGIN
+    IF r.state = 'revoked' THEN
+        PERFORM ledger.fail('payout-run-closed', format('payout run %s is revoked: it has no bank file', r.id),
+                            jsonb_build_object('run_id', r.id, 'state', r.state));
+    END IF;
     PERFORM ledger.admin_audit(u.id, 'payout.export', 'payout-run:' || r.id, NULL,
                                jsonb_build_object('state', r.state, 'count', r.count, 'transfers', r.transfers));
     RETURN ledger.payout_document(r);
 END
 $$;
 COMMENT ON FUNCTION api.admin_payout_export IS
-    'A payout run''s lines for the SEPA file and CSV download (privilege finance, audited as payout.export).';
+    'A payout run''s lines for the SEPA file and CSV download, not of a revoked run (privilege finance, audited as '
+    'payout.export).';
 
 CREATE OR REPLACE FUNCTION ledger.payout_close(p_run_id bigint, p_to ledger.tx_state, p_actor text)
 RETURNS void LANGUAGE plpgsql AS $$
@@ -651,9 +661,10 @@ COMMENT ON FUNCTION api.admin_payout_block IS
 CREATE OR REPLACE FUNCTION api.admin_donate_remaining(p_token text, p_reason text)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- After the event's payout deadline (privilege finance), with a reason: every customer that ledger.payout_candidates
--- calls remaining (a balance > 0 in no run, nothing unresolved, no overdraft, payout not blocked, not eligible for a
--- payout) donates its whole available balance: one Committed donation each (donation <- customer). One run or donation
--- at a time per event (advisory lock), the accounts locked in id order first. Audited once (payout.donate-remaining).
+-- calls remaining (a balance > 0 in no open run: in no run, or reached after its run was done; nothing unresolved, no
+-- overdraft, payout not blocked, not eligible for a payout) donates its whole available balance: one Committed
+-- donation each (donation <- customer). One run or donation at a time per event (advisory lock), the accounts locked
+-- in id order first. Audited once (payout.donate-remaining).
 -- Returns {count, sum}; raises validation (reason), payout-deadline-not-reached.
 DECLARE
     u ledger.admin_user := ledger.admin_authorize(p_token, 'finance');

@@ -8,7 +8,10 @@ Both are made from the run's document as ``api.admin_payout_export`` returns it 
   Names and texts are written in the SEPA character set (transliterated: ``Müller`` -> ``Mueller``) and cut to
   SEPA's lengths (70 for a name, 140 for the remittance text).  Every IBAN is checked with schwifty first, and the
   file is validated against the pain.001.001.03 schema (the XSD sepaxml ships) before it is handed out: a file that
-  does not validate is refused (:class:`SepaError`), never downloaded.
+  does not validate is refused (:class:`SepaError`), never downloaded.  A run's file is the same, byte for byte,
+  however often it is made: its message id (``MsgId``) and payment information id (``PmtInfId``) are derived from
+  the event, the run id and the run's creation time (:func:`message_id`), and its creation time (``CreDtTm``) is
+  the run's, so a bank's duplicate check recognises a second upload of the same run.
 - :func:`csv_table`: one row per line (transfers and donations), amounts in the currency with a dot (``19.00``)
   and in cents, each column's unit in its header.
 - :func:`check_iban`: an IBAN as schwifty reads it, or :class:`IbanError` saying why not (for the portal's form).
@@ -16,10 +19,11 @@ Both are made from the run's document as ``api.admin_payout_export`` returns it 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -124,6 +128,9 @@ class PayoutRun:
     debtor_bic: str
     event_name: str
     lines: tuple[PayoutLine, ...]
+    #: When the run was made (its file's creation time and part of its ids) and the event it belongs to.
+    created_at: datetime | None = None
+    event_id: int | None = None
 
     @property
     def transfers(self) -> tuple[PayoutLine, ...]:
@@ -146,10 +153,14 @@ def run_from_document(document: dict[str, Any], event_name: str) -> PayoutRun:
                    end_to_end_id=str(line.get("end_to_end_id") or f"FP-{run.get('id')}-{line['line_no']}"))
         for line in document.get("lines") or ()
     )
+    created = run.get("created_at")
+    event_id = document.get("event_id")
     return PayoutRun(id=int(run["id"]), execution_date=date.fromisoformat(str(run["execution_date"])[:10]),
                      currency=str(document.get("currency") or "EUR"), debtor_name=str(debtor.get("name") or ""),
                      debtor_iban=str(debtor.get("iban") or ""), debtor_bic=str(debtor.get("bic") or ""),
-                     event_name=event_name, lines=lines)
+                     event_name=event_name, lines=lines,
+                     created_at=datetime.fromisoformat(str(created)) if created else None,
+                     event_id=int(event_id) if event_id is not None else None)
 
 
 def remittance(run: PayoutRun, line: PayoutLine) -> str:
@@ -200,18 +211,58 @@ def _payment(run: PayoutRun, line: PayoutLine) -> dict[str, Any]:
             "description": remittance(run, line), "endtoend_id": sepa_text(line.end_to_end_id, MAX_ID)}
 
 
+def _created_utc(run: PayoutRun) -> datetime:
+    if run.created_at is None:
+        raise SepaError(f"payout run {run.id} has no creation time: its file's ids cannot be made")
+    moment = run.created_at if run.created_at.tzinfo else run.created_at.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).replace(microsecond=0)
+
+
+def message_id(run: PayoutRun) -> str:
+    """The run's message id (``MsgId``, also its ``PmtInfId``): ``FESTPAY-<event>-RUN-<run>-<created, UTC,
+    yyyymmddHHMMSS>``, the same for every file of the run and different for every run; at most 35 characters of
+    letters, digits and hyphens (a shorter form for long ids, a hash of them past that)."""
+    stamp = _created_utc(run).strftime("%Y%m%d%H%M%S")
+    event = "" if run.event_id is None else str(run.event_id)
+    for candidate in (f"FESTPAY-{event}-RUN-{run.id}-{stamp}" if event else f"FESTPAY-RUN-{run.id}-{stamp}",
+                      f"FP-{event}-{run.id}-{stamp}" if event else f"FP-{run.id}-{stamp}"):
+        if len(candidate) <= MAX_ID:
+            return candidate
+    return "FP-" + hashlib.sha256(f"{event}-{run.id}-{stamp}".encode()).hexdigest()[:MAX_ID - 3].upper()
+
+
+class _RunTransfer(sepaxml.SepaTransfer):
+    """sepaxml's credit transfer with the run's own ids and creation time in place of the random ids and the clock
+    time sepaxml writes (its header is made in ``__init__``, the payment information blocks in ``export``)."""
+
+    def __init__(self, config: dict[str, Any], msg_id: str, created: datetime):
+        super().__init__(config, schema=SCHEMA, clean=True)
+        self.msg_id = msg_id
+        header = self._xml.find("CstmrCdtTrfInitn/GrpHdr")
+        header.find("MsgId").text = msg_id
+        header.find("CreDtTm").text = created.strftime("%Y-%m-%dT%H:%M:%S") + "Z"
+
+    def _finalize_batch(self) -> None:
+        super()._finalize_batch()
+        blocks = self._xml.findall("CstmrCdtTrfInitn/PmtInf/PmtInfId")
+        for n, block in enumerate(blocks, 1):
+            suffix = f"-{n}" if len(blocks) > 1 else ""
+            block.text = self.msg_id[:MAX_ID - len(suffix)] + suffix
+
+
 def sepa_xml(run: PayoutRun) -> bytes:
-    """The run's SEPA credit transfer (pain.001.001.03, UTF-8), validated against the schema.
+    """The run's SEPA credit transfer (pain.001.001.03, UTF-8), validated against the schema; the same bytes every
+    time for the same run (ids and creation time from the run: :func:`message_id`).
 
     Raises :class:`SepaError` when the run transfers nothing, when an IBAN or the festival's account is not valid,
-    or when the file does not validate."""
+    when the run's creation time is unknown, or when the file does not validate."""
     transfers = run.transfers
     if not transfers:
         raise SepaError(f"payout run {run.id} transfers no money (every line donates everything): there is no SEPA "
                         "file to make; the CSV lists its lines")
     if any(line.amount < 0 for line in run.lines):
         raise SepaError(f"payout run {run.id} has a line with a negative amount")
-    sepa = sepaxml.SepaTransfer(_debtor(run), schema=SCHEMA, clean=True)
+    sepa = _RunTransfer(_debtor(run), message_id(run), _created_utc(run))
     for line in transfers:
         sepa.add_payment(_payment(run, line))
     document = sepa.export(validate=False)

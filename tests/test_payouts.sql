@@ -2,12 +2,14 @@
 -- database: format, length, check digits, the event's countries), locked while the customer is in a run and free again
 -- after a revoke; who is eligible and why not (no bank data, support's block, an unknown outcome, a pending or unknown
 -- online top-up, an overdraft, a balance below the fee unless all is donated); payout runs within a maximum count and
--- sum, their money held (a terminal cannot spend it), revoked (released) or done (booked: payout, fee and donation
--- lines, balance 0, the tag blocked, the payout queued for signing, the donation not a receipt); donating what remains
--- after the deadline; erasing bank data after the retention, the bookings kept; the admin roles and the portal's tag;
--- and api.check_invariants, empty after each step and firing on a corrupted run.
+-- sum, their money held (a terminal cannot spend it; no top-up, online, at a terminal, by transfer or with a card at
+-- the till, reaches a tag in an open run: payout-locked), revoked (released; no bank file any more) or done (booked:
+-- payout, fee and donation lines, balance 0, the tag blocked, the payout queued for signing, the donation not a
+-- receipt; its file still there for the records); money reaching a tag after its run is done counts as remaining;
+-- donating what remains after the deadline; erasing bank data after the retention, the bookings kept; the admin roles
+-- and the portal's tag; and api.check_invariants, empty after each step and firing on a corrupted run.
 BEGIN;
-SELECT plan(130);
+SELECT plan(141);
 
 -- ---------------------------------------------------------------- helpers
 -- The portal session token of a tag of the suite (signed in by the fixtures).
@@ -47,6 +49,7 @@ CREATE FUNCTION pg_temp.broken() RETURNS text LANGUAGE sql AS $$
 -- (asks for its payout late), L AA00000D 0,50 (below the fee, asks for a transfer).
 INSERT INTO test.ctx SELECT 'e', test.event('pgTAP payouts');
 INSERT INTO test.ctx SELECT 'bar', test.terminal(test.e(), 'Bar');
+INSERT INTO test.ctx SELECT 'top', test.terminal(test.e(), 'Top-up');
 INSERT INTO test.res VALUES ('entry', '{"time": "2025-07-05T21:30:00+02:00"}');
 INSERT INTO test.ctx SELECT 'funded ' || u, test.funded_tag(test.e(), u, a)
   FROM (VALUES ('AA000001', 10000), ('AA000002', 3000), ('AA000003', 2000), ('AA000004', 500), ('AA000005', 500),
@@ -222,6 +225,11 @@ SELECT throws_ok(format($$SELECT api.admin_payout_run_revoke(test.admin_token('f
                  'FP083', NULL, 'revoking a revoked run: payout-run-closed');
 SELECT throws_ok(format($$SELECT api.admin_payout_run_done(test.admin_token('finance'), %s)$$, test.v('run1')),
                  'FP083', NULL, 'a revoked run cannot be done: payout-run-closed');
+SELECT throws_ok(format($$SELECT api.admin_payout_export(test.admin_token('finance'), %s)$$, test.v('run1')),
+                 'FP083', format('payout-run-closed: payout run %s is revoked: it has no bank file', test.v('run1')),
+                 'a revoked run gives out no SEPA file or CSV: payout-run-closed');
+SELECT is(test.error_detail($$SELECT api.topup(test.v('top'), 1, 'AA000003', 1000, 'cash')$$), NULL,
+          'C, free again, could top up (undone)');
 SELECT is(pg_temp.broken(), '', 'the invariants hold after the revoke');
 
 -- A run of two: the money held, a terminal cannot spend it.
@@ -236,6 +244,17 @@ SELECT is(test.last_audit(), format('payout.create payout-run:%s by pgtap-payout
 SELECT is(test.money('AA000001'), 'balance 10000 held 10000', 'A''s 100,00 are held (89,00 + 1,00 payout, 10,00 donation)');
 SELECT throws_ok($$SELECT api.reserve(test.bar(), 10, 'AA000001', 10, 450, test.items(test.e(), 'Beer:1'))$$, 'FP020', NULL,
                  'a Beer at the bar for A: insufficient-balance');
+SELECT throws_ok($$SELECT api.topup(test.v('top'), 1, 'AA000001', 1000, 'cash')$$, 'FP080',
+                 format('payout-locked: the balance of this tag is being paid out (payout run %s): no top-up until the '
+                        'run is done or revoked', test.v('run2')),
+                 'a cash top-up at a terminal for A, in the open run: payout-locked');
+SELECT throws_ok($$SELECT * FROM api.portal_topup_start(pg_temp.tok('AA000001'), 1000)$$, 'FP080', NULL,
+                 '... an online top-up in the portal: payout-locked');
+SELECT throws_ok($$SELECT * FROM api.transfer(test.e(), 'AA00000B', 'AA000001', 500)$$, 'FP080', NULL,
+                 '... a transfer from another tag: payout-locked');
+SELECT throws_ok($$SELECT * FROM api.open_loop_purchase(test.bar(), 21, 'AA000001', 21, 450, test.items(test.e(), 'Beer:1'), 1000)$$,
+                 'FP080', NULL, '... a Beer paid by card with 5,50 more than it costs: payout-locked');
+SELECT is(test.money('AA000001'), 'balance 10000 held 10000', 'nothing reached A: its run still pays out all of its balance');
 SELECT is_empty(format($$SELECT * FROM api.admin_queue(test.admin_token('viewer')) WHERE transaction_id IN (%s, %s)$$,
                        pg_temp.tx(test.v('run2'), 'AA000001', 'payout'), pg_temp.tx(test.v('run2'), 'AA000001', 'donation')),
                 'the run''s transactions wait for no admin (not in the resolution queue)');
@@ -248,6 +267,9 @@ SELECT is((SELECT (j -> 'lines' -> 1) - ARRAY['payout_transaction_id', 'donation
 SELECT is((SELECT j -> 'debtor' FROM test.res WHERE k = 'export2'),
           '{"name": "Festival GmbH", "iban": "DE02120300000000202051", "bic": "BYLADEM1001"}'::jsonb,
           '... and the festival''s account it is paid from');
+SELECT results_eq($$SELECT (j ->> 'event_id')::bigint, (j -> 'run' ->> 'created_at')::timestamptz FROM test.res WHERE k = 'export2'$$,
+                  $$SELECT event_id, created_at FROM ledger.payout_run WHERE id = test.v('run2')$$,
+                  '... its event and creation time (the file''s ids are made of them)');
 SELECT is(test.last_audit(), format('payout.export payout-run:%s by pgtap-payout-finance', test.v('run2')), '... audited as payout.export');
 SELECT is(pg_temp.broken(), '', 'the invariants hold');
 
@@ -293,6 +315,12 @@ SELECT throws_ok(format($$SELECT api.admin_payout_run_done(test.admin_token('fin
 SELECT throws_ok(format($$SELECT api.admin_payout_run_revoke(test.admin_token('finance'), %s, 'oops')$$, test.v('run2')),
                  'FP083', NULL, 'nor revoked: payout-run-closed');
 SELECT is(pg_temp.broken(), '', 'the invariants hold after the run is done');
+SELECT is(api.admin_payout_export(test.admin_token('finance'), test.v('run2')) -> 'run' ->> 'state', 'done',
+          'a done run''s file can still be downloaded, for the records');
+SELECT is((SELECT balance FROM api.deposit_return(test.bar(), 20, 'AA000001', test.items(test.e(), 'Cup:1'))), 200::bigint,
+          'A returns a cup after its run is done: 2,00 reach its closed tag');
+SELECT is(api.admin_payouts(test.admin_token('finance')) -> 'remaining', '{"count": 4, "sum": 3250}'::jsonb,
+          '... and are not invisible: remaining (N, R, L and A''s 2,00), what donate-remaining takes after the deadline');
 
 -- The rest: donations only; then nobody is left.
 INSERT INTO test.ctx SELECT 'run3', pg_temp.run(10, 100000);
@@ -321,16 +349,16 @@ SELECT lives_ok($$SELECT api.admin_event_update(test.admin_token('admin'),
                       jsonb_build_object('payout_deadline', to_jsonb(now() - interval '1 minute')))$$, 'the deadline passed');
 SELECT throws_ok($$SELECT api.admin_donate_remaining(test.admin_token('support'), 'the deadline passed')$$, 'FP071', NULL,
                  'support cannot donate what remains: admin-forbidden');
-SELECT is(api.admin_donate_remaining(test.admin_token('finance'), 'the payout deadline passed'), '{"count": 2, "sum": 2050}'::jsonb,
-          'finance donates what remains: N''s 20,00 and L''s 0,50');
-SELECT is(test.last_change() -> 'after', '{"count": 2, "sum": 2050, "reason": "the payout deadline passed"}'::jsonb,
+SELECT is(api.admin_donate_remaining(test.admin_token('finance'), 'the payout deadline passed'), '{"count": 3, "sum": 2250}'::jsonb,
+          'finance donates what remains: N''s 20,00, L''s 0,50 and the 2,00 that reached A after its run');
+SELECT is(test.last_change() -> 'after', '{"count": 3, "sum": 2250, "reason": "the payout deadline passed"}'::jsonb,
           '... one audit row with the reason');
 SELECT results_eq($$SELECT g.uid, a.balance FROM ledger.tag g JOIN ledger.account a ON a.id = g.account_id
-                     WHERE g.event_id = test.e() AND g.uid IN ('AA000006', 'AA000007', 'AA000009', 'AA00000A', 'AA00000B', 'AA00000C', 'AA00000D')
+                     WHERE g.event_id = test.e() AND g.uid IN ('AA000001', 'AA000006', 'AA000007', 'AA000009', 'AA00000A', 'AA00000B', 'AA00000C', 'AA00000D')
                      ORDER BY g.uid$$,
-                  $$VALUES ('AA000006'::text, 1000::bigint), ('AA000007', 1000), ('AA000009', -850), ('AA00000A', 1000),
-                           ('AA00000B', 0), ('AA00000C', 1000), ('AA00000D', 0)$$,
-                  'N and L have 0; the unresolved (T, P), the overdrawn (O), the blocked (S) and R, who waits for its payout, keep theirs');
+                  $$VALUES ('AA000001'::text, 0::bigint), ('AA000006', 1000), ('AA000007', 1000), ('AA000009', -850),
+                           ('AA00000A', 1000), ('AA00000B', 0), ('AA00000C', 1000), ('AA00000D', 0)$$,
+                  'A, N and L have 0; the unresolved (T, P), the overdrawn (O), the blocked (S) and R, who waits for its payout, keep theirs');
 SELECT is(pg_temp.broken(), '', 'the invariants hold after the donations');
 
 -- ---------------------------------------------------------------- erasing bank data

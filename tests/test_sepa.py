@@ -5,6 +5,8 @@
   a line that donates everything is not in it; names are cut to SEPA's 70 characters in its character set;
 - a run that transfers nothing, a wrong IBAN of a line or of the festival, a missing holder: a clear SepaError;
 - the schema check really runs: a broken file is refused;
+- a run's file is the same, byte for byte, however often it is made: its MsgId and PmtInfId come from the event, the
+  run id and the run's creation time, its CreDtTm is the run's creation time; another run has other ids;
 - the CSV lists every line with amounts in the currency and in cents;
 - IBANs are read with schwifty, and the reason of a refusal is named.
 """
@@ -13,8 +15,11 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import time
 from datetime import date
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 import xmlschema
@@ -34,13 +39,14 @@ def line(line_no: int, amount: int, *, holder: str | None = "Erika Mustermann",
             "donation_transaction_id": 200 + line_no if donation else None}
 
 
-def document(*lines: dict[str, Any], debtor: dict[str, str] | None = None) -> dict[str, Any]:
+def document(*lines: dict[str, Any], debtor: dict[str, str] | None = None, run_id: int = 7,
+             created_at: str = "2030-07-14T18:05:09.123456+02:00") -> dict[str, Any]:
     transfers = [x for x in lines if x["amount"] > 0]
     return {
-        "run": {"id": 7, "state": "open", "execution_date": "2030-07-21", "count": len(lines),
+        "run": {"id": run_id, "state": "open", "execution_date": "2030-07-21", "count": len(lines),
                 "transfers": sum(x["amount"] for x in lines), "fees": sum(x["fee"] for x in transfers),
-                "donations": sum(x["donation"] for x in lines)},
-        "currency": "EUR", "debtor": debtor or DEBTOR, "lines": list(lines),
+                "donations": sum(x["donation"] for x in lines), "created_at": created_at},
+        "event_id": 3, "currency": "EUR", "debtor": debtor or DEBTOR, "lines": list(lines),
     }
 
 
@@ -81,6 +87,48 @@ def test_sepa_file_validates_and_matches_the_lines():
     assert names[0] == "Juergen Muessig"
     assert names[2].startswith("Zoe O'Brien-Lukasz + Co. x") and len(names[2]) == 70
     assert "FP-7-2" not in xml.decode()  # the donation-only line is in the CSV, not in the bank file
+
+
+def header_ids(xml: bytes) -> tuple[str | None, str | None, list[str | None]]:
+    """The file's MsgId, CreDtTm and PmtInfIds."""
+    ns = {"p": sepa.NAMESPACE}
+    root = ElementTree.fromstring(xml)
+    return (root.findtext("p:CstmrCdtTrfInitn/p:GrpHdr/p:MsgId", namespaces=ns),
+            root.findtext("p:CstmrCdtTrfInitn/p:GrpHdr/p:CreDtTm", namespaces=ns),
+            [x.text for x in root.iterfind("p:CstmrCdtTrfInitn/p:PmtInf/p:PmtInfId", ns)])
+
+
+def test_two_files_of_the_same_run_are_identical():
+    """A bank's duplicate check (MsgId, PmtInfId) catches a second upload of the same run: every download of a run
+    is the same file, its ids and creation time the run's."""
+    first = sepa.sepa_xml(run_of(*LINES))
+    time.sleep(1.1)  # a clock in the file would show by now
+    again = sepa.sepa_xml(sepa.run_from_document(document(*LINES), "Sommerfest Köln"))
+    assert first == again
+    msg_id, created, blocks = header_ids(first)
+    assert msg_id == "FESTPAY-3-RUN-7-20300714160509" and blocks == [msg_id]
+    assert created == "2030-07-14T16:05:09Z"  # the run's creation time (UTC), not the download's
+    assert len(msg_id) <= sepa.MAX_ID and re.fullmatch(r"[A-Za-z0-9-]+", msg_id)
+    # the same moment in another time zone (the database session's) is the same file
+    assert sepa.sepa_xml(sepa.run_from_document(document(*LINES, created_at="2030-07-14T16:05:09.5+00:00"),
+                                                "Sommerfest Köln")) == first
+
+
+def test_another_run_has_other_ids():
+    ids = {header_ids(sepa.sepa_xml(run_of(line(1, 500), **changes)))[0]
+           for changes in ({}, {"run_id": 8}, {"created_at": "2030-07-14T18:05:10+02:00"})}
+    assert len(ids) == 3, ids
+    long_ids = sepa.run_from_document(document(line(1, 500), run_id=2**62), "E")
+    next_one = sepa.run_from_document(document(line(1, 500), run_id=2**62 + 1), "E")
+    assert len(sepa.message_id(long_ids)) <= sepa.MAX_ID and sepa.message_id(long_ids) != sepa.message_id(next_one)
+    sepa.validate_pain001(sepa.sepa_xml(long_ids))
+
+
+def test_a_run_without_its_creation_time_has_no_file():
+    doc = document(line(1, 500))
+    del doc["run"]["created_at"]
+    with pytest.raises(sepa.SepaError, match="no creation time"):
+        sepa.sepa_xml(sepa.run_from_document(doc, "E"))
 
 
 def test_amounts_are_written_with_a_dot_and_two_decimals():

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from .. import sepa
 from ..gateway.problems import Problem
+from ..web.forms import INTEGER_MAX, INTEGER_MIN
 from ..web.formatting import zone
 from ..web.templating import formatter
 from .common import call_value, done_note, page_of, read_form, render, see_other, token, viewer
@@ -91,7 +92,7 @@ async def payouts_page(request: web.Request) -> web.Response:
 async def run_create(request: web.Request) -> web.StreamResponse:
     """POST /admin/payouts (``max_count``, ``max_sum``, ``execution_date``): 303 to the new run's page."""
     form = await read_form(request)
-    max_count = form.whole("max_count", required=True)
+    max_count = form.whole("max_count", required=True, minimum=INTEGER_MIN, maximum=INTEGER_MAX)
     max_sum = form.money("max_sum", required=True)
     execution_date = _date(form.text("execution_date", required=True) or "")
     created = await call_value(request, "admin_payout_run_create", token(request), max_count, max_sum,
@@ -122,7 +123,8 @@ async def donate_remaining(request: web.Request) -> web.StreamResponse:
             "title": "Donate all remaining balances",
             "question": f"Donate the remaining balances of {fmt.count(remaining.get('count'), 'tag', 'tags')}, "
                         f"{fmt.money(remaining.get('sum') or 0)} in all?",
-            "consequence": "Every balance above 0 that is in no payout run and has nothing unresolved is booked as a "
+            "consequence": "Every balance above 0 that no payout is coming for (in no open run, not eligible, nothing "
+                           "unresolved; money that reached a tag after its run was done included) is booked as a "
                            "donation; those customers get no transfer. This cannot be undone.",
             "facts": [("Payout deadline", fmt.time(summary.get("deadline")) or "–"), ("Reason", reason)],
             "action": request.path, "fields": {"form": "donate", "reason": reason},

@@ -18,6 +18,10 @@ from multidict import MultiDictProxy
 from ..gateway.problems import Problem
 
 BIGINT_MAX = 2**63 - 1
+#: The range of an SQL ``integer`` parameter: a whole-number field passed to one is read with these bounds, so the
+#: call always matches the function's signature.
+INTEGER_MIN = -(2**31)
+INTEGER_MAX = 2**31 - 1
 MAX_TEXT = 12_000_000  # characters; the whole body is at most MAX_BODY bytes anyway
 _MONEY = re.compile(r"(-?)(\d{1,16})(?:[.,](\d{1,2}))?")
 _WHOLE = re.compile(r"-?\d{1,19}")
@@ -63,14 +67,21 @@ class Form:
         """A password as typed (not stripped); empty when missing."""
         return self.raw(name) or ""
 
-    def whole(self, name: str, *, required: bool = False) -> int | None:
-        """A whole number (bigint range)."""
+    def whole(self, name: str, *, required: bool = False, minimum: int = -BIGINT_MAX,
+              maximum: int = BIGINT_MAX) -> int | None:
+        """A whole number from ``minimum`` to ``maximum`` (default: the bigint range; ``INTEGER_MIN`` and
+        ``INTEGER_MAX`` for an SQL ``integer`` parameter)."""
         value = self.text(name, required=required)
         if value is None:
             return None
         if not _WHOLE.fullmatch(value) or abs(int(value)) > BIGINT_MAX:
             raise field_error(name, "Please enter a whole number.")
-        return int(value)
+        number = int(value)
+        if number > maximum:
+            raise field_error(name, f"Please enter a whole number up to {maximum:,}.")
+        if number < minimum:
+            raise field_error(name, f"Please enter a whole number of at least {minimum:,}.")
+        return number
 
     def money(self, name: str, *, required: bool = False) -> int | None:
         """An amount typed in currency units (``12``, ``12.5``, ``12,50``) as integer cents."""
