@@ -9,6 +9,19 @@ SET LOCAL ROLE festpay_owner;
 -- A blocked tag still signs in: its owner (who blocked a lost wristband, or whom support blocked) must still see the
 -- balance and, later, ask for the payout; blocking stops spending, not reading. Its status is in api.portal_whoami.
 
+-- CREATE OR REPLACE cannot change a function's result columns: the shapes below replace older ones.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_proc p
+              WHERE p.pronamespace = 'api'::regnamespace
+                AND p.proname = 'portal_balance' AND coalesce(array_length(p.proallargtypes, 1), 0) <> 6 LOOP
+        EXECUTE format('DROP FUNCTION %s', f);
+    END LOOP;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION ledger.portal_authorize(p_token text)
 RETURNS ledger.tag LANGUAGE plpgsql AS $$
 -- The one check of every portal function: the session of p_token is valid (ledger.session_valid). Touches the
@@ -118,10 +131,11 @@ COMMENT ON FUNCTION api.portal_whoami IS
     'The signed-in tag (UID, status), the session''s CSRF token, and the currency and time zone of its event.';
 
 CREATE OR REPLACE FUNCTION api.portal_balance(p_token text)
-RETURNS TABLE (balance bigint, held bigint, available bigint, pending_topups bigint)
+RETURNS TABLE (balance bigint, held bigint, available bigint, pending_topups bigint, paid_out boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- The signed-in tag's money in cents: balance, held (reserved by open purchases), available (balance - held), and
--- the online top-ups whose outcome is not yet known (Open, ExternalPending, ExternalUnknown): pending, never failed.
+-- The signed-in tag's money in cents: balance, held (reserved by open purchases and by a payout run under way),
+-- available (balance - held), the online top-ups whose outcome is not yet known (Open, ExternalPending,
+-- ExternalUnknown: pending, never failed), and paid_out: the tag is in a payout run that is done (which closed it).
 -- Returns one row; raises portal-unauthenticated.
 DECLARE
     g ledger.tag := ledger.portal_authorize(p_token);
@@ -130,11 +144,35 @@ BEGIN
     SELECT coalesce(sum(t.amount), 0)::bigint INTO pending_topups FROM ledger.transaction t
      WHERE t.account_id = g.account_id AND t.state <> 'Committed'      -- index transaction_unbooked_by_account
        AND t.type = 'topup' AND t.state IN ('Open', 'ExternalPending', 'ExternalUnknown');
+    paid_out := EXISTS (SELECT FROM ledger.payout_line l JOIN ledger.payout_run r ON r.id = l.run_id
+                         WHERE l.tag_id = g.id AND NOT l.revoked AND r.state = 'done');
     RETURN NEXT;
 END
 $$;
 COMMENT ON FUNCTION api.portal_balance IS
-    'The signed-in tag''s balance, held, available and pending online top-ups, in cents.';
+    'The signed-in tag''s balance, held, available and pending online top-ups, in cents, and whether it is paid out.';
+
+CREATE OR REPLACE FUNCTION api.portal_topup_limits(p_token text)
+RETURNS TABLE (currency text, min_topup bigint, max_topup bigint, fee bigint, max_balance bigint, most bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
+-- The limits of an online top-up of the signed-in tag, as api.external_topup_create checks them (ledger.check_topup):
+-- the event's currency, smallest and largest top-up and online top-up fee (taken from the amount) in cents, the
+-- highest balance, and most: the largest top-up the tag's balance allows now (the largest top-up, or less near the
+-- highest balance; below min_topup when none is possible).
+-- Returns one row; raises portal-unauthenticated.
+DECLARE
+    g ledger.tag := ledger.portal_authorize(p_token);
+BEGIN
+    SELECT e.currency, e.min_topup, e.max_topup, ledger.topup_fee(e.id, 'online'), e.max_balance
+      INTO currency, min_topup, max_topup, fee, max_balance
+      FROM ledger.event e WHERE e.id = g.event_id;
+    SELECT least(max_topup, max_balance - a.balance + fee) INTO most FROM ledger.account a WHERE a.id = g.account_id;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION api.portal_topup_limits IS
+    'The signed-in tag''s online top-up limits: currency, smallest and largest top-up, fee, highest balance, and the '
+    'largest top-up its balance allows now, in cents.';
 
 CREATE OR REPLACE FUNCTION api.portal_history(p_token text, p_before_id bigint DEFAULT NULL, p_limit integer DEFAULT 50)
 RETURNS TABLE (transaction_id bigint, booked_at timestamptz, type text, counterparty text, merchant text,
@@ -215,8 +253,9 @@ CREATE OR REPLACE FUNCTION api.portal_data(p_token text)
 RETURNS jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- Everything the system keeps about the signed-in tag, for a download (GDPR Art. 15): the tag (UID, status, since),
 -- its money, its transactions with items (api.portal_history, all of them), its portal sessions (times and client,
--- never a token or hash), its recorded failed sign-ins (times) and its payout (bank data, ledger.payout_bank_json, and
--- the run it is in). Nothing of any other tag.
+-- never a token or hash), its recorded failed sign-ins (times) and its payout (bank data, ledger.payout_bank_json; the
+-- run it is in; retention_days, how long after the run is done the bank data is kept before it is erased, the event's
+-- payout_retention in whole days rounded up). Nothing of any other tag.
 -- Returns one jsonb document; raises portal-unauthenticated.
 DECLARE
     g ledger.tag := ledger.portal_authorize(p_token);
@@ -241,7 +280,9 @@ BEGIN
                        FROM ledger.portal_session s WHERE s.tag_id = g.id),
         'failed_sign_ins', (SELECT coalesce(jsonb_agg(f.at ORDER BY f.at), '[]')
                               FROM ledger.portal_sign_in_failure f WHERE f.tag_id = g.id),
-        'payout', jsonb_build_object('bank', ledger.payout_bank_json(g.id), 'run', ledger.payout_line_json(g.id)));
+        'payout', jsonb_build_object('bank', ledger.payout_bank_json(g.id), 'run', ledger.payout_line_json(g.id),
+                                     'retention_days', (SELECT ceil(extract(epoch FROM e.payout_retention) / 86400)::integer
+                                                          FROM ledger.event e WHERE e.id = g.event_id)));
 END
 $$;
 COMMENT ON FUNCTION api.portal_data IS

@@ -135,6 +135,7 @@ RETURNS TABLE (function_name text, audiences text[]) LANGUAGE sql IMMUTABLE AS $
         ('portal_sign_out',          '{web}'),
         ('portal_whoami',            '{web}'),
         ('portal_balance',           '{web}'),
+        ('portal_topup_limits',      '{web}'),
         ('portal_history',           '{web}'),
         ('portal_receipt',           '{web}'),
         ('portal_block',             '{web}'),

@@ -5,21 +5,25 @@ the ``provider`` handler polling it, in a database of its own (``festpay_online_
 A visitor signs in, POSTs an amount at ``/portal/topup``, is sent (303) to the hosted checkout, pays there, comes back
 to ``/portal/topup/{reference}`` and sees "pending" until the webhook or the relay's poll settles it. One test per
 behaviour: pays (the webhook books once), webhook-twice (books once), no-webhook (polling books), declines (Aborted,
-nothing booked), never-answers (stays pending, never "failed"; past the event's check window ExternalUnknown, still
-"pending", until an admin decides it), late (answers after the check window: ExternalUnknown in between, then
-Committed); webhooks racing the relay's poll book once; a payment that arrives for a blocked tag is not booked but
-refunded: the admin queue page shows it, support POSTs "Refund", the relay refunds it at the provider and the visitor
-sees "refunded"; a webhook with a bad signature is a 401 problem that changes nothing; ``festpay relay`` (the command)
-checks online top-ups too. ``api.check_invariants()`` is empty after each.
+nothing booked), abandoned (the visitor never pays or cancels: the checkout expires, declined, nothing booked),
+never-answers (stays pending, never "failed"; past the event's check window ExternalUnknown, still "pending", until
+an admin aborts it on the queue page: its item shows the provider's last answer and offers Aborted only, none
+preselected, and booking it by hand is refused next to the outcome), late (answers after the check window:
+ExternalUnknown in between, then Committed); webhooks racing the relay's poll book once; a payment that arrives for
+a blocked tag is not booked but refunded: the admin queue page shows it, support POSTs "Refund", the relay refunds it
+at the provider and the visitor sees "refunded"; a webhook with a bad signature is a 401 problem that changes nothing;
+``festpay relay`` (the command) checks online top-ups too. ``api.check_invariants()`` is empty after each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import http.client
 import json
 import os
+import re
 import secrets
 import selectors
 import signal
@@ -36,6 +40,7 @@ import pytest
 
 from python_gateway.config import PROJECT_ROOT
 from python_gateway.provider.http_client import HttpProvider
+from python_gateway.provider.sim import DEFAULT_EXPIRES_IN_S
 from python_gateway.relay import ProviderHandler, relay_service
 from python_gateway.signing import PROVIDER_SIGNATURE_HEADER, provider_webhook_signature
 from tests.child_process import provider_sim
@@ -117,8 +122,13 @@ def request(url: str, method: str = "GET", form: dict[str, str] | None = None,
     return out
 
 
-def set_behaviour(sim_url: str, behaviour: str, delay_s: float | None = None) -> None:
-    body = {"behaviour": behaviour} if delay_s is None else {"behaviour": behaviour, "behaviour_delay_s": delay_s}
+def set_behaviour(sim_url: str, behaviour: str, delay_s: float | None = None,
+                  expires_in_s: float = DEFAULT_EXPIRES_IN_S) -> None:
+    """The sim's defaults for the next checkouts: ``behaviour`` (``late``: after ``delay_s``), expiring after
+    ``expires_in_s`` unless paid or cancelled."""
+    body = {"behaviour": behaviour, "expires_in_s": expires_in_s}
+    if delay_s is not None:
+        body["behaviour_delay_s"] = delay_s
     status, _, raw = request(sim_url + "/v1/sim/default-behaviour", "PUT", headers={"Content-Type": "application/json"},
                           body=json.dumps(body).encode())
     assert status == 204, raw
@@ -154,18 +164,23 @@ def visitor(db, site: RunningGateway, event: int) -> tuple[Session, str]:
     return portal_session(site.port, uid, PIN), uid
 
 
-def top_up(s: Session, sim_url: str, amount: str = "20,00", action: str = "pay",
-           before_pay: Callable[[], None] | None = None) -> tuple[str, str]:
-    """POST /portal/topup, then (after ``before_pay``) pay (or cancel) on the hosted page; returns (reference, the
-    portal's return path)."""
+def to_checkout(s: Session, sim_url: str, amount: str = "20,00") -> str:
+    """POST /portal/topup; returns the hosted checkout's URL the browser is sent to."""
     form = s.get("/portal/topup", headers=EN)
     assert form.status == 200 and 'name="amount"' in form.text, form.text[:1000]
     # A browser follows the form's redirect to the hosted checkout only if the page's CSP lets forms lead there.
     assert f"form-action 'self' {sim_url}" in form.header("Content-Security-Policy"), form.header("Content-Security-Policy")
     page = s.post("/portal/topup", {"amount": amount}, csrf=form.csrf())
     assert page.status == 303, page.text[:1000]
-    checkout_url = page.location
-    assert checkout_url.startswith(sim_url + "/checkout/co_"), checkout_url
+    assert page.location.startswith(sim_url + "/checkout/co_"), page.location
+    return page.location
+
+
+def top_up(s: Session, sim_url: str, amount: str = "20,00", action: str = "pay",
+           before_pay: Callable[[], None] | None = None) -> tuple[str, str]:
+    """POST /portal/topup, then (after ``before_pay``) pay (or cancel) on the hosted page; returns (reference, the
+    portal's return path)."""
+    checkout_url = to_checkout(s, sim_url, amount)
     if before_pay is not None:
         before_pay()
     status, headers, raw = request(checkout_url, "POST", form={"action": action})
@@ -311,6 +326,41 @@ def test_declined_top_up_books_nothing(db, site, relay, event, sim_url):
     assert invariants(db) == []
 
 
+def test_abandoned_checkout_expires_and_is_declined(db, site, relay, event, sim_url):
+    """The visitor is sent to the hosted checkout and never pays or cancels there (closes the page): the provider
+    expires the checkout, so the top-up ends Aborted as declined, nothing booked -- not pending for ever, never
+    ExternalUnknown, and no longer in the way of a payout. A Pay pressed later on the page left open is refused."""
+    set_behaviour(sim_url, "pays", expires_in_s=1)
+    try:
+        s, uid = visitor(db, site, event)
+        checkout_url = to_checkout(s, sim_url)
+    finally:
+        set_behaviour(sim_url, "pays")
+    reference = scalar(db, "SELECT reference FROM ledger.external_checkout WHERE checkout_id = %s",
+                       (checkout_url.rsplit("/", 1)[1],))
+    path = f"/portal/topup/{reference}"
+
+    def unresolved() -> bool:
+        return scalar(db, "SELECT c.unresolved FROM ledger.payout_candidates(%s, (SELECT id FROM ledger.tag "
+                          "WHERE event_id = %s AND uid = %s)) c", (event, event, uid))
+
+    assert unresolved()  # while the checkout is open
+    status, seen = settled(db, s, path)
+    assert status == "declined", seen
+    assert "The payment was not made: nothing was charged and nothing added." in s.get(path, headers=EN).text
+    c = checkout(db, reference)
+    assert c["changes"] == ["Open>ExternalPending", "ExternalPending>Aborted"], c
+    assert (c["result"], c["refund_state"]) == ("declined", None) and c["request_done"], c
+    m = money(db, event, uid, reference)
+    assert m["state"] == "Aborted" and m["balance"] == 0 and m["lines"] == 0 and m["commits"] == 0, m
+    assert 'data-money="pending">€0.00<' in s.get("/portal/", headers=EN).text
+    assert not unresolved()
+    status, _, raw = request(checkout_url, "POST", form={"action": "pay"})
+    assert status == 409 and b"This checkout has expired" in raw, raw
+    assert money(db, event, uid, reference)["balance"] == 0
+    assert invariants(db) == []
+
+
 def test_unanswered_top_up_stays_pending(db, site, relay, event, sim_url):
     s, uid, reference, path = visitor_tops_up(db, site, event, sim_url, "never-answers")
     status, seen = settled(db, s, path, timeout=2.5)
@@ -379,10 +429,32 @@ def test_unanswered_top_up_becomes_unknown_until_an_admin_decides(db, site, rela
         tx_id = checkout(db, reference)["transaction_id"]
         page = support.get("/admin/queue")
         assert 'id="kind-external-unknown"' in page.text and f'href="/admin/transactions/{tx_id}"' in page.text
-        state = scalar(db, "SELECT api.admin_queue_resolve(%s, %s, 'Aborted', 'the provider has no payment')",
-                       (support.session_token(), tx_id))
-        assert state == "Aborted"
+        # the item shows what the relay last heard from the provider; Aborted is the only outcome, none preselected
+        detail = scalar(db, "SELECT detail FROM api.admin_queue(%s) WHERE transaction_id = %s",
+                        (support.session_token(), tx_id))
+        assert detail["reference"] == reference and detail["checks"] >= 2 and detail["last_answer"], detail
+        text = html.unescape(page.text)
+        assert "Provider's last answer" in text and "Provider checks" in text and reference in text
+        form = f"resolve-external-unknown-{tx_id}-"
+        select = re.search(rf'<select id="{form}-outcome".*?</select>', page.text, re.S)
+        assert select, page.text[:4000]
+        assert re.findall(r'<option value="([^"]*)"', select.group(0)) == ["", "Aborted"], select.group(0)
+        assert " selected" not in select.group(0) and " required" in select.group(0)
+        # booking it by hand is refused, by the database, next to the outcome: only the provider's paid books it
+        for outcome, message in (("Committed", "has not reported this online top-up paid"),
+                                 ("", "Please fill in this field.")):
+            page = support.post("/admin/queue/resolve", {"form": form, "transaction_id": tx_id, "outcome": outcome,
+                                                         "reason": "the visitor says it is paid"},
+                                csrf=support.csrf("/admin/queue"))
+            assert page.status in (400, 422) and f'id="{form}-outcome-error"' in page.text, page.messages()
+            assert message in html.unescape(page.text), page.messages()
+            assert checkout(db, reference)["state"] == "ExternalUnknown"
+        page = support.post("/admin/queue/resolve", {"form": form, "transaction_id": tx_id, "outcome": "Aborted",
+                                                     "reason": "the provider has no payment"},
+                            csrf=support.csrf("/admin/queue"))
+        assert page.status == 303 and page.location == "/admin/queue?done=resolved", page.messages()
         c = checkout(db, reference)
+        assert c["state"] == "Aborted", c
         assert c["request_done"], c  # the admin's decision ends the polling
         assert status_of(s, path) == "declined"
     assert money(db, event, uid, reference)["balance"] == 0

@@ -6,10 +6,14 @@ in a database of its own (``festpay_payout_http``, migrated here; its event is t
   of a country the event does not pay to is refused by the database, next to the field; bank data with no, a part
   or the whole balance donated is saved (POST -> redirect -> GET, "saved"); a visitor sees only their own data;
 - finance creates a run, downloads its SEPA file (validated here again against the pain.001.001.03 schema, sums
-  checked against the run) and its CSV, revokes it (the money is free again), creates another and marks it done
-  (after a confirm step): the portal shows "done" and a balance of 0, the bank data read-only;
+  checked against the run) and its CSV, revokes it (the money is free again; the revoked run's page offers no
+  downloads and its files are refused), creates another and marks it done (after a confirm step): the portal shows
+  "done" and a balance of 0, the bank data read-only; every download of a run's SEPA file is the same file, before
+  and after it is done; a "most transfers" beyond an SQL integer is refused next to its field, never a 500;
+- a till's top-up for a tag in an open run is refused (payout-locked);
 - support holds a tag's payout on the customer page; after the deadline finance donates the remaining balances
-  (after a confirm step); an admin erases the personal data of paid-out customers;
+  (after a confirm step; "1 tag still holds", the form gone once nothing remains), money that reached a paid-out tag
+  afterwards too; an admin erases the personal data of paid-out customers;
 - viewer and support get 403 on the payout POSTs and downloads and change nothing; a POST without the CSRF token is
   refused and changes nothing.
 """
@@ -312,6 +316,32 @@ def test_admin_post_without_csrf_creates_no_run(db, admins, configured):
     assert len(admin_payouts(db, admins)["runs"]) == runs
 
 
+@pytest.mark.parametrize(("count", "message"), [
+    ("99999999999", "Please enter a whole number up to 2,147,483,647."),
+    ("2147483648", "Please enter a whole number up to 2,147,483,647."),
+    ("-99999999999", "Please enter a whole number of at least -2,147,483,648."),
+])
+def test_a_count_beyond_an_integer_is_refused_next_to_its_field(db, admins, configured, count, message):
+    s = admins["finance"]
+    runs = len(admin_payouts(db, admins)["runs"])
+    page = s.post("/admin/payouts", {"form": "create", "max_count": count, "max_sum": "1.00",
+                                     "execution_date": execution_day()}, csrf=s.csrf("/admin/payouts"))
+    assert page.status in INVALID and 'id="create-max_count-error"' in page.text, (page.status, page.messages())
+    assert message in html.unescape(page.text), page.messages()
+    assert len(admin_payouts(db, admins)["runs"]) == runs
+
+
+def test_the_largest_count_reaches_the_database(db, admins, configured):
+    """2,147,483,647 is an SQL integer: the database decides (here: the first payout is above the maximum sum)."""
+    s = admins["finance"]
+    runs = len(admin_payouts(db, admins)["runs"])
+    page = s.post("/admin/payouts", {"form": "create", "max_count": "2147483647", "max_sum": "1.00",
+                                     "execution_date": execution_day()}, csrf=s.csrf("/admin/payouts"))
+    assert page.status == 409 and any("above the maximum sum" in m for m in page.messages()), \
+        (page.status, page.messages())
+    assert len(admin_payouts(db, admins)["runs"]) == runs
+
+
 # ----------------------------------------------------------------------------- runs
 
 
@@ -342,7 +372,7 @@ def check_sepa(page: Page, lines: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def test_run_create_download_revoke(db, admins, visitors, world, configured):
+def test_run_create_download_revoke(db, site, admins, visitors, world, configured):
     s = admins["finance"]
     page = s.get("/admin/payouts")
     assert 'id="eligible-count">3<' in page.text, page.text[:4000]  # A, B, C (F is on hold, D has no bank data)
@@ -352,6 +382,7 @@ def test_run_create_download_revoke(db, admins, visitors, world, configured):
     run = create_run(s, 2, "100.00")  # the two oldest bank data: A and B
     page = s.get(f"/admin/payouts/{run}")
     assert page.status == 200 and 'id="run-state">open<' in page.text, page.text[:3000]
+    assert 'id="download-sepa"' in page.text and 'id="download-csv"' in page.text
     document = scalar(db, "SELECT api.admin_payout_run(%s, %s)", (s.session_token(), run))
     lines = document["lines"]
     assert {line["uid"] for line in lines} == {world["tags"]["A"]["uid"], world["tags"]["B"]["uid"]}
@@ -371,6 +402,13 @@ def test_run_create_download_revoke(db, admins, visitors, world, configured):
     page = save_payout(a, iban=IBAN_B, holder="Someone Else", email="anna@example.org")
     assert page.status == 409 and "locked" in " ".join(page.messages()), (page.status, page.messages())
     assert portal_payout(db, a)["bank"]["iban"] == "DE89370400440532013000"
+    # no money reaches a tag in an open run: its transfer is fixed (the tag is closed when the run is done)
+    client = Client(site.port)
+    till = register_terminal(db, client, world["event_id"], "Top-up", "till during the run")
+    reply = client.post(f"{PREFIX}/topups", {"terminal_tx_number": 1, "uid": world["tags"]["A"]["uid"],
+                                             "amount": 500, "payment": "cash"}, terminal=till)
+    reply.problem("payout-locked", 409)
+    assert portal_payout(db, a)["balance"] == 2000
     # the downloads: finance only, audited
     exports = scalar(db, "SELECT count(*) FROM ledger.admin_audit WHERE action = 'payout.export'")
     for role in ("support", "viewer"):
@@ -401,6 +439,14 @@ def test_run_create_download_revoke(db, admins, visitors, world, configured):
     page = s.get(page.location)
     assert 'id="run-state">revoked<' in page.text and "wrong execution date" in page.text
     assert f'action="/admin/payouts/{run}/done"' not in page.text
+    # a revoked run's money was released: no bank file, neither on the page nor by its address
+    assert 'id="download-sepa"' not in page.text and 'id="download-csv"' not in page.text
+    assert 'id="no-downloads"' in page.text
+    exports = scalar(db, "SELECT count(*) FROM ledger.admin_audit WHERE action = 'payout.export'")
+    for tail in ("sepa.xml", "payouts.csv"):
+        page = s.get(f"/admin/payouts/{run}/{tail}")
+        assert page.status == 409 and "revoked" in page.text and "<MsgId>" not in page.text, (tail, page.status)
+    assert scalar(db, "SELECT count(*) FROM ledger.admin_audit WHERE action = 'payout.export'") == exports
     payout = portal_payout(db, a)
     assert not payout["locked"] and payout["status"] == "requested" and payout["available"] == 2000
     page = s.post(f"/admin/payouts/{run}/revoke", {"reason": "again"}, csrf=s.csrf())
@@ -413,8 +459,12 @@ def test_run_done_pays_out_and_closes_the_tags(db, admins, visitors, world, conf
     document = scalar(db, "SELECT api.admin_payout_run(%s, %s)", (s.session_token(), run))
     lines = document["lines"]
     assert {line["uid"] for line in lines} == {world["tags"][n]["uid"] for n in "ABC"}
-    summary = check_sepa(s.get(f"/admin/payouts/{run}/sepa.xml"), lines)
+    first = s.get(f"/admin/payouts/{run}/sepa.xml")
+    summary = check_sepa(first, lines)
     assert summary["count"] == 2  # C donates everything: in the CSV, not in the bank file
+    msg_id = re.search(rb"<MsgId>([^<]+)</MsgId>", first.body).group(1).decode()
+    assert msg_id == f"FESTPAY-{world['event_id']}-RUN-{run}-" + msg_id.rsplit("-", 1)[1], msg_id
+    assert s.get(f"/admin/payouts/{run}/sepa.xml").body == first.body  # a second download: the same file
     rows = list(csv.DictReader(io.StringIO(s.get(f"/admin/payouts/{run}/payouts.csv").text)))
     row_c = next(r for r in rows if r["uid"] == world["tags"]["C"]["uid"])
     assert (row_c["amount_eur"], row_c["donation_eur"], row_c["iban"]) == ("0.00", "15.00", "")
@@ -426,15 +476,21 @@ def test_run_done_pays_out_and_closes_the_tags(db, admins, visitors, world, conf
     assert page.status == 303 and page.location == f"/admin/payouts/{run}?done=paid", page.messages()
     page = s.get(page.location)
     assert 'id="run-state">done<' in page.text and "Revoke the run" not in page.text
+    assert 'id="download-sepa"' in page.text  # a done run's file, for the records: still the same file
+    assert s.get(f"/admin/payouts/{run}/sepa.xml").body == first.body
     for name in "ABC":
         payout = portal_payout(db, visitors[name])
         assert payout["status"] == "done" and payout["balance"] == 0 and payout["locked"], (name, payout)
     page = visitors["A"].get("/portal/payout", headers=EN)
     assert 'data-status="done"' in page.text and 'data-money="balance">€0.00<' in page.text
     assert 'name="iban"' not in page.text and "DE89370400440532013000" in page.text
-    assert "Erledigt" in visitors["A"].get("/portal/payout", headers=DE).text
+    assert "Erledigt: Die Überweisung wurde" in visitors["A"].get("/portal/payout", headers=DE).text
+    assert "Done: your balance was donated. Thank you!" in visitors["C"].get("/portal/payout", headers=EN).text
     assert scalar(db, "SELECT status::text FROM ledger.tag WHERE event_id = %s AND uid = %s",
                   (world["event_id"], world["tags"]["A"]["uid"])) == "blocked"
+    page = visitors["A"].get("/portal/", headers=EN)  # closed by the run, not blocked as if lost
+    assert 'id="paid-out"' in page.text and "Paid out: this wristband is closed." in page.text
+    assert "Ask support for a new one" not in page.text
     page = s.post(f"/admin/payouts/{run}/revoke", {"reason": "too late"}, csrf=s.csrf())
     assert page.status == 409
     page = s.get("/admin/payouts")
@@ -469,6 +525,7 @@ def test_donate_remaining_after_the_deadline(db, admins, visitors, world, config
     assert admin.post("/admin/event", form, csrf=page.csrf()).status == 303
     page = s.get("/admin/payouts")
     assert "Donate the remaining balances" in page.text
+    assert "2 tags still hold €11.00" in html.unescape(page.text), page.text[:4000]
     page = s.post("/admin/payouts/donate-remaining", {"form": "donate", "reason": "unclaimed after the deadline"},
                   csrf=page.csrf())
     assert page.status == 200 and 'name="confirm" value="yes"' in page.text, page.messages()
@@ -487,6 +544,21 @@ def test_donate_remaining_after_the_deadline(db, admins, visitors, world, config
     assert portal_payout(db, visitors["D"])["balance"] == 0 and portal_payout(db, visitors["E"])["balance"] == 0
     assert portal_payout(db, visitors["F"])["balance"] == world["tags"]["F"]["amount"]
     assert scalar(db, "SELECT count(*) FROM ledger.admin_audit") > audits
+    assert "Donate the remaining balances" not in page.text and "still hold" not in page.text  # nothing remains
+    # money that reaches a paid-out tag afterwards (unblocked by support, a friend transfers 2.00) is not lost
+    a_uid = world["tags"]["A"]["uid"]
+    scalar(db, "SELECT api.set_tag_blocked(%s, %s, false)", (world["event_id"], a_uid))
+    db.execute("SELECT * FROM api.transfer(%s, %s, %s, 200)", (world["event_id"], world["tags"]["F"]["uid"], a_uid))
+    assert admin_payouts(db, admins)["remaining"] == {"count": 1, "sum": 200}
+    page = s.get("/admin/payouts")
+    assert "1 tag still holds €2.00" in html.unescape(page.text), page.text[:4000]
+    page = s.post("/admin/payouts/donate-remaining", {"form": "donate", "reason": "left on a paid-out tag",
+                                                      "confirm": "yes"}, csrf=page.csrf())
+    assert page.status == 303, page.messages()
+    page = s.get(page.location)
+    assert "1 remaining balance donated, €2.00 in all." in page.text
+    assert "Donate the remaining balances" not in page.text
+    assert portal_payout(db, visitors["A"])["balance"] == 0
 
 
 def test_admin_erases_personal_data_of_paid_out_customers(db, admins, visitors, world, configured):

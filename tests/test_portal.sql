@@ -2,10 +2,12 @@
 -- the database, refused alike for an unknown tag, a wrong PIN, a tag without a PIN and a locked one; five wrong PINs
 -- of a tag within 15 minutes lock its sign-in for 15 minutes; sessions as on the admin site (a new random token per
 -- sign-in, only its SHA-256 stored, 30 idle minutes, 12 hours, sign-out); balance, history and receipts of the
--- signed-in tag only (another tag's transaction is not-found, like a missing one, and changes nothing); only
+-- signed-in tag only (another tag's transaction is not-found, like a missing one, and changes nothing); the online
+-- top-up limits the page states are the ones the database applies; held covers a payout run under way, and paid_out
+-- tells a tag paid out in a done run from a blocked one; the download says how long bank data is kept; only
 -- festpay_web may call the portal, and it reads no hash.
 BEGIN;
-SELECT plan(103);
+SELECT plan(117);
 
 -- ---------------------------------------------------------------- helpers
 -- The outcome of a sign-in.
@@ -128,8 +130,8 @@ SELECT throws_ok(format($$SELECT * FROM api.admin_whoami(%L)$$, test.res('a', 't
 
 -- ---------------------------------------------------------------- balance
 SELECT results_eq(format($$SELECT * FROM api.portal_balance(%L)$$, test.res('a', 'token')),
-                  $$VALUES (9200::bigint, 0::bigint, 9200::bigint, 5500::bigint)$$,
-                  'balance 92,00, held 0, available 92,00; pending online top-ups 55,00 (Open, ExternalPending, ExternalUnknown; not Aborted)');
+                  $$VALUES (9200::bigint, 0::bigint, 9200::bigint, 5500::bigint, false)$$,
+                  'balance 92,00, held 0, available 92,00; pending online top-ups 55,00 (Open, ExternalPending, ExternalUnknown; not Aborted); not paid out');
 SELECT results_eq(format($$SELECT balance, pending_topups FROM api.portal_balance(%L)$$, pg_temp.sign_in('FB00FB01', '2222')),
                   $$VALUES (4550::bigint, 0::bigint)$$, 'B sees its own balance, without A''s pending top-ups');
 
@@ -278,12 +280,64 @@ SELECT ok(position(test.res('a', 'token') IN (SELECT j FROM test.res WHERE k = '
           '... with no token, no hash, no PIN');
 SELECT throws_ok($$SELECT api.portal_data('no-such-token')$$, 'FP074', NULL, 'portal_data without a session: portal-unauthenticated');
 
+-- ---------------------------------------------------------------- top-up limits, paid out, how long bank data is kept
+-- The event's online top-up fee is 0,30 from here on. H F100F101 (PIN 7777) has 450,00, near the highest balance of
+-- 500,00; G F200F201 (PIN 7777) has 20,00 and asks for its payout.
+UPDATE ledger.event SET topup_fee_online = 30 WHERE id = test.e();
+INSERT INTO test.ctx SELECT format('funded %s %s', x.u, x.a), test.funded_tag(test.e(), x.u, x.a)
+  FROM (VALUES ('F100F101', 25000), ('F100F101', 20000), ('F200F201', 2000)) x(u, a);
+UPDATE ledger.tag SET pin_hash = extensions.crypt('7777', extensions.gen_salt('bf', 4))
+ WHERE event_id = test.e() AND uid IN ('F100F101', 'F200F201');
+INSERT INTO test.res SELECT k, jsonb_build_object('token', pg_temp.sign_in(u, '7777'))
+  FROM (VALUES ('h', 'F100F101'), ('g', 'F200F201')) x(k, u);
+SELECT results_eq(format($$SELECT * FROM api.portal_topup_limits(%L)$$, test.res('a', 'token')),
+                  $$VALUES ('EUR'::text, 500::bigint, 25000::bigint, 30::bigint, 50000::bigint, 25000::bigint)$$,
+                  'top-up limits for A: 5,00 to 250,00, fee 0,30, highest balance 500,00; A''s 92,00 allows the largest top-up');
+SELECT results_eq(format($$SELECT * FROM api.portal_topup_limits(%L)$$, test.res('h', 'token')),
+                  $$VALUES ('EUR'::text, 500::bigint, 25000::bigint, 30::bigint, 50000::bigint, 5030::bigint)$$,
+                  'H has 450,00: at most 50,30 now (the fee is taken from the amount)');
+SELECT lives_ok(format($$SELECT * FROM api.portal_topup_start(%L, 5030)$$, test.res('h', 'token')),
+                'the largest top-up the page states for H is accepted');
+SELECT throws_ok(format($$SELECT * FROM api.portal_topup_start(%L, 5031)$$, test.res('h', 'token')), 'FP021', NULL,
+                 '... a cent more is max-balance-exceeded');
+SELECT throws_ok(format($$SELECT * FROM api.portal_topup_start(%L, 499)$$, test.res('a', 'token')), 'FP022', NULL,
+                 'a cent below the smallest top-up the page states is topup-out-of-bounds');
+INSERT INTO test.ctx SELECT 'user ' || role, user_id FROM test.admin_sessions('pgtap-portal-');
+DO $$
+BEGIN
+    PERFORM api.portal_payout_set(test.res('g', 'token'), 'DE89370400440532013000', 'Gina Gold', 'gina@example.org', 'none', NULL);
+    PERFORM api.admin_event_update(test.admin_token('admin'),
+        '{"payout_debtor_name": "Festival GmbH", "payout_debtor_iban": "DE02120300000000202051", "payout_debtor_bic": "BYLADEM1001"}');
+END $$;
+INSERT INTO test.ctx SELECT 'run 1', api.admin_payout_run_create(test.admin_token('finance'), 10, 100000, current_date);
+SELECT results_eq(format($$SELECT balance, held, available, paid_out FROM api.portal_balance(%L)$$, test.res('g', 'token')),
+                  $$VALUES (2000::bigint, 2000::bigint, 0::bigint, false)$$,
+                  'G in an open payout run: its 20,00 is held for the run (available 0,00), not paid out yet');
+DO $$ BEGIN PERFORM api.admin_payout_run_revoke(test.admin_token('finance'), test.v('run 1'), 'wrong date'); END $$;
+SELECT results_eq(format($$SELECT held, paid_out FROM api.portal_balance(%L)$$, test.res('g', 'token')),
+                  $$VALUES (0::bigint, false)$$, 'the run revoked: nothing held, not paid out');
+INSERT INTO test.ctx SELECT 'run 2', api.admin_payout_run_create(test.admin_token('finance'), 10, 100000, current_date);
+SELECT lives_ok(format($$SELECT api.admin_payout_run_done(%L, %s)$$, test.admin_token('finance'), test.v('run 2')),
+                'another run takes G and is done');
+SELECT results_eq(format($$SELECT balance, held, paid_out FROM api.portal_balance(%L)$$, test.res('g', 'token')),
+                  $$VALUES (0::bigint, 0::bigint, true)$$, 'G is paid out: balance 0,00');
+SELECT results_eq(format($$SELECT b.paid_out, w.status FROM api.portal_balance(%1$L) b, api.portal_whoami(%1$L) w$$,
+                         pg_temp.sign_in('FE00FE01', '5555')),
+                  $$VALUES (false, 'blocked'::text)$$, 'E, blocked but never paid out, is not paid out');
+SELECT is((SELECT paid_out FROM api.portal_balance(test.res('a', 'token'))), false, 'nor is A');
+SELECT is((api.portal_data(test.res('a', 'token')) -> 'payout' ->> 'retention_days')::integer, 90,
+          'portal_data: bank data is kept 90 days after the payout (the event''s payout_retention)');
+UPDATE ledger.event SET payout_retention = interval '36 hours' WHERE id = test.e();
+SELECT is((api.portal_data(test.res('a', 'token')) -> 'payout' ->> 'retention_days')::integer, 2,
+          '... in whole days, rounded up: 36 hours are 2 days');
+
 CREATE TEMP TABLE calls (fn text PRIMARY KEY, call text NOT NULL);
 INSERT INTO calls VALUES
     ('api.portal_sign_in',  $$SELECT * FROM api.portal_sign_in('FA00FA01', '1111', 'pgTAP')$$),
     ('api.portal_sign_out', format($$SELECT api.portal_sign_out(%L)$$, pg_temp.sign_in('FA00FA01', '1111'))),
     ('api.portal_whoami',   format($$SELECT * FROM api.portal_whoami(%L)$$, test.res('a', 'token'))),
     ('api.portal_balance',  format($$SELECT * FROM api.portal_balance(%L)$$, test.res('a', 'token'))),
+    ('api.portal_topup_limits', format($$SELECT * FROM api.portal_topup_limits(%L)$$, test.res('a', 'token'))),
     ('api.portal_history',  format($$SELECT * FROM api.portal_history(%L)$$, test.res('a', 'token'))),
     ('api.portal_receipt',  format($$SELECT api.portal_receipt(%L, %s)$$, test.res('a', 'token'), test.v('sA'))),
     ('api.portal_block',    format($$SELECT api.portal_block(%L)$$, test.res('a', 'token'))),

@@ -35,7 +35,8 @@ def create_portal_app(web_database_url: str, *, public_url: str | None = None, p
                       login_attempts: int = 20, login_window_s: float = 300.0) -> web.Application:
     """The customer portal; ``web_database_url`` logs in as festpay_web.  Mount it at :data:`PORTAL_PREFIX`.
 
-    ``login_attempts`` sign-in attempts per client address within ``login_window_s`` seconds, then 429."""
+    ``login_attempts`` failed sign-in attempts per client address within ``login_window_s`` seconds, then 429
+    (successful ones do not count)."""
     site = SiteConfig(
         prefix=PORTAL_PREFIX,
         cookie_name="festpay_portal",

@@ -6,9 +6,11 @@ missing one: a 404 page.
 
 from __future__ import annotations
 
+import aiohttp_jinja2
 from aiohttp import web
 
 from ..web.receipt import receipt_response
+from ..web.templating import page_context
 from .common import call, call_row, call_value, done_note, render, token, viewer
 from .i18n import N_
 
@@ -35,7 +37,7 @@ def _id(text: str | None) -> int | None:
 
 
 async def balance_page(request: web.Request) -> web.Response:
-    """GET /portal/: available, held, pending online top-ups."""
+    """GET /portal/: available, held, pending online top-ups; whether the wristband is blocked or paid out."""
     row = await call_row(request, "portal_balance", token(request))
     return render(request, "portal/balance.html", {"money": row, "note": done_note(request),
                                                    "blocked": viewer(request).status == "blocked"})
@@ -54,11 +56,16 @@ async def history_page(request: web.Request) -> web.Response:
 
 
 async def receipt_page(request: web.Request) -> web.Response:
-    """GET /portal/receipts/{id}: the printable receipt of one of the tag's own transactions (else 404)."""
+    """GET /portal/receipts/{id}: the printable receipt of one of the tag's own transactions (else 404), with the way
+    back to the history above it (templates/portal/receipt_back.html, in the visitor's language)."""
     transaction_id = _id(request.match_info["id"])
     if transaction_id is None:
         raise web.HTTPNotFound()
-    return await receipt_response(await call_value(request, "portal_receipt", token(request), transaction_id))
+    response = await receipt_response(await call_value(request, "portal_receipt", token(request), transaction_id))
+    back = aiohttp_jinja2.render_string("portal/receipt_back.html", request,
+                                        {**page_context(request), "transaction_id": transaction_id})
+    response.text = (response.text or "").replace("<body>", "<body>\n" + back, 1)
+    return response
 
 
 def add_routes(app: web.Application) -> None:

@@ -2,9 +2,11 @@
 
 Sign-in (form fields ``uid``, ``pin``) is ``api.portal_sign_in``: ``ok`` with a new session token, or ``refused``
 (unknown tag, no PIN, wrong PIN, locked tag all look the same; five wrong PINs lock a tag for 15 minutes in SQL).
-Before the database is asked, the gateway limits sign-in attempts per client address (:class:`AttemptLimiter`, in
-memory): more than ``login_attempts`` within ``login_window_s`` seconds are answered 429.  The sign-in form is
-guarded by the double-submit CSRF cookie of the shared plumbing, as there is no session yet.
+Before the database is asked, the gateway limits failed sign-in attempts per client address (:class:`AttemptLimiter`,
+in memory): after ``login_attempts`` within ``login_window_s`` seconds, attempts are answered 429.  A successful
+sign-in does not count, so the many visitors behind one festival Wi-Fi address do not lock each other out (an attempt
+counts while the database checks it, then is taken back when it succeeds).  The sign-in form is guarded by the
+double-submit CSRF cookie of the shared plumbing, as there is no session yet.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ _NEXT = re.compile(r"/portal/[A-Za-z0-9/_.?=&%+-]*")
 
 
 class AttemptLimiter:
-    """At most ``attempts`` attempts per key (a client address) within a sliding window of ``window_s`` seconds."""
+    """At most ``attempts`` attempts per key (a client address) within a sliding window of ``window_s`` seconds; an
+    attempt that succeeded is taken back (:meth:`forgive`), so only failed ones (and those under way) count."""
 
     MAX_KEYS = 100_000
 
@@ -51,6 +54,12 @@ class AttemptLimiter:
             return max(1.0, times[0] + self.window_s - now)
         times.append(now)
         return None
+
+    def forgive(self, key: str) -> None:
+        """Takes back one counted attempt of ``key`` (one that succeeded)."""
+        times = self._seen.get(key)
+        if times:
+            times.pop()
 
     def _prune(self, now: float) -> None:
         for key in [k for k, t in self._seen.items() if not t or t[-1] <= now - self.window_s]:
@@ -96,13 +105,15 @@ async def login(request: web.Request) -> web.StreamResponse:
     cookie; 401 with the form again when refused; 429 when the client address tried too often."""
     form = await read_form(request)
     uid = (form.text("uid") or "")[:60]
-    wait = request.app[LIMITER_KEY].hit(request.remote or "?")
+    limiter, address = request.app[LIMITER_KEY], request.remote or "?"
+    wait = limiter.hit(address)
     if wait is not None:
         return _login_page(request, uid=uid, status=429, retry_after=wait)
-    client = f"{request.remote or '?'} {request.headers.get('User-Agent', '')}"[:200]
+    client = f"{address} {request.headers.get('User-Agent', '')}"[:200]
     row = await call_row(request, "portal_sign_in", uid, form.secret("pin")[:100], client)
     if row is None or row["outcome"] != "ok":
         return _login_page(request, error=gettext_of(request)(REFUSED), uid=uid, status=401)
+    limiter.forgive(address)
     site = request.config_dict[SITE_KEY]
     redirect = web.HTTPSeeOther(safe_next(form.text("next")) or site.path("/"))
     set_cookie(redirect, site, row["token"])

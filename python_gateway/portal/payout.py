@@ -1,7 +1,8 @@
 """Pay out my balance: ``/portal/payout`` (``api.portal_payout``, ``api.portal_payout_set``).
 
 GET shows the balance, the payout fee, where the payout stands (none, requested, in a run, done, with the run's
-execution date), why it waits (in words) and the form (``iban``, ``holder``, ``email``, ``donate`` none|part|all,
+execution date; a run that transfers nothing is a donation), why it waits (in words), the payout deadline (or that it
+has passed, and what that means) and the form (``iban``, ``holder``, ``email``, ``donate`` none|part|all,
 ``donation``) filled with the saved data; once the tag is in a payout run the data is shown read-only.
 
 POST reads the IBAN with schwifty first (a refusal says why next to the field: check digits, length for the
@@ -12,18 +13,18 @@ visitor's language.  POST -> redirect -> GET with a "saved" note.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Any
 
-import psycopg
 from aiohttp import web
 from babel import Locale, dates
 
-from ..gateway.problems import REGISTRY_KEY, Problem
+from ..gateway.problems import Problem
 from ..sepa import IbanError, check_iban, compact_iban
+from ..web.formatting import as_datetime
 from ..web.forms import Form, field_error, read_form
-from ..web.templating import request_locale
-from .common import call_value, render, see_other, token
+from ..web.templating import formatter, request_locale
+from .common import FILL_IN, call_value, field_refusal, refusing, render, see_other, token
 from .i18n import N_, gettext_of
 
 DONATE_CHOICES = ("none", "part", "all")
@@ -41,6 +42,9 @@ REASONS = {
     "below-fee": N_("Your balance is not above the payout fee. You can donate it instead."),
     "empty": N_("There is no balance to pay out."),
 }
+#: below-fee when a part is donated: what is left after the donation is not above the fee.
+BELOW_FEE_AFTER_DONATION = N_("What is left after your donation is not above the payout fee of %(fee)s: donate "
+                              "everything or a smaller part.")
 
 #: Where the payout stands, said to the visitor (``%(date)s``: the run's execution date).
 STATUS = {
@@ -48,6 +52,11 @@ STATUS = {
     "requested": N_("Requested: your payout is in the next payout run."),
     "in-run": N_("In a payout run: the bank transfer is planned for %(date)s."),
     "done": N_("Done: the bank transfer was made in the payout run of %(date)s."),
+}
+#: Where the payout stands when its run transfers nothing (everything donated).
+STATUS_DONATED = {
+    "in-run": N_("In a payout run: your balance is donated when the run is done."),
+    "done": N_("Done: your balance was donated. Thank you!"),
 }
 
 SAVED = N_("Saved. Your payout is in the next payout run when your balance allows it.")
@@ -70,7 +79,6 @@ FIELD_MESSAGES = {
     "donate": N_("Please choose how much to donate."),
     "donation": N_("Please enter the amount to donate, e.g. 5.00."),
 }
-FILL_IN = N_("Please fill in this field.")
 
 
 def _country_name(request: web.Request, code: str) -> str:
@@ -98,14 +106,26 @@ async def payout_page(request: web.Request) -> web.Response:
     run = payout.get("run") or {}
     status = payout.get("status") or "none"
     bank = payout.get("bank") or {}
+    estimate = payout.get("estimate") or {}
+    texts = STATUS_DONATED if run and run.get("amount") == 0 and status in STATUS_DONATED else STATUS
+    deadline = as_datetime(payout.get("deadline"))
     return render(request, "portal/payout.html", {
         "payout": payout, "bank": bank, "run": run, "status": status,
-        "status_text": _(STATUS.get(status, STATUS["none"])) % {"date": _date(request, run.get("execution_date"))},
-        "reasons": [_(REASONS[r]) for r in payout.get("reasons") or () if r in REASONS],
+        "status_text": _(texts.get(status, STATUS["none"])) % {"date": _date(request, run.get("execution_date"))},
+        "reasons": [_reason(request, r, payout, estimate) for r in payout.get("reasons") or () if r in REASONS],
         "locked_text": _(LOCKED) if payout.get("locked") and status != "done" else None,
         "country_names": _countries(request, list(payout.get("countries") or ())),
         "note": _(SAVED) if request.query.get("done") == "saved" else None,
+        "deadline_passed": deadline is not None and deadline <= datetime.now(timezone.utc),
     })
+
+
+def _reason(request: web.Request, reason: str, payout: dict[str, Any], estimate: dict[str, Any]) -> str:
+    """Why the payout waits, in the visitor's language; below-fee says so when the donation leaves too little."""
+    _ = gettext_of(request)
+    if reason == "below-fee" and (estimate.get("donation") or 0) > 0:
+        return _(BELOW_FEE_AFTER_DONATION) % {"fee": formatter(request).money(payout.get("fee"))}
+    return _(REASONS[reason])
 
 
 def _date(request: web.Request, value: Any) -> str:
@@ -158,7 +178,7 @@ async def _refusal(request: web.Request, problem: Problem, iban: str | None) -> 
     extensions = problem.extensions if isinstance(problem.extensions, dict) else {}
     field = str(extensions.get("field") or "")
     if problem.slug == "payout-locked":
-        return Problem(problem.slug, _(LOCKED), {**extensions, "field": ""})
+        return field_refusal(problem, "", _(LOCKED))
     if problem.slug != "validation":
         return problem
     if field == "iban":
@@ -168,22 +188,18 @@ async def _refusal(request: web.Request, problem: Problem, iban: str | None) -> 
             message = _(IBAN_COUNTRY) % {"countries": _countries(request, countries)}
         else:
             message = _(IBAN_REFUSED)
-        return Problem("validation", message, {**extensions, "field": "iban"})
+        return field_refusal(problem, "iban", message)
     if field in FIELD_MESSAGES:
-        return Problem("validation", _(FIELD_MESSAGES[field]), extensions)
+        return field_refusal(problem, field, _(FIELD_MESSAGES[field]))
     return problem
 
 
 async def payout_save(request: web.Request) -> web.StreamResponse:
     """POST /portal/payout (``iban``, ``holder``, ``email``, ``donate``, ``donation``): 303 to the page."""
     iban, holder, email, donate, donation = _parse(request, await read_form(request))
-    try:
-        await call_value(request, "portal_payout_set", token(request), iban, holder, email, donate, donation)
-    except psycopg.Error as err:
-        problem = request.config_dict[REGISTRY_KEY].from_db_error(err)
-        if problem is None:
-            raise
-        raise await _refusal(request, problem, iban) from None
+    await refusing(request, call_value(request, "portal_payout_set", token(request), iban, holder, email, donate,
+                                       donation),
+                   lambda problem: _refusal(request, problem, iban))
     raise see_other(request, "/payout", done="saved")
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .common import call_value, render, see_other, token, viewer
+from .common import call_row, call_value, render, see_other, token, viewer
 
 
 async def block_page(request: web.Request) -> web.Response:
-    """GET /portal/block"""
-    return render(request, "portal/block.html", {"blocked": viewer(request).status == "blocked"})
+    """GET /portal/block (a blocked tag that was paid out is said to be closed)."""
+    blocked = viewer(request).status == "blocked"
+    money = await call_row(request, "portal_balance", token(request)) if blocked else None
+    return render(request, "portal/block.html", {"blocked": blocked, "paid_out": bool(money and money["paid_out"])})
 
 
 async def block(request: web.Request) -> web.StreamResponse:
