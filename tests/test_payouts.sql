@@ -150,7 +150,7 @@ UPDATE ledger.payout_bank b SET entered_at = now() - x.age
 SELECT is(pg_temp.broken(), '', 'the invariants hold');
 
 -- ---------------------------------------------------------------- eligibility
-SELECT is(pg_temp.page('AA000001') - ARRAY['bank', 'countries', 'deadline'],
+SELECT is(pg_temp.page('AA000001') - ARRAY['bank', 'countries', 'deadline', 'deadline_passed'],
           '{"balance": 10000, "available": 10000, "fee": 100, "currency": "EUR", "locked": false, "status": "requested",
             "run": null, "eligible": true, "reasons": [], "estimate": {"transfer": 8900, "fee": 100, "donation": 1000}}'::jsonb,
           'A: eligible, a transfer of 89,00 after the fee of 1,00 and the donation of 10,00');
@@ -169,7 +169,7 @@ SELECT is(pg_temp.page('AA000009') -> 'reasons', '["overdraft"]'::jsonb, 'O was 
 SELECT is(pg_temp.page('AA000004') -> 'reasons', '["below-fee"]'::jsonb, 'D has 0,50, not above the fee of 1,00: below-fee');
 SELECT is(pg_temp.page('AA000005') -> 'reasons', '["empty"]'::jsonb, 'E spent everything: empty');
 SELECT lives_ok($$SELECT pg_temp.set('AA000004', NULL, NULL, 'dora@example.org', 'all')$$, 'D now donates all');
-SELECT is(pg_temp.page('AA000004') - ARRAY['bank', 'countries', 'deadline', 'balance', 'available', 'fee', 'currency', 'run', 'locked', 'status'],
+SELECT is(pg_temp.page('AA000004') - ARRAY['bank', 'countries', 'deadline', 'deadline_passed', 'balance', 'available', 'fee', 'currency', 'run', 'locked', 'status'],
           '{"eligible": true, "reasons": [], "estimate": {"transfer": 0, "fee": 0, "donation": 50}}'::jsonb,
           '... and is eligible: a balance at or below the fee can be donated');
 SELECT is(api.admin_payouts(test.admin_token('finance')) - ARRAY['runs', 'deadline'],
@@ -205,7 +205,7 @@ SELECT is(pg_temp.broken(), '', 'the invariants hold with a run open');
 -- Revoke.
 SELECT throws_ok($$SELECT pg_temp.set('AA000003', 'NL91ABNA0417164300', 'Carla Other', 'carla@example.org', 'none')$$,
                  'FP080', NULL, 'C cannot change its bank data while in a run: payout-locked');
-SELECT is(pg_temp.page('AA000003') - ARRAY['bank', 'countries', 'deadline', 'balance', 'fee', 'currency', 'estimate'],
+SELECT is(pg_temp.page('AA000003') - ARRAY['bank', 'countries', 'deadline', 'deadline_passed', 'balance', 'fee', 'currency', 'estimate'],
           jsonb_build_object('available', 0, 'locked', true, 'status', 'in-run', 'eligible', false, 'reasons', '["in-run"]'::jsonb,
                              'run', jsonb_build_object('id', test.v('run1'), 'execution_date', current_date, 'amount', 1900,
                                                        'fee', 100, 'donation', 0)),
@@ -299,7 +299,7 @@ SELECT is((SELECT ledger.payment_name(t.type, t.payment) FROM ledger.transaction
           'Ueberweisung', '... a receipt paid by bank transfer (DSFinV-K Ueberweisung)');
 SELECT throws_ok(format($$SELECT api.receipt(%s)$$, pg_temp.tx(test.v('run2'), 'AA000001', 'donation')), 'FP010', NULL,
                  'a donation has no receipt');
-SELECT is(pg_temp.page('AA000001') - ARRAY['bank', 'countries', 'deadline', 'fee', 'currency', 'estimate', 'run'],
+SELECT is(pg_temp.page('AA000001') - ARRAY['bank', 'countries', 'deadline', 'deadline_passed', 'fee', 'currency', 'estimate', 'run'],
           '{"balance": 0, "available": 0, "locked": true, "status": "done", "eligible": false, "reasons": ["done"]}'::jsonb,
           'A''s page: done, locked');
 SELECT is((api.admin_customer(test.admin_token('support'), 'AA000001') -> 'payout')

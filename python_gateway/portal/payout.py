@@ -13,7 +13,7 @@ visitor's language.  POST -> redirect -> GET with a "saved" note.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date
 from typing import Any
 
 from aiohttp import web
@@ -21,7 +21,6 @@ from babel import Locale, dates
 
 from ..gateway.problems import Problem
 from ..sepa import IbanError, check_iban, compact_iban
-from ..web.formatting import as_datetime
 from ..web.forms import Form, field_error, read_form
 from ..web.templating import formatter, request_locale
 from .common import FILL_IN, call_value, field_refusal, refusing, render, see_other, token
@@ -108,7 +107,6 @@ async def payout_page(request: web.Request) -> web.Response:
     bank = payout.get("bank") or {}
     estimate = payout.get("estimate") or {}
     texts = STATUS_DONATED if run and run.get("amount") == 0 and status in STATUS_DONATED else STATUS
-    deadline = as_datetime(payout.get("deadline"))
     return render(request, "portal/payout.html", {
         "payout": payout, "bank": bank, "run": run, "status": status,
         "status_text": _(texts.get(status, STATUS["none"])) % {"date": _date(request, run.get("execution_date"))},
@@ -116,7 +114,7 @@ async def payout_page(request: web.Request) -> web.Response:
         "locked_text": _(LOCKED) if payout.get("locked") and status != "done" else None,
         "country_names": _countries(request, list(payout.get("countries") or ())),
         "note": _(SAVED) if request.query.get("done") == "saved" else None,
-        "deadline_passed": deadline is not None and deadline <= datetime.now(timezone.utc),
+        "deadline_passed": bool(payout.get("deadline_passed")),
     })
 
 
