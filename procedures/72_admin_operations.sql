@@ -786,8 +786,9 @@ RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp
 -- reviewed closes the transaction's overdraft and violations, or with p_violation_id that one violation (the queue's
 -- detail.violation_id; p_transaction_id may then be NULL). An online top-up (one with a checkout) is booked only by
 -- the provider's paid (api.external_topup_settle): an admin may abort it, never commit it; its checkout row is locked
--- first (the lock order of api.external_topup_settle), a paid after the abort makes its refund due, and the relay
--- stops polling the provider for it.
+-- first (the lock order of api.external_topup_settle), and the relay polls the provider on until its final answer
+-- (ledger.provider_work, at most ledger.provider_answer_limit after the checkout was created): declined is recorded,
+-- a paid after the abort makes its refund due.
 -- Returns the transaction's state after, or 'reviewed'; raises validation (outcome: also Committed for an online
 -- top-up the provider has not reported paid; reason), not-found (nothing of that kind to decide), invalid-transition
 -- (a transaction that does not wait for an admin).

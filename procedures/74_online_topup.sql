@@ -9,15 +9,17 @@ SET LOCAL ROLE festpay_owner;
 -- it locks the checkout row, so however often and in whatever order it is called, the top-up is booked once.
 -- A checkout the provider has not decided within the event's provider_check_window becomes ExternalUnknown
 -- (api.provider_failed); the relay keeps polling it, so a late answer still settles it, unless an admin decides it
--- first in the resolution queue. A payment the provider reports as paid that can no longer be booked (the tag blocked
--- meanwhile, the maximum balance reached, the top-up already Aborted) leaves the top-up Aborted and its checkout
--- "refund due": the admin queue shows it (kind provider-refund), an admin asks for the refund
+-- first in the resolution queue. An admin may only abort it; the relay then still asks the provider for its final
+-- answer (for ledger.provider_answer_limit after the checkout was created), so a payment the provider takes after
+-- all is found even when its webhook never reaches us. A payment the provider reports as paid that can no longer be
+-- booked (the tag blocked meanwhile, the maximum balance reached, the top-up already Aborted) leaves the top-up
+-- Aborted and its checkout "refund due": the admin queue shows it (kind provider-refund), an admin asks for the refund
 -- (api.admin_queue_refund), the relay's provider request carries it out (provider.refund, keyed by the reference) and
 -- records the result (api.provider_refunded, api.provider_refund_refused).
 --
 -- One outbox row (topic 'provider') per checkout carries everything the relay asks the provider for it: the status
--- poll while the outcome is open, the refund once an admin asked for it (ledger.provider_work says which); it is done
--- when nothing is left to ask.
+-- poll while the outcome is open or an admin's abort waits for the provider's final answer, the refund once an admin
+-- asked for it (ledger.provider_work says which); it is done when nothing is left to ask.
 
 -- CREATE OR REPLACE cannot change a function's result columns: the shapes below replace older ones.
 DO $$
@@ -32,6 +34,8 @@ BEGIN
     END LOOP;
 END
 $$;
+-- ledger.provider_work decides from the whole checkout row: no variant taking only its refund state remains.
+DROP FUNCTION IF EXISTS ledger.provider_work(text, ledger.tx_state);
 
 CREATE OR REPLACE FUNCTION ledger.portal_checkout(p_token text, p_reference text)
 RETURNS ledger.external_checkout LANGUAGE plpgsql AS $$
@@ -176,24 +180,36 @@ COMMENT ON FUNCTION api.portal_topup_status IS
     'An online top-up of the signed-in tag: amount, state and pending/paid/declined/refunding/refunded (with the '
     'reason of a refund). Returns one row.';
 
-CREATE OR REPLACE FUNCTION ledger.provider_work(p_refund_state text, p_state ledger.tx_state)
-RETURNS text LANGUAGE sql IMMUTABLE AS $$
--- What the relay is to ask the provider for a checkout whose refund is p_refund_state and whose top-up is p_state:
--- refund (an admin asked for it), poll (the outcome is open: ExternalPending, ExternalUnknown), or nothing.
+CREATE OR REPLACE FUNCTION ledger.provider_answer_limit()
+RETURNS interval LANGUAGE sql IMMUTABLE AS $$
+-- How long after a checkout was created the relay asks the provider for the final answer to a top-up an admin aborted
+-- without one: a provider that has not decided a checkout within it will not.
+-- Returns 7 days.
+    SELECT interval '7 days';
+$$;
+
+CREATE OR REPLACE FUNCTION ledger.provider_work(c ledger.external_checkout, p_state ledger.tx_state)
+RETURNS text LANGUAGE sql STABLE AS $$
+-- What the relay is to ask the provider for checkout c whose top-up is p_state: refund (an admin asked for it), poll
+-- (the outcome is open: Open, ExternalPending, ExternalUnknown; or Aborted without the provider's final answer --
+-- an admin's abort, c.result NULL -- while its checkout id is known and ledger.provider_answer_limit has not passed
+-- since c.created_at, so a payment the provider takes after all is found and refunded), or nothing.
 -- Returns 'refund', 'poll' or NULL.
-    SELECT CASE WHEN p_refund_state = 'requested' THEN 'refund'
-                WHEN p_state IN ('Open', 'ExternalPending', 'ExternalUnknown') THEN 'poll' END;
+    SELECT CASE WHEN c.refund_state = 'requested' THEN 'refund'
+                WHEN p_state IN ('Open', 'ExternalPending', 'ExternalUnknown') THEN 'poll'
+                WHEN p_state = 'Aborted' AND c.result IS NULL AND c.checkout_id IS NOT NULL
+                 AND now() < c.created_at + ledger.provider_answer_limit() THEN 'poll' END;
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.provider_request_end(p_tx_id bigint)
 RETURNS void LANGUAGE sql AS $$
 -- Marks the relay's provider request of the checkout of transaction p_tx_id done when nothing is left to ask the
--- provider (ledger.provider_work): the outcome is decided and no refund waits to be carried out.
+-- provider (ledger.provider_work): its final answer is in (or will not come) and no refund waits to be carried out.
 -- Returns nothing.
     UPDATE ledger.outbox o SET done_at = now()
       FROM ledger.external_checkout c JOIN ledger.transaction t ON t.id = c.transaction_id
      WHERE c.transaction_id = p_tx_id AND o.topic = 'provider' AND o.transaction_id = p_tx_id AND o.done_at IS NULL
-       AND ledger.provider_work(c.refund_state, t.state) IS NULL;
+       AND ledger.provider_work(c, t.state) IS NULL;
 $$;
 
 CREATE OR REPLACE FUNCTION ledger.unbookable(t ledger.transaction)
@@ -216,11 +232,12 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- ExternalPending or ExternalUnknown -> Committed (booked: customer <- topup online, fee) or Aborted. Locks the
 -- checkout row first, so calls racing for one reference run one after the other, then the customer (the state is read
 -- under both locks); the same answer again is a duplicate (nothing booked twice), declined after paid is rejected
--- (invalid-transition, logged). Paid when the top-up can no longer be booked (ledger.unbookable: tag blocked, maximum
--- balance) or is Aborted already (declined earlier, an admin's decision) books nothing: the top-up is (or stays)
--- Aborted and the checkout's refund is due, with the reason (refund_reason; the admin queue and the visitor's page show
--- it). Ends the relay's poll when nothing is left to ask the provider. p_checkout_id, when given, must be the recorded
--- one.
+-- (invalid-transition, logged). Declined for a top-up an admin aborted is the provider's final answer it was polled
+-- for: recorded on the checkout (result, settled_at), a duplicate, nothing else changes. Paid when the top-up can no
+-- longer be booked (ledger.unbookable: tag blocked, maximum balance) or is Aborted already (declined earlier, an
+-- admin's decision) books nothing: the top-up is (or stays) Aborted and the checkout's refund is due, once, with the
+-- reason (refund_reason; the admin queue and the visitor's page show it). Ends the relay's poll when nothing is left
+-- to ask the provider (ledger.provider_work). p_checkout_id, when given, must be the recorded one.
 -- Returns state and outcome (booked, duplicate, rejected, refund-due; problem: tag-blocked or max-balance-exceeded for
 -- a refund due because of them); raises validation, not-found.
 DECLARE
@@ -277,13 +294,14 @@ CREATE OR REPLACE FUNCTION api.provider_request(p_outbox_id bigint)
 RETURNS TABLE (reference text, checkout_id text, state text, action text, amount bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
 -- What the relay's provider request (topic 'provider') is to do now (ledger.provider_work): poll the checkout's status
--- (action poll: the outcome is open), refund its amount (action refund: an admin asked for it; the provider's refund
--- is keyed by the reference), or nothing (action NULL: the request is marked done here). Also the checkout's
--- reference, the provider's checkout id (NULL while the portal has not recorded it) and the transaction's state.
+-- (action poll: the outcome is open, or an admin's abort waits for the provider's final answer), refund its amount
+-- (action refund: an admin asked for it; the provider's refund is keyed by the reference), or nothing (action NULL:
+-- the request is marked done here). Also the checkout's reference, the provider's checkout id (NULL while the portal
+-- has not recorded it) and the transaction's state.
 -- Returns one row; raises not-found.
 BEGIN
     RETURN QUERY
-    SELECT c.reference, c.checkout_id, t.state::text, ledger.provider_work(c.refund_state, t.state), t.amount::bigint
+    SELECT c.reference, c.checkout_id, t.state::text, ledger.provider_work(c, t.state), t.amount::bigint
       FROM ledger.outbox o JOIN ledger.external_checkout c ON c.transaction_id = o.transaction_id
       JOIN ledger.transaction t ON t.id = o.transaction_id
      WHERE o.id = p_outbox_id AND o.topic = 'provider';
@@ -303,8 +321,10 @@ RETURNS timestamptz LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, 
 -- finished, the provider unreachable): retried later (ledger.outbox_retry: 1, 2, 4 ... 60 s, then every 60 s). A
 -- checkout still ExternalPending once it is older than its event's provider_check_window becomes ExternalUnknown
 -- (ledger.conclude, logged with the cause) and is polled on, so a late answer still settles it; the resolution queue
--- shows it meanwhile. Locks the checkout row first (as api.external_topup_settle), so an answer arriving at the same
--- moment is never overtaken. Returns when the request is due again (NULL when it is unknown or done).
+-- shows it meanwhile. A request with nothing left to ask (ledger.provider_work: an admin's abort past
+-- ledger.provider_answer_limit) is done instead. Locks the checkout row first (as api.external_topup_settle), so an
+-- answer arriving at the same moment is never overtaken. Returns when the request is due again (NULL when it is
+-- unknown or done).
 DECLARE
     c ledger.external_checkout;
     tx ledger.transaction;
@@ -323,6 +343,7 @@ BEGIN
                                                        'check_window_s', extract(epoch FROM v_window)::bigint,
                                                        'cause', left(p_cause, 200)));
         END IF;
+        PERFORM ledger.provider_request_end(tx.id);
     END IF;
     RETURN ledger.outbox_retry(p_outbox_id, 'provider', p_cause);
 END

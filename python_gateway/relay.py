@@ -447,7 +447,8 @@ class ProviderHandler:
     """Topic ``provider``: what the payment provider is to be asked for an online top-up's checkout (one request per
     checkout, its own ordering key, so a slow one holds up no other).  ``api.provider_request`` says what:
 
-    - ``poll`` (the outcome is open: ExternalPending, ExternalUnknown): fetch the checkout's status; a determinate one
+    - ``poll`` (the outcome is open: ExternalPending, ExternalUnknown; or an admin aborted it before the provider's
+      final answer, asked for up to 7 days so a payment it still takes is refunded): fetch the checkout's status; a determinate one
       (paid; declined or expired, both settled as declined: see ``Status.result``) goes to
       ``api.external_topup_settle``, keyed by the checkout reference, so a webhook racing the poll books once.  No
       answer yet (pending, unknown, no checkout id recorded yet, the provider unreachable) raises, and ``failed``
@@ -458,7 +459,7 @@ class ProviderHandler:
       keyed by the checkout reference (a repeat after a crash is the same refund), recorded by
       ``api.provider_refunded``; a refusal (4xx) by ``api.provider_refund_refused`` (back in the admin queue); an
       unreachable provider or a refund still under way is retried with backoff.
-    - nothing (settled, refunded, or decided by an admin): the request is done.
+    - nothing (the provider answered, the refund is done, or 7 days passed): the request is done.
     """
 
     topic = "provider"

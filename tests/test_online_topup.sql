@@ -5,13 +5,14 @@
 -- not-found; only festpay_web and festpay_relay may settle; the poll's backoff and done marks.
 -- Outcomes: past the event's check window (an admin setting) a checkout without an answer becomes ExternalUnknown, is
 -- polled on and shown as pending, in the admin queue with what the relay last heard from the provider; a late paid or
--- declined settles it; an admin may only abort it (only the provider's paid books an online top-up), which ends the
--- poll. A payment the provider reports as paid that cannot be booked (tag blocked, maximum balance, top-up aborted by
--- an admin) books nothing: Aborted, refund due, in the admin queue; a support admin asks for the refund (audited,
--- once), the relay's request carries it out and records refunded or refused; the visitor sees it being refunded, then
--- refunded.
+-- declined settles it; an admin may only abort it (only the provider's paid books an online top-up), and the relay
+-- polls on for the provider's final answer (declined: recorded, the poll ends; paid: refund due) until 7 days after
+-- the checkout was created; a checkout the provider never created is not polled. A payment the provider reports as
+-- paid that cannot be booked (tag blocked, maximum balance, top-up aborted by an admin) books nothing: Aborted, refund
+-- due, in the admin queue; a support admin asks for the refund (audited, once), the relay's request carries it out and
+-- records refunded or refused; the visitor sees it being refunded, then refunded.
 BEGIN;
-SELECT plan(108);
+SELECT plan(129);
 
 CREATE FUNCTION pg_temp.as_role(p_role text, p_sql text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
@@ -99,6 +100,7 @@ INSERT INTO test.res SELECT 'c', to_jsonb(s) FROM api.portal_topup_start(test.re
 DO $$ BEGIN PERFORM api.portal_topup_pending(test.res('a', 'token'), pg_temp.ref('c')); END $$;
 SELECT results_eq($$SELECT state FROM api.portal_topup_cancel(test.res('a', 'token'), pg_temp.ref('c'))$$,
                   $$VALUES ('Aborted'::text)$$, 'no checkout created: the portal aborts it');
+SELECT results_eq($$SELECT done FROM pg_temp.outbox('c')$$, $$VALUES (true)$$, 'and nobody polls the provider for it');
 
 -- ---------------------------------------------------------------- the check window: ExternalUnknown, polled on
 CREATE FUNCTION pg_temp.open_topup(p_k text, p_tag text, p_amount bigint) RETURNS void LANGUAGE plpgsql AS $$
@@ -155,7 +157,8 @@ SELECT results_eq($$SELECT state, outcome FROM api.external_topup_settle(pg_temp
                   $$VALUES ('Aborted'::text, 'booked'::text)$$, 'a late declined: ExternalUnknown -> Aborted');
 SELECT is((SELECT status FROM api.portal_topup_status(test.res('a', 'token'), pg_temp.ref('l'))), 'declined', 'the visitor sees declined');
 
--- an admin decides an unknown one: the poll ends; the provider's paid after that is refunded, not booked
+-- an admin decides an unknown one (abort only); the relay polls on for the provider's final answer: a paid after the
+-- abort is refunded, not booked
 DO $$ BEGIN PERFORM pg_temp.open_topup('r', 'a', 1000); END $$;
 DO $$ BEGIN PERFORM pg_temp.age('r', interval '11 minutes'); END $$;
 DO $$ BEGIN PERFORM pg_temp.poll_failed('r'); END $$;
@@ -174,12 +177,54 @@ SELECT results_eq($$SELECT test.state(pg_temp.tx('r')), test.balance(test.e(), '
                   '... nothing booked, still ExternalUnknown, no audit row');
 SELECT results_eq($$SELECT done FROM pg_temp.outbox('r')$$, $$VALUES (false)$$, '... and the provider is still asked');
 SELECT is(api.admin_queue_resolve(test.admin_token('support'), pg_temp.tx('r'), 'Aborted', 'the provider has no record'), 'Aborted', 'support aborts the ExternalUnknown top-up');
-SELECT results_eq($$SELECT done FROM pg_temp.outbox('r')$$, $$VALUES (true)$$, 'which ends the poll');
+SELECT results_eq($$SELECT done FROM pg_temp.outbox('r')$$, $$VALUES (false)$$, 'the provider has not answered: its request stays open');
+SELECT results_eq($$SELECT state, action FROM api.provider_request((SELECT id FROM pg_temp.outbox('r')))$$,
+                  $$VALUES ('Aborted'::text, 'poll'::text)$$, 'the relay keeps polling the aborted checkout for the provider''s final answer');
+SELECT ok(pg_temp.poll_failed('r') > now(), '... with its backoff while the provider has no answer');
 SELECT results_eq($$SELECT state, outcome, problem FROM api.external_topup_settle(pg_temp.ref('r'), 'paid', 'co_r')$$,
                   $$VALUES ('Aborted'::text, 'refund-due'::text, NULL::text)$$, 'paid after the admin''s abort: stays Aborted, refund due');
 SELECT results_eq($$SELECT refund_state, refund_reason, result FROM pg_temp.checkout('r')$$,
                   $$VALUES ('due'::text, 'aborted'::text, 'paid'::text)$$, 'the checkout records the refund due and why');
 SELECT is(test.balance(test.e(), 'FA00FA01'), test.v('bal r'), 'nothing booked');
+SELECT results_eq($$SELECT state, outcome FROM api.external_topup_settle(pg_temp.ref('r'), 'paid', 'co_r')$$,
+                  $$VALUES ('Aborted'::text, 'duplicate'::text)$$, 'paid again: a duplicate, one refund due');
+SELECT results_eq($$SELECT done FROM pg_temp.outbox('r')$$, $$VALUES (true)$$, 'the poll ends: the refund waits for an admin');
+SELECT is((SELECT kind FROM api.admin_queue(test.admin_token('viewer')) WHERE transaction_id = pg_temp.tx('r')), 'provider-refund',
+          'the queue lists it to refund');
+
+-- the provider's declined after an admin's abort: its expected final answer, recorded without a violation
+DO $$ BEGIN PERFORM pg_temp.open_topup('x', 'a', 1000); PERFORM pg_temp.age('x', interval '11 minutes'); PERFORM pg_temp.poll_failed('x'); END $$;
+SELECT is(api.admin_queue_resolve(test.admin_token('support'), pg_temp.tx('x'), 'Aborted', 'the visitor gave up'), 'Aborted', 'support aborts another ExternalUnknown top-up');
+SELECT results_eq($$SELECT done FROM pg_temp.outbox('x')$$, $$VALUES (false)$$, 'its provider request stays open');
+SELECT results_eq($$SELECT state, outcome, problem FROM api.external_topup_settle(pg_temp.ref('x'), 'declined', 'co_x')$$,
+                  $$VALUES ('Aborted'::text, 'duplicate'::text, NULL::text)$$, 'the provider''s declined after the abort: Aborted already, a duplicate, no invalid-transition');
+SELECT results_eq($$SELECT result, settled_at IS NOT NULL, refund_state FROM pg_temp.checkout('x')$$,
+                  $$VALUES ('declined'::text, true, NULL::text)$$, 'the checkout records the provider''s final answer; nothing to refund');
+SELECT is_empty(format('SELECT * FROM ledger.violation WHERE transaction_id = %s', pg_temp.tx('x')), 'no violation is logged');
+SELECT results_eq($$SELECT done FROM pg_temp.outbox('x')$$, $$VALUES (true)$$, 'and the poll ends');
+SELECT results_eq($$SELECT test.state(pg_temp.tx('x')), test.balance(test.e(), 'FA00FA01')$$, $$VALUES ('Aborted'::text, test.v('bal r'))$$,
+                  'nothing else changes: Aborted, nothing booked');
+SELECT is_empty(format('SELECT * FROM api.admin_queue(%L) WHERE transaction_id = %s', test.admin_token('viewer'), pg_temp.tx('x')), 'nothing waits in the queue');
+
+-- a provider that has not decided a checkout 7 days after it was created will not: the poll ends
+DO $$ BEGIN PERFORM pg_temp.open_topup('y', 'a', 1000); PERFORM pg_temp.age('y', interval '11 minutes'); PERFORM pg_temp.poll_failed('y'); END $$;
+DO $$ BEGIN PERFORM api.admin_queue_resolve(test.admin_token('support'), pg_temp.tx('y'), 'Aborted', 'no answer'); END $$;
+DO $$ BEGIN PERFORM pg_temp.age('y', interval '7 days' - interval '1 minute'); END $$;
+SELECT results_eq($$SELECT state, action FROM api.provider_request((SELECT id FROM pg_temp.outbox('y')))$$,
+                  $$VALUES ('Aborted'::text, 'poll'::text)$$, 'just under 7 days after the checkout was created the provider is still asked');
+DO $$ BEGIN PERFORM pg_temp.age('y', interval '7 days 1 minute'); END $$;
+SELECT is(pg_temp.poll_failed('y'), NULL, 'past 7 days a poll without an answer is not retried');
+SELECT results_eq($$SELECT done FROM pg_temp.outbox('y')$$, $$VALUES (true)$$, 'the request is done');
+SELECT results_eq($$SELECT action FROM api.provider_request((SELECT id FROM pg_temp.outbox('y')))$$,
+                  $$VALUES (NULL::text)$$, 'nothing is left to ask the provider');
+SELECT results_eq($$SELECT state, outcome FROM api.external_topup_settle(pg_temp.ref('y'), 'paid', 'co_y')$$,
+                  $$VALUES ('Aborted'::text, 'refund-due'::text)$$, 'a paid webhook arriving even later still makes the refund due');
+
+-- an admin's abort of a checkout whose provider checkout id was never recorded: nothing to poll it by
+INSERT INTO test.res SELECT 'n', to_jsonb(s) FROM api.portal_topup_start(test.res('a', 'token'), 1000) s;
+DO $$ BEGIN PERFORM api.portal_topup_pending(test.res('a', 'token'), pg_temp.ref('n')); PERFORM pg_temp.age('n', interval '11 minutes'); PERFORM pg_temp.poll_failed('n'); END $$;
+SELECT is(api.admin_queue_resolve(test.admin_token('support'), pg_temp.tx('n'), 'Aborted', 'no checkout id'), 'Aborted', 'support aborts an ExternalUnknown top-up without a checkout id');
+SELECT results_eq($$SELECT done FROM pg_temp.outbox('n')$$, $$VALUES (true)$$, 'its request ends: there is no checkout to ask about');
 
 -- ---------------------------------------------------------------- paid but not bookable: tag blocked, maximum balance
 DO $$ BEGIN PERFORM pg_temp.open_topup('k', 'b', 1000); END $$;

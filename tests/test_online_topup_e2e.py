@@ -8,11 +8,13 @@ behaviour: pays (the webhook books once), webhook-twice (books once), no-webhook
 nothing booked), abandoned (the visitor never pays or cancels: the checkout expires, declined, nothing booked),
 never-answers (stays pending, never "failed"; past the event's check window ExternalUnknown, still "pending", until
 an admin aborts it on the queue page: its item shows the provider's last answer and offers Aborted only, none
-preselected, and booking it by hand is refused next to the outcome), late (answers after the check window:
-ExternalUnknown in between, then Committed); webhooks racing the relay's poll book once; a payment that arrives for
-a blocked tag is not booked but refunded: the admin queue page shows it, support POSTs "Refund", the relay refunds it
-at the provider and the visitor sees "refunded"; a webhook with a bad signature is a 401 problem that changes nothing;
-``festpay relay`` (the command) checks online top-ups too. ``api.check_invariants()`` is empty after each.
+preselected, and booking it by hand is refused next to the outcome; the relay still asks the provider for its final
+answer after the abort), late (answers after the check window: ExternalUnknown in between, then Committed); a
+provider that takes the money after an admin's abort and sends no webhook: the relay's poll finds it, refund due in
+the admin queue; webhooks racing the relay's poll book once; a payment that arrives for a blocked tag is not booked
+but refunded: the admin queue page shows it, support POSTs "Refund", the relay refunds it at the provider and the
+visitor sees "refunded"; a webhook with a bad signature is a 401 problem that changes nothing; ``festpay relay`` (the
+command) checks online top-ups too. ``api.check_invariants()`` is empty after each.
 """
 
 from __future__ import annotations
@@ -254,6 +256,29 @@ def wait_for(what: Callable[[], Any], timeout: float = SETTLE_TIMEOUT_S, every: 
         time.sleep(every)
 
 
+def poll_now(db, transaction_id: int) -> None:
+    """The relay's next check of the checkout of ``transaction_id`` brought forward to now (as the DBA), so a test
+    need not wait out the backoff (up to 60 s); a request that is done stays done."""
+    db.execute("UPDATE ledger.outbox SET retry_at = now() WHERE topic = 'provider' AND transaction_id = %s "
+               "AND done_at IS NULL", (transaction_id,))
+    db.execute("SELECT pg_notify('festpay_outbox', 'provider')")
+
+
+def provider_checks(db, reference: str) -> int:
+    """How often the relay has asked the provider about the checkout ``reference`` without a final answer."""
+    return scalar(db, "SELECT o.attempts FROM ledger.outbox o JOIN ledger.external_checkout c ON "
+                      "c.transaction_id = o.transaction_id WHERE o.topic = 'provider' AND c.reference = %s",
+                  (reference,))
+
+
+def abort_in_queue(support: Session, tx_id: int, reason: str) -> None:
+    """Support aborts the ExternalUnknown online top-up ``tx_id`` on the admin site's queue page."""
+    page = support.post("/admin/queue/resolve", {"form": f"resolve-external-unknown-{tx_id}-", "transaction_id": tx_id,
+                                                 "outcome": "Aborted", "reason": reason},
+                        csrf=support.csrf("/admin/queue"))
+    assert page.status == 303 and page.location == "/admin/queue?done=resolved", page.messages()
+
+
 def status_of(s: Session, path: str) -> str:
     page = s.get(path, headers=EN)
     assert page.status == 200, page.text[:500]
@@ -417,13 +442,8 @@ def test_unanswered_top_up_becomes_unknown_until_an_admin_decides(db, site, rela
     with check_window(db, event, 1):
         s, uid, reference, path = visitor_tops_up(db, site, event, sim_url, "never-answers")
         wait_for(lambda: checkout(db, reference)["state"] == "ExternalUnknown", timeout=6)
-        def attempts() -> int:
-            return scalar(db, "SELECT o.attempts FROM ledger.outbox o JOIN ledger.external_checkout c ON "
-                              "c.transaction_id = o.transaction_id WHERE o.topic = 'provider' AND c.reference = %s",
-                          (reference,))
-
-        before = attempts()
-        wait_for(lambda: attempts() > before, timeout=6)  # polled on after ExternalUnknown
+        before = provider_checks(db, reference)
+        wait_for(lambda: provider_checks(db, reference) > before, timeout=6)  # polled on after ExternalUnknown
         assert status_of(s, path) == "pending"
         support = admins["support"]
         tx_id = checkout(db, reference)["transaction_id"]
@@ -449,15 +469,58 @@ def test_unanswered_top_up_becomes_unknown_until_an_admin_decides(db, site, rela
             assert page.status in (400, 422) and f'id="{form}-outcome-error"' in page.text, page.messages()
             assert message in html.unescape(page.text), page.messages()
             assert checkout(db, reference)["state"] == "ExternalUnknown"
-        page = support.post("/admin/queue/resolve", {"form": form, "transaction_id": tx_id, "outcome": "Aborted",
-                                                     "reason": "the provider has no payment"},
-                            csrf=support.csrf("/admin/queue"))
-        assert page.status == 303 and page.location == "/admin/queue?done=resolved", page.messages()
+        abort_in_queue(support, tx_id, "the provider has no payment")
         c = checkout(db, reference)
-        assert c["state"] == "Aborted", c
-        assert c["request_done"], c  # the admin's decision ends the polling
+        assert c["state"] == "Aborted" and c["result"] is None, c
         assert status_of(s, path) == "declined"
+    # the provider has not given its final answer: the relay keeps asking it (the provider may still take the money)
+    assert not c["request_done"], c
+    before = provider_checks(db, reference)
+    poll_now(db, tx_id)
+    wait_for(lambda: provider_checks(db, reference) > before, timeout=10)
+    c = checkout(db, reference)
+    assert c["state"] == "Aborted" and not c["request_done"] and c["refund_state"] is None, c
     assert money(db, event, uid, reference)["balance"] == 0
+    assert invariants(db) == []
+
+
+def test_paid_after_an_admins_abort_without_webhook_is_found_and_refund_due(db, site, relay, event, sim_url, admins):
+    """The visitor leaves the hosted page open without paying; past the check window support aborts the top-up; then
+    the visitor presses Pay after all and the provider takes the money but sends no webhook (``no-webhook``): the
+    relay's poll, which goes on after the abort, finds it paid -- not booked, the refund due in the admin queue."""
+    set_behaviour(sim_url, "no-webhook")
+    s, uid = visitor(db, site, event)
+    with check_window(db, event, 1):
+        checkout_url = to_checkout(s, sim_url)
+        reference = scalar(db, "SELECT reference FROM ledger.external_checkout WHERE checkout_id = %s",
+                           (checkout_url.rsplit("/", 1)[1],))
+        path = f"/portal/topup/{reference}"
+        wait_for(lambda: checkout(db, reference)["state"] == "ExternalUnknown", timeout=6)
+        tx_id = checkout(db, reference)["transaction_id"]
+        support = admins["support"]
+        abort_in_queue(support, tx_id, "the visitor says they did not pay")
+    c = checkout(db, reference)
+    assert (c["state"], c["result"], c["request_done"]) == ("Aborted", None, False), c
+    assert status_of(s, path) == "declined"
+
+    status, _, raw = request(checkout_url, "POST", form={"action": "pay"})  # the provider takes the money: no webhook
+    assert status == 303, raw
+    assert json.loads(request(f"{sim_url}/v1/checkouts/{c['checkout_id']}")[2])["status"] == "paid"
+    poll_now(db, tx_id)
+    wait_for(lambda: checkout(db, reference)["refund_state"] == "due")
+    c = checkout(db, reference)
+    assert (c["state"], c["result"], c["refund_reason"]) == ("Aborted", "paid", "aborted"), c
+    assert c["changes"] == ["Open>ExternalPending", "ExternalPending>ExternalUnknown", "ExternalUnknown>Aborted"], c
+    assert c["request_done"], c  # nothing left to ask until support asks for the refund
+    m = money(db, event, uid, reference)
+    assert m["balance"] == 0 and m["lines"] == 0 and m["commits"] == 0, m
+    assert status_of(s, path) == "refunding"
+    page = support.get("/admin/queue")
+    assert 'id="kind-provider-refund"' in page.text and f'href="/admin/transactions/{tx_id}"' in page.text
+    assert "the top-up was closed already (Aborted)" in html.unescape(page.text)
+    item = db.execute("SELECT kind, amount, detail ->> 'reason' FROM api.admin_queue(%s) WHERE transaction_id = %s",
+                      (support.session_token(), tx_id)).fetchall()
+    assert item == [("provider-refund", 2000, "aborted")], item
     assert invariants(db) == []
 
 
