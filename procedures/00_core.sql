@@ -22,7 +22,15 @@ BEGIN
                      AND p.prorettype = 'void'::regtype)
                  -- api.tag_sync takes 5 arguments and answers 7 columns (uid ... acknowledged, refused)
                  OR (p.pronamespace = 'api'::regnamespace AND p.proname = 'tag_sync'
-                     AND coalesce(array_length(p.proallargtypes, 1), 0) <> 12) LOOP
+                     AND coalesce(array_length(p.proallargtypes, 1), 0) <> 12)
+                 -- the portal's and the relay's shapes (73_portal.sql, 74_online_topup.sql): arguments + columns
+                 OR (p.pronamespace = 'api'::regnamespace
+                     AND ((p.proname = 'portal_balance' AND coalesce(array_length(p.proallargtypes, 1), 0) <> 6)
+                       OR (p.proname = 'provider_request' AND coalesce(array_length(p.proallargtypes, 1), 0) <> 6)
+                       OR (p.proname = 'portal_topup_status' AND coalesce(array_length(p.proallargtypes, 1), 0) <> 7)))
+                 -- ledger.provider_work decides from the whole checkout row, not from its refund state alone
+                 OR (p.pronamespace = 'ledger'::regnamespace AND p.proname = 'provider_work'
+                     AND p.proargtypes[0] = 'text'::regtype) LOOP
         EXECUTE format('DROP FUNCTION %s', f);
     END LOOP;
 END

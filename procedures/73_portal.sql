@@ -9,19 +9,6 @@ SET LOCAL ROLE festpay_owner;
 -- A blocked tag still signs in: its owner (who blocked a lost wristband, or whom support blocked) must still see the
 -- balance and, later, ask for the payout; blocking stops spending, not reading. Its status is in api.portal_whoami.
 
--- CREATE OR REPLACE cannot change a function's result columns: the shapes below replace older ones.
-DO $$
-DECLARE
-    f regprocedure;
-BEGIN
-    FOR f IN SELECT p.oid FROM pg_proc p
-              WHERE p.pronamespace = 'api'::regnamespace
-                AND p.proname = 'portal_balance' AND coalesce(array_length(p.proallargtypes, 1), 0) <> 6 LOOP
-        EXECUTE format('DROP FUNCTION %s', f);
-    END LOOP;
-END
-$$;
-
 CREATE OR REPLACE FUNCTION ledger.portal_authorize(p_token text)
 RETURNS ledger.tag LANGUAGE plpgsql AS $$
 -- The one check of every portal function: the session of p_token is valid (ledger.session_valid). Touches the

@@ -21,21 +21,6 @@ SET LOCAL ROLE festpay_owner;
 -- poll while the outcome is open or an admin's abort waits for the provider's final answer, the refund once an admin
 -- asked for it (ledger.provider_work says which); it is done when nothing is left to ask.
 
--- CREATE OR REPLACE cannot change a function's result columns: the shapes below replace older ones.
-DO $$
-DECLARE
-    f regprocedure;
-BEGIN
-    FOR f IN SELECT p.oid FROM pg_proc p
-              WHERE p.pronamespace = 'api'::regnamespace
-                AND ((p.proname = 'provider_request' AND coalesce(array_length(p.proallargtypes, 1), 0) <> 6)
-                  OR (p.proname = 'portal_topup_status' AND coalesce(array_length(p.proallargtypes, 1), 0) <> 7)) LOOP
-        EXECUTE format('DROP FUNCTION %s', f);
-    END LOOP;
-END
-$$;
--- ledger.provider_work decides from the whole checkout row: no variant taking only its refund state remains.
-DROP FUNCTION IF EXISTS ledger.provider_work(text, ledger.tx_state);
 
 CREATE OR REPLACE FUNCTION ledger.portal_checkout(p_token text, p_reference text)
 RETURNS ledger.external_checkout LANGUAGE plpgsql AS $$
