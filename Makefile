@@ -4,8 +4,10 @@ PYTHON     ?= python3
 VENV       := .venv
 VENV_STAMP := $(VENV)/.installed
 PG_MAJOR   ?= 15
-# pgTAP for the server, and pg_prove; Chromium and its WebDriver for the admin site's browser tests.
-TEST_APT_PACKAGES := postgresql-$(PG_MAJOR)-pgtap libtap-parser-sourcehandler-pgtap-perl chromium chromium-driver
+# pgTAP for the server, and pg_prove; Chromium and its WebDriver for the admin site's browser tests; pgBackRest for
+# the backup and point-in-time restore test.
+TEST_APT_PACKAGES := postgresql-$(PG_MAJOR)-pgtap libtap-parser-sourcehandler-pgtap-perl chromium chromium-driver \
+                     pgbackrest
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
@@ -13,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
 	@echo "make run         start PostgreSQL (embedded), migrate, load demo data; Ctrl-C stops"
-	@echo "make test        pytest + pgTAP suites (installs pgTAP/pg_prove, chromium via apt when missing)"
+	@echo "make test        pytest + pgTAP suites (installs pgTAP/pg_prove, chromium, pgbackrest via apt when missing)"
 	@echo "make bench       benchmarks"
 	@echo "make clean-data  stop and delete the embedded cluster (all local data)"
 
@@ -47,7 +49,7 @@ server-deps:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql-$(PG_MAJOR); \
 	fi
 
-# pgTAP, pg_prove, chromium and chromium-driver come from Debian packages; installed only when missing.
+# pgTAP, pg_prove, chromium, chromium-driver and pgbackrest come from Debian packages; installed only when missing.
 test-deps:
 	@missing=""; \
 	for p in $(TEST_APT_PACKAGES); do \

@@ -12,6 +12,7 @@
     festpay provider-sim [--port P]          the simulated payment provider on 127.0.0.1, until Ctrl-C
     festpay export dsfinvk --event ID|NAME [--from DATE --to DATE] [--close] --out FILE.zip   DSFinV-K export
     festpay db start|stop|status|url|psql|env|destroy
+    festpay backup init|run [--type full|incr|diff]|info|restore [--to TIME]   pgBackRest for the embedded cluster
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from . import backup
 from .config import SQL_DIR, ConfigError, Settings, load_settings
 from .embedded import ClusterLocked, EmbeddedPostgres, EmbeddedPostgresError
 from .gateway import GatewayError, GatewayOptions, gateway_service
@@ -787,6 +790,88 @@ def cmd_db_destroy(args, settings: Settings) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- backup
+
+
+def _backup_cluster(settings: Settings) -> EmbeddedPostgres:
+    """The embedded cluster, which `festpay backup` serves; refused when DATABASE_URL points elsewhere."""
+    if settings.database_url:
+        raise CliError("DATABASE_URL is set: festpay backup handles the embedded cluster only; "
+                       "configure pgBackRest on that server")
+    pg = _cluster(settings)
+    if not pg.is_initialized():
+        raise CliError(f"no cluster in {pg.root} yet; run `festpay run` or `festpay db start` first")
+    return pg
+
+
+def cmd_backup_init(args, settings: Settings) -> int:
+    """pgBackRest for the embedded cluster: its config, WAL archiving (a restart), stanza-create, check."""
+    pg = _backup_cluster(settings)
+    try:
+        with pg.locked():
+            output = backup.init(pg, settings.backup_directory)
+    except ClusterLocked as err:
+        raise CliError(f"{err} — WAL archiving needs a restart: stop it (Ctrl-C), run `festpay backup init`, "
+                       "start it again") from None
+    if output:
+        print(output)
+    print(f"Backups set up: repository {settings.backup_directory / 'repo'}, WAL archiving on. "
+          "Take the first one: festpay backup run")
+    return 0
+
+
+def cmd_backup_run(args, settings: Settings) -> int:
+    """A backup of the embedded cluster; online while `festpay run` serves it."""
+    pg = _backup_cluster(settings)
+    try:
+        with pg.locked():
+            output = backup.run(pg, settings.backup_directory, args.type)
+    except ClusterLocked:
+        if not pg.is_running():
+            raise
+        output = backup.run(pg, settings.backup_directory, args.type)
+    if output:
+        print(output)
+    print(backup.info(pg, settings.backup_directory))
+    return 0
+
+
+def cmd_backup_info(args, settings: Settings) -> int:
+    print(backup.info(_backup_cluster(settings), settings.backup_directory))
+    return 0
+
+
+def parse_restore_time(text: str) -> datetime:
+    """``2026-12-06 04:30:00+00`` (ISO 8601 with a time zone) -> an aware datetime."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CliError(f"--to {text!r} is not a time like '2026-12-06 04:30:00+00'") from None
+    if when.tzinfo is None:
+        raise CliError(f"--to {text!r} needs a time zone, e.g. '2026-12-06 04:30:00+00'")
+    return when
+
+
+def cmd_backup_restore(args, settings: Settings) -> int:
+    """Restore the embedded cluster from the repository (to --to, or to the end of the archived WAL)."""
+    target = parse_restore_time(args.to) if args.to else None
+    pg = _backup_cluster(settings)
+    try:
+        with pg.locked():
+            was_running = pg.is_running()
+            output = backup.restore(pg, settings.backup_directory, target)
+            if not was_running:
+                pg.stop()
+    except ClusterLocked as err:
+        raise CliError(f"{err} — a restore replaces the cluster's data: stop that run (Ctrl-C) first") from None
+    if output:
+        print(output)
+    print(f"Restored {pg.data_dir}" + (f" to {target.isoformat(sep=' ')}" if target else
+                                       " to the end of the archived WAL")
+          + ".")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -847,6 +932,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = dbsub.add_parser("destroy", help="stop and delete the cluster with all its data")
     p.add_argument("--yes", action="store_true", help="really delete")
     p.set_defaults(func=cmd_db_destroy)
+
+    bk = sub.add_parser("backup", help="backups and point-in-time restore of the embedded cluster (pgBackRest)")
+    bksub = bk.add_subparsers(dest="backup_command", required=True, metavar="ACTION")
+    bksub.add_parser("init", help="configure pgBackRest, turn on WAL archiving (restarts the cluster), check").set_defaults(
+        func=cmd_backup_init)
+    p = bksub.add_parser("run", help="take a backup (online while festpay run serves the cluster)")
+    p.add_argument("--type", choices=backup.BACKUP_TYPES,
+                   help="full, incr or diff (default: incr, a full one when there is none yet)")
+    p.set_defaults(func=cmd_backup_run)
+    bksub.add_parser("info", help="list the backups and the archived WAL").set_defaults(func=cmd_backup_info)
+    p = bksub.add_parser("restore", help="restore the cluster from the backups (festpay run must be stopped)")
+    p.add_argument("--to", metavar="TIME", help="point in time with a time zone, e.g. '2026-12-06 04:30:00+00' "
+                                                "(default: the end of the archived WAL)")
+    p.set_defaults(func=cmd_backup_restore)
 
     p = sub.add_parser("relay", help="the outbox relay: sign committed receipts with the TSE, check and refund online "
                                      "top-ups with the payment provider, until Ctrl-C")

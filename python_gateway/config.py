@@ -93,6 +93,9 @@ class Settings:
     FESTPAY_PROVIDER_PORT."""
     provider_port: int = 8082
     """FESTPAY_PROVIDER_PORT: port of the simulated provider (``festpay provider-sim``; 127.0.0.1 only)."""
+    backup_dir: Path | None = None
+    """FESTPAY_BACKUP_DIR: the embedded cluster's pgBackRest folder (config, repository, logs); default DATA_DIR/backup.
+    The OS user the server runs as must be able to reach it."""
     provider_secret: str | None = None
     """FESTPAY_PROVIDER_SECRET: the shared secret of the provider's webhook signatures.  Unset: one generated once
     in DATA_DIR/provider-secret (mode 0600)."""
@@ -101,6 +104,11 @@ class Settings:
     def tse_directory(self) -> Path:
         """The local software TSE's directory (FESTPAY_TSE_DIR, default DATA_DIR/tse)."""
         return self.tse_dir if self.tse_dir is not None else self.data_dir / "tse"
+
+    @property
+    def backup_directory(self) -> Path:
+        """The embedded cluster's pgBackRest folder (FESTPAY_BACKUP_DIR, default DATA_DIR/backup)."""
+        return self.backup_dir if self.backup_dir is not None else self.data_dir / "backup"
 
     @property
     def relay_tse_url(self) -> str:
@@ -117,6 +125,7 @@ def load_settings() -> Settings:
     """Read the settings from the environment (and .env)."""
     data_dir = _env("FESTPAY_DATA_DIR")
     tse_dir = _env("FESTPAY_TSE_DIR")
+    backup_dir = _env("FESTPAY_BACKUP_DIR")
     tse_url = _env("FESTPAY_TSE_URL")
     if tse_url is not None and not tse_url.startswith(("http://", "https://")):
         raise ConfigError(f"FESTPAY_TSE_URL={tse_url!r} is not an http(s) URL")
@@ -144,4 +153,5 @@ def load_settings() -> Settings:
         provider_url=provider_url.rstrip("/") if provider_url else None,
         provider_port=_env_int("FESTPAY_PROVIDER_PORT", 1, 65535, "a port number") or 8082,
         provider_secret=_env("FESTPAY_PROVIDER_SECRET"),
+        backup_dir=(PROJECT_ROOT / Path(backup_dir).expanduser()) if backup_dir else None,
     )
