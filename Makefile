@@ -11,11 +11,12 @@ TEST_APT_PACKAGES := postgresql-$(PG_MAJOR)-pgtap libtap-parser-sourcehandler-pg
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help .venv run test server-deps test-deps bench clean-data
+.PHONY: help .venv run test chaos server-deps test-deps bench clean-data
 
 help:
 	@echo "make run         start PostgreSQL (embedded), migrate, load demo data; Ctrl-C stops"
 	@echo "make test        pytest + pgTAP suites (installs pgTAP/pg_prove, chromium, pgbackrest via apt when missing)"
+	@echo "make chaos       the state machine test with 10,000 random steps (FESTPAY_STATE_MACHINE_STEPS=n for more)"
 	@echo "make bench       benchmarks"
 	@echo "make clean-data  stop and delete the embedded cluster (all local data)"
 
@@ -63,6 +64,11 @@ test-deps:
 
 test: .venv test-deps
 	$(VENV)/bin/pytest
+
+# The model-based state machine test with new random sequences, at least FESTPAY_STATE_MACHINE_STEPS steps.
+chaos: .venv
+	FESTPAY_STATE_MACHINE_STEPS=$${FESTPAY_STATE_MACHINE_STEPS:-10000} $(VENV)/bin/pytest -q -s -p no:cacheprovider \
+		tests/test_state_machine.py::test_ledger_follows_the_model
 
 bench: .venv
 	$(VENV)/bin/python -m python_gateway.bench
