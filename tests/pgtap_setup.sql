@@ -283,22 +283,28 @@ RETURNS text LANGUAGE sql AS $$
     SELECT test.res('tok', p_role);
 $$;
 
-CREATE FUNCTION test.as_web(p_sql text, p_role text)
+CREATE FUNCTION test.as_role(p_role text, p_sql text)
 RETURNS text LANGUAGE plpgsql AS $$
--- Runs p_sql as festpay_web and undoes it, %1$s replaced by the quoted token of p_role (a role without one, e.g.
--- 'nobody', gets a token of no session) and %2$s by p_role. Returns 'ok' when it ran, else its SQLSTATE.
-DECLARE
-    v_sql text := format(p_sql, quote_literal(coalesce(test.admin_token(p_role), 'no such session')), p_role);
+-- Runs p_sql as the login role p_role and undoes it.
+-- Returns 'ok' when it ran, else its SQLSTATE.
 BEGIN
     BEGIN
-        SET LOCAL ROLE festpay_web;
-        EXECUTE v_sql;
+        EXECUTE format('SET LOCAL ROLE %I', p_role);
+        EXECUTE p_sql;
         RAISE EXCEPTION USING ERRCODE = 'P0099';
     EXCEPTION
         WHEN SQLSTATE 'P0099' THEN RETURN 'ok';
         WHEN OTHERS THEN RETURN SQLSTATE;
     END;
 END
+$$;
+
+CREATE FUNCTION test.as_web(p_sql text, p_role text)
+RETURNS text LANGUAGE sql AS $$
+-- Runs p_sql as festpay_web and undoes it (test.as_role), %1$s replaced by the quoted token of p_role (a role without
+-- one, e.g. 'nobody', gets a token of no session) and %2$s by p_role. Returns 'ok' when it ran, else its SQLSTATE.
+    SELECT test.as_role('festpay_web',
+                        format(p_sql, quote_literal(coalesce(test.admin_token(p_role), 'no such session')), p_role));
 $$;
 
 CREATE FUNCTION test.last_audit()

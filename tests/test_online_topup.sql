@@ -14,17 +14,6 @@
 BEGIN;
 SELECT plan(129);
 
-CREATE FUNCTION pg_temp.as_role(p_role text, p_sql text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    BEGIN
-        EXECUTE format('SET LOCAL ROLE %I', p_role);
-        EXECUTE p_sql;
-        RAISE EXCEPTION USING ERRCODE = 'P0099';
-    EXCEPTION
-        WHEN SQLSTATE 'P0099' THEN RETURN 'ok';
-        WHEN OTHERS THEN RETURN SQLSTATE;
-    END;
-END $$;
 CREATE FUNCTION pg_temp.ref(p_k text) RETURNS text LANGUAGE sql AS $$
     SELECT test.res(p_k, 'reference') $$;
 CREATE FUNCTION pg_temp.tx(p_k text) RETURNS bigint LANGUAGE sql AS $$
@@ -42,11 +31,11 @@ INSERT INTO test.res SELECT 'b', to_jsonb(s) FROM api.portal_sign_in('FB00FB01',
 INSERT INTO test.ctx SELECT 'fee', ledger.topup_fee(test.e(), 'online');
 
 -- ---------------------------------------------------------------- start: limits, Open, a reference
-SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = (SELECT pg_temp.as_role('postgres', 'SELECT * FROM api.portal_topup_start(test.res(''a'', ''token''), 100)'))),
+SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = (SELECT test.as_role('postgres', 'SELECT * FROM api.portal_topup_start(test.res(''a'', ''token''), 100)'))),
           'topup-out-of-bounds', 'the minimum is the event''s rule: topup-out-of-bounds');
-SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = (SELECT pg_temp.as_role('postgres', 'SELECT * FROM api.portal_topup_start(test.res(''a'', ''token''), 25000)'))),
+SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = (SELECT test.as_role('postgres', 'SELECT * FROM api.portal_topup_start(test.res(''a'', ''token''), 25000)'))),
           'max-balance-exceeded', 'above the maximum balance: max-balance-exceeded');
-SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = (SELECT pg_temp.as_role('postgres', 'SELECT * FROM api.portal_topup_start(''nope'', 2000)'))),
+SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = (SELECT test.as_role('postgres', 'SELECT * FROM api.portal_topup_start(''nope'', 2000)'))),
           'portal-unauthenticated', 'without a session: portal-unauthenticated');
 SELECT lives_ok($$INSERT INTO test.res SELECT 'p', to_jsonb(s) FROM api.portal_topup_start(test.res('a', 'token'), 2000) s$$, 'A starts a top-up of 20,00');
 SELECT ok(pg_temp.ref('p') ~ '^ft_[0-9a-f]{32}$', 'its checkout reference is ft_ and 16 random bytes');
@@ -61,11 +50,11 @@ SELECT results_eq($$SELECT done, attempts FROM pg_temp.outbox('p')$$, $$VALUES (
 SELECT is((SELECT ordering_key::text FROM ledger.outbox WHERE id = (SELECT id FROM pg_temp.outbox('p'))), pg_temp.ref('p'), 'its ordering key is the reference');
 SELECT lives_ok($$SELECT api.portal_topup_checkout(test.res('a', 'token'), pg_temp.ref('p'), 'co_1')$$, 'the checkout id is recorded');
 SELECT lives_ok($$SELECT api.portal_topup_checkout(test.res('a', 'token'), pg_temp.ref('p'), 'co_1')$$, 'the same id again is fine');
-SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = pg_temp.as_role('postgres', format('SELECT api.portal_topup_checkout(%L, %L, ''co_2'')', test.res('a', 'token'), pg_temp.ref('p')))),
+SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = test.as_role('postgres', format('SELECT api.portal_topup_checkout(%L, %L, ''co_2'')', test.res('a', 'token'), pg_temp.ref('p')))),
           'validation', 'another checkout id is refused');
-SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = pg_temp.as_role('postgres', format('SELECT * FROM api.portal_topup_status(%L, %L)', test.res('b', 'token'), pg_temp.ref('p')))),
+SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = test.as_role('postgres', format('SELECT * FROM api.portal_topup_status(%L, %L)', test.res('b', 'token'), pg_temp.ref('p')))),
           'not-found', 'B cannot see A''s top-up');
-SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = pg_temp.as_role('postgres', format('SELECT * FROM api.portal_topup_pending(%L, %L)', test.res('b', 'token'), pg_temp.ref('p')))),
+SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = test.as_role('postgres', format('SELECT * FROM api.portal_topup_pending(%L, %L)', test.res('b', 'token'), pg_temp.ref('p')))),
           'not-found', 'nor move it');
 
 -- ---------------------------------------------------------------- poll bookkeeping
@@ -75,9 +64,9 @@ SELECT ok((SELECT api.provider_failed((SELECT id FROM pg_temp.outbox('p')), 'pen
 SELECT results_eq($$SELECT done, attempts FROM pg_temp.outbox('p')$$, $$VALUES (false, 1)$$, 'one attempt counted, not done');
 
 -- ---------------------------------------------------------------- settle: once
-SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = pg_temp.as_role('postgres', format('SELECT * FROM api.external_topup_settle(%L, ''maybe'')', pg_temp.ref('p')))),
+SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = test.as_role('postgres', format('SELECT * FROM api.external_topup_settle(%L, ''maybe'')', pg_temp.ref('p')))),
           'validation', 'a result other than paid or declined is refused');
-SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = pg_temp.as_role('postgres', format('SELECT * FROM api.external_topup_settle(%L, ''paid'', ''co_9'')', pg_temp.ref('p')))),
+SELECT is((SELECT slug FROM ledger.problem WHERE sqlstate = test.as_role('postgres', format('SELECT * FROM api.external_topup_settle(%L, ''paid'', ''co_9'')', pg_temp.ref('p')))),
           'not-found', 'a webhook naming another checkout id settles nothing');
 SELECT results_eq($$SELECT state, outcome FROM api.external_topup_settle(pg_temp.ref('p'), 'paid', 'co_1')$$,
                   $$VALUES ('Committed'::text, 'booked'::text)$$, 'paid: Committed, booked');
@@ -296,13 +285,13 @@ SELECT is(api.admin_queue_refund(test.admin_token('support'), pg_temp.tx('m'), '
 SELECT results_eq($$SELECT done, attempts FROM pg_temp.outbox('m')$$, $$VALUES (false, 0)$$, 'the request is open again');
 
 -- ---------------------------------------------------------------- who may call
-SELECT results_eq($$SELECT pg_temp.as_role(r, format('SELECT * FROM api.external_topup_settle(%L, ''paid'')', pg_temp.ref('p'))) FROM unnest(ARRAY['festpay_web', 'festpay_relay', 'festpay_terminal', 'festpay_report']) r$$,
+SELECT results_eq($$SELECT test.as_role(r, format('SELECT * FROM api.external_topup_settle(%L, ''paid'')', pg_temp.ref('p'))) FROM unnest(ARRAY['festpay_web', 'festpay_relay', 'festpay_terminal', 'festpay_report']) r$$,
                   $$VALUES ('ok'::text), ('ok'), ('42501'), ('42501')$$, 'only the web and relay roles settle');
-SELECT results_eq($$SELECT r, f, pg_temp.as_role(r, format('SELECT api.%s((SELECT id FROM pg_temp.outbox(''m'')), ''x'')', f)) FROM unnest(ARRAY['festpay_web', 'festpay_terminal', 'festpay_report']) r, unnest(ARRAY['provider_failed', 'provider_refunded', 'provider_refund_refused']) f ORDER BY 1, 2$$,
+SELECT results_eq($$SELECT r, f, test.as_role(r, format('SELECT api.%s((SELECT id FROM pg_temp.outbox(''m'')), ''x'')', f)) FROM unnest(ARRAY['festpay_web', 'festpay_terminal', 'festpay_report']) r, unnest(ARRAY['provider_failed', 'provider_refunded', 'provider_refund_refused']) f ORDER BY 1, 2$$,
                   $$SELECT r, f, '42501'::text FROM unnest(ARRAY['festpay_report', 'festpay_terminal', 'festpay_web']) r, unnest(ARRAY['provider_failed', 'provider_refund_refused', 'provider_refunded']) f ORDER BY 1, 2$$,
                   'the portal''s and admin site''s login (festpay_web) and the others cannot record provider results: only the relay');
-SELECT is(pg_temp.as_role('festpay_relay', format('SELECT api.provider_refunded(%s, ''re_9'')', (SELECT id FROM pg_temp.outbox('m')))), 'ok', 'the relay can');
-SELECT results_eq($$SELECT pg_temp.as_role(r, format('SELECT api.admin_queue_refund(%L, %s, ''x'')', test.admin_token('support'), pg_temp.tx('m'))) FROM unnest(ARRAY['festpay_relay', 'festpay_terminal', 'festpay_web']) r$$,
+SELECT is(test.as_role('festpay_relay', format('SELECT api.provider_refunded(%s, ''re_9'')', (SELECT id FROM pg_temp.outbox('m')))), 'ok', 'the relay can');
+SELECT results_eq($$SELECT test.as_role(r, format('SELECT api.admin_queue_refund(%L, %s, ''x'')', test.admin_token('support'), pg_temp.tx('m'))) FROM unnest(ARRAY['festpay_relay', 'festpay_terminal', 'festpay_web']) r$$,
                   $$VALUES ('42501'::text), ('42501'), ('ok')$$, 'an admin''s refund only through the admin site''s login');
 SELECT is_empty($$SELECT * FROM api.check_invariants()$$, 'the invariants hold');
 

@@ -20,18 +20,6 @@ CREATE FUNCTION pg_temp.sign_in(p_uid text, p_pin text) RETURNS text LANGUAGE sq
 CREATE FUNCTION pg_temp.failures(p_uid text) RETURNS integer LANGUAGE sql AS $$
     SELECT count(*)::integer FROM ledger.portal_sign_in_failure f JOIN ledger.tag g ON g.id = f.tag_id
      WHERE g.event_id = test.e() AND g.uid = p_uid $$;
--- Runs p_sql as p_role and undoes it. Returns 'ok' when it ran, else its SQLSTATE.
-CREATE FUNCTION pg_temp.as_role(p_role text, p_sql text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    BEGIN
-        EXECUTE format('SET LOCAL ROLE %I', p_role);
-        EXECUTE p_sql;
-        RAISE EXCEPTION USING ERRCODE = 'P0099';
-    EXCEPTION
-        WHEN SQLSTATE 'P0099' THEN RETURN 'ok';
-        WHEN OTHERS THEN RETURN SQLSTATE;
-    END;
-END $$;
 -- Everything of the suite's event that money is made of, as one text: transactions, lines, accounts, tags.
 CREATE FUNCTION pg_temp.footprint() RETURNS text LANGUAGE sql AS $$
     SELECT md5(concat_ws('|',
@@ -342,20 +330,20 @@ INSERT INTO calls VALUES
     ('api.portal_receipt',  format($$SELECT api.portal_receipt(%L, %s)$$, test.res('a', 'token'), test.v('sA'))),
     ('api.portal_block',    format($$SELECT api.portal_block(%L)$$, test.res('a', 'token'))),
     ('api.portal_data',     format($$SELECT api.portal_data(%L)$$, test.res('a', 'token')));
-SELECT is(pg_temp.as_role('festpay_web', c.call), 'ok', format('festpay_web may call %s', c.fn)) FROM calls c ORDER BY c.fn;
-SELECT is_empty($$SELECT c.fn, r, pg_temp.as_role(r, c.call) FROM calls c, unnest(ARRAY['festpay_terminal', 'festpay_relay', 'festpay_report']) r
-                   WHERE pg_temp.as_role(r, c.call) <> '42501'$$,
+SELECT is(test.as_role('festpay_web', c.call), 'ok', format('festpay_web may call %s', c.fn)) FROM calls c ORDER BY c.fn;
+SELECT is_empty($$SELECT c.fn, r, test.as_role(r, c.call) FROM calls c, unnest(ARRAY['festpay_terminal', 'festpay_relay', 'festpay_report']) r
+                   WHERE test.as_role(r, c.call) <> '42501'$$,
                 'festpay_terminal, festpay_relay and festpay_report are refused every portal function (42501)');
-SELECT is(pg_temp.as_role('festpay_web', $$SELECT * FROM api.portal_balance('no-such-token')$$), 'FP074',
+SELECT is(test.as_role('festpay_web', $$SELECT * FROM api.portal_balance('no-such-token')$$), 'FP074',
           'festpay_web without a session: portal-unauthenticated');
-SELECT is(pg_temp.as_role('festpay_web', format($$SELECT api.portal_receipt(%L, %s)$$, test.res('a', 'token'), test.v('sB'))), 'FP010',
+SELECT is(test.as_role('festpay_web', format($$SELECT api.portal_receipt(%L, %s)$$, test.res('a', 'token'), test.v('sB'))), 'FP010',
           'festpay_web with A''s session asking for B''s receipt: not-found');
 
 -- ---------------------------------------------------------------- hashes: only the owner reads them
-SELECT is(pg_temp.as_role('festpay_web', 'SELECT token_hash FROM ledger.portal_session'), '42501',
+SELECT is(test.as_role('festpay_web', 'SELECT token_hash FROM ledger.portal_session'), '42501',
           'festpay_web cannot read portal session hashes');
-SELECT is(pg_temp.as_role('festpay_web', 'SELECT pin_hash FROM ledger.tag'), '42501', 'festpay_web cannot read PIN hashes');
-SELECT is(pg_temp.as_role('festpay_web', 'SELECT * FROM ledger.portal_sign_in_failure'), '42501',
+SELECT is(test.as_role('festpay_web', 'SELECT pin_hash FROM ledger.tag'), '42501', 'festpay_web cannot read PIN hashes');
+SELECT is(test.as_role('festpay_web', 'SELECT * FROM ledger.portal_sign_in_failure'), '42501',
           'festpay_web cannot read sign-in failures');
 SELECT is_empty($$SELECT r.rolname, c.relname FROM pg_roles r, pg_class c
                    WHERE c.oid IN ('ledger.portal_session'::regclass, 'ledger.portal_sign_in_failure'::regclass, 'ledger.tag'::regclass)
