@@ -390,10 +390,15 @@ COMMENT ON FUNCTION api.external_topup_result IS 'Records the provider''s answer
 CREATE OR REPLACE FUNCTION ledger.resolve(p_tx_id bigint, p_state text, p_reason text, p_actor text)
 RETURNS TABLE (transaction_id bigint, state text, outcome text, problem text) LANGUAGE plpgsql AS $$
 -- An admin (p_actor: who, kept with the state change) decides a transaction whose outcome is unknown
--- (TerminalConfirmUnknown, ExternalUnknown): Committed books it (an overdraft is flagged), Aborted releases it.
--- Returns state and outcome (rejected, violation logged, for one still in progress); raises not-found, validation.
+-- (TerminalConfirmUnknown, ExternalUnknown): Committed books it (an overdraft is flagged), Aborted releases it. An
+-- online top-up (one with a checkout) is booked only by the provider's paid (api.external_topup_settle): an admin may
+-- abort it, never commit it; its checkout row is locked first (the lock order of api.external_topup_settle), a paid
+-- after the abort makes its refund due, and the relay's provider request ends when nothing is left to ask.
+-- Returns state and outcome (rejected, violation logged, for one still in progress); raises not-found, validation
+-- (also Committed for an online top-up the provider has not reported paid).
 DECLARE
     t ledger.transaction;
+    c ledger.external_checkout;
 BEGIN
     IF p_state IS NULL OR p_state NOT IN ('Committed', 'Aborted') THEN
         PERFORM ledger.fail('validation', 'state must be Committed or Aborted', '{"field": "state"}');
@@ -401,9 +406,17 @@ BEGIN
     IF coalesce(btrim(p_reason), '') = '' THEN
         PERFORM ledger.fail('validation', 'say why', '{"field": "reason"}');
     END IF;
-    SELECT * INTO t FROM ledger.transaction x WHERE x.id = p_tx_id;
+    SELECT * INTO c FROM ledger.external_checkout x WHERE x.transaction_id = p_tx_id FOR UPDATE;
+    SELECT * INTO t FROM ledger.transaction x WHERE x.id = p_tx_id;          -- its state under the checkout's lock
     IF NOT FOUND THEN
         PERFORM ledger.fail('not-found', format('transaction %s does not exist', p_tx_id));
+    END IF;
+    IF c.reference IS NOT NULL AND p_state = 'Committed' AND t.state <> 'Committed' THEN
+        PERFORM ledger.fail('validation',
+                            'the provider has not reported this online top-up paid, so it cannot be booked: abort '
+                            'it (a payment the provider reports later is then refunded: it comes back to this '
+                            'queue as a refund) or wait for the provider''s answer',
+                            jsonb_build_object('field', 'outcome', 'state', t.state, 'reference', c.reference));
     END IF;
     IF t.state NOT IN ('TerminalConfirmUnknown', 'ExternalUnknown', 'Committed', 'Aborted') THEN
         -- Anything still in progress is decided by its terminal or provider, not by an admin.
@@ -414,6 +427,9 @@ BEGIN
     END IF;
     RETURN QUERY SELECT * FROM ledger.conclude(p_tx_id, p_state::ledger.tx_state, p_actor,
                                                jsonb_build_object('reason', p_reason, 'by', 'admin'));
+    IF c.reference IS NOT NULL THEN
+        PERFORM ledger.provider_request_end(p_tx_id);
+    END IF;
 END
 $$;
 

@@ -784,11 +784,10 @@ RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp
 -- Decides an item of the resolution queue (privilege support), with a reason, audited: Committed or Aborted decides a
 -- TerminalConfirmUnknown or ExternalUnknown transaction (ledger.resolve: Committed books it, Aborted releases it);
 -- reviewed closes the transaction's overdraft and violations, or with p_violation_id that one violation (the queue's
--- detail.violation_id; p_transaction_id may then be NULL). An online top-up (one with a checkout) is booked only by
--- the provider's paid (api.external_topup_settle): an admin may abort it, never commit it; its checkout row is locked
--- first (the lock order of api.external_topup_settle), and the relay polls the provider on until its final answer
--- (ledger.provider_work, at most ledger.provider_answer_limit after the checkout was created): declined is recorded,
--- a paid after the abort makes its refund due.
+-- detail.violation_id; p_transaction_id may then be NULL). An online top-up may be aborted, never committed
+-- (ledger.resolve); the relay polls the provider on until its final answer (ledger.provider_work, at most
+-- ledger.provider_answer_limit after the checkout was created): declined is recorded, a paid after the abort makes
+-- its refund due.
 -- Returns the transaction's state after, or 'reviewed'; raises validation (outcome: also Committed for an online
 -- top-up the provider has not reported paid; reason), not-found (nothing of that kind to decide), invalid-transition
 -- (a transaction that does not wait for an admin).
@@ -797,7 +796,6 @@ DECLARE
     v_event bigint := ledger.admin_event_id();
     v_reason text;
     t ledger.transaction;
-    c ledger.external_checkout;
     r record;
     v_overdraft boolean := false;
     v_violations bigint[];
@@ -839,17 +837,6 @@ BEGIN
         RETURN 'reviewed';
     END IF;
 
-    SELECT * INTO c FROM ledger.external_checkout x WHERE x.transaction_id = t.id FOR UPDATE;
-    IF FOUND AND p_outcome = 'Committed' THEN
-        SELECT * INTO t FROM ledger.transaction x WHERE x.id = t.id;          -- its state under the checkout's lock
-        IF t.state <> 'Committed' THEN
-            PERFORM ledger.fail('validation',
-                                'the provider has not reported this online top-up paid, so it cannot be booked: abort '
-                                'it (a payment the provider reports later is then refunded: it comes back to this '
-                                'queue as a refund) or wait for the provider''s answer',
-                                jsonb_build_object('field', 'outcome', 'state', t.state, 'reference', c.reference));
-        END IF;
-    END IF;
     SELECT * INTO r FROM ledger.resolve(t.id, p_outcome, v_reason, 'admin:' || u.username);
     IF r.outcome = 'rejected' THEN
         PERFORM ledger.fail('invalid-transition',
@@ -857,7 +844,6 @@ BEGIN
                                    'admin''s decision', t.id, t.state),
                             jsonb_build_object('field', 'outcome', 'state', t.state));
     END IF;
-    PERFORM ledger.provider_request_end(t.id);
     PERFORM ledger.admin_audit(u.id, 'queue.resolve', 'transaction:' || t.id, jsonb_build_object('state', t.state),
                                jsonb_build_object('state', r.state, 'outcome', r.outcome, 'reason', v_reason));
     RETURN r.state;

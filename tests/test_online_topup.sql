@@ -12,7 +12,7 @@
 -- due, in the admin queue; a support admin asks for the refund (audited, once), the relay's request carries it out and
 -- records refunded or refused; the visitor sees it being refunded, then refunded.
 BEGIN;
-SELECT plan(129);
+SELECT plan(130);
 
 CREATE FUNCTION pg_temp.ref(p_k text) RETURNS text LANGUAGE sql AS $$
     SELECT test.res(p_k, 'reference') $$;
@@ -159,6 +159,8 @@ SELECT throws_ok(format($$SELECT api.admin_queue_resolve(%L, %s, 'Committed', 't
                  'support cannot commit an ExternalUnknown online top-up: only the provider''s paid books it');
 SELECT is(test.error_detail(format($$SELECT api.admin_queue_resolve(%L, %s, 'Committed', 'x')$$, test.admin_token('admin'), pg_temp.tx('r'))) ->> 'field',
           'outcome', '... not even an admin: a validation error on the field outcome');
+SELECT is(test.error_detail(format($$SELECT * FROM api.resolve_transaction(%s, 'Committed', 'x')$$, pg_temp.tx('r'))) ->> 'field',
+          'outcome', '... nor a DBA through api.resolve_transaction: the rule is ledger.resolve''s');
 SELECT is(test.as_web(format($$SELECT api.admin_queue_resolve(%%1$s, %s, 'Committed', 'x')$$, pg_temp.tx('r')), 'support'), 'FP001',
           '... nor through the admin site''s login');
 SELECT results_eq($$SELECT test.state(pg_temp.tx('r')), test.balance(test.e(), 'FA00FA01'), test.audits()$$,

@@ -614,7 +614,12 @@ class LedgerMachine(RuleBasedStateMachine):
         self.resolve(tx, decision)
 
     def resolve(self, tx: MTx | MOnline, decision: str) -> None:
-        """An admin decides an unknown outcome; anything still in progress is refused (invalid-transition)."""
+        """An admin decides an unknown outcome; anything still in progress is refused (invalid-transition). An online
+        top-up is booked only by the provider's paid: committing one is refused (validation), nothing changes."""
+        if isinstance(tx, MOnline) and decision == "Committed" and tx.state != "Committed":
+            self.expect_refusal("validation", self.w.su,
+                                "SELECT * FROM api.resolve_transaction(%s, %s, 'state machine test')", (tx.id, decision))
+            return
         [row] = self.call(self.w.su, "SELECT * FROM api.resolve_transaction(%s, %s, 'state machine test')",
                           (tx.id, decision))
         if tx.state not in ("TerminalConfirmUnknown", "ExternalUnknown", "Committed", "Aborted"):
@@ -1068,8 +1073,11 @@ def test_online_top_up_past_the_check_window_is_unknown_until_an_admin_decides(w
     m.provider_failed(online, aged=True)
     m.ledger_agrees()
     assert online.state == "ExternalUnknown"
-    m.resolve_online(online, "Committed")
-    m.settle(online, "declined", twice=False)            # a late decline after the admin's decision: rejected
+    m.resolve_online(online, "Committed")                # refused: only the provider's paid books it
+    m.ledger_agrees()
+    assert online.state == "ExternalUnknown"
+    m.settle(online, "paid", twice=False)                # the late answer books it
+    m.settle(online, "declined", twice=False)            # a decline after that: rejected
     m.ledger_agrees()
     assert (online.state, tag.balance) == ("Committed", 1_000 + 2_000 - FEES["online"])
 
