@@ -90,6 +90,7 @@ import psycopg
 
 from .embedded import EmbeddedPostgres
 from .migrate import migrate
+from .processes import ProcessFailure, start_logged, stop_process, tool_env
 
 log = logging.getLogger("festpay.bench")
 
@@ -176,15 +177,10 @@ class PgbenchResult:
     cpu_ms: float = 0.0                          # machine CPU (all processes) per transaction
 
 
-def _tool_env() -> dict[str, str]:
-    # PG* variables of the caller must not redirect the tools to another server.
-    return {k: v for k, v in os.environ.items() if not k.startswith("PG")} | {"LC_MESSAGES": "C"}
-
-
 def run_tool(args: list[str], *, timeout: float) -> subprocess.CompletedProcess:
     """Runs a client tool; kills it when we are interrupted."""
     with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          stdin=subprocess.DEVNULL, env=_tool_env()) as proc:
+                          stdin=subprocess.DEVNULL, env=tool_env()) as proc:
         try:
             out, _ = proc.communicate(timeout=timeout)
         except BaseException:
@@ -615,19 +611,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop_process(proc: subprocess.Popen, name: str, timeout: float = 15) -> None:
-    """SIGTERM to this one pid, then SIGKILL if it does not end in time."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        print(f"   {name} (pid {proc.pid}) did not stop on SIGTERM; killing it")
-        proc.kill()
-        proc.wait()
-
-
 def _db_counters(bench: Bench) -> dict[str, int]:
     with bench.connect("postgres", autocommit=True) as conn:
         commits, rollbacks = conn.execute(
@@ -680,11 +663,11 @@ def start_gateways(bench: Bench, count: int, port: int, extra_args: list[str] | 
             logfile = bench.workdir / f"gateway-{i}.log"
             cmd = [sys.executable, "-m", "python_gateway.loadgen", "serve", "--database-url", database_url,
                    "--port", str(port), *(["--reuse-port"] if count > 1 else []), *(extra_args or [])]
-            proc, _ = _start_logged(cmd, logfile, "READY", f"gateway {i}")
+            proc, _ = start_logged(cmd, logfile, "READY", f"gateway {i}")
             procs.append((proc, logfile))
     except BaseException:
         for proc, _ in procs:
-            _stop_process(proc, "gateway")
+            stop_process(proc, "gateway")
         raise
     return procs
 
@@ -725,12 +708,12 @@ def section_gateway(bench: Bench) -> None:
             cmd += ["--postgres-pid", str(postmaster)]
         db_before = _db_counters(bench)
         timeout = GATEWAY_WARMUP_S + full_s + rate_s + health_s + 180
-        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=_tool_env(),
+        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=tool_env(),
                               cwd=Path(__file__).resolve().parent.parent) as loadgen:
             try:
                 returncode = loadgen.wait(timeout=timeout)
             except BaseException:
-                _stop_process(loadgen, "load generator", timeout=5)
+                stop_process(loadgen, "load generator", timeout=5)
                 raise
         for proc, logfile in gateways:
             if proc.poll() is not None:
@@ -740,7 +723,7 @@ def section_gateway(bench: Bench) -> None:
         db_after = _db_counters(bench)
     finally:
         for proc, logfile in gateways:
-            _stop_process(proc, "gateway")
+            stop_process(proc, "gateway")
             tail = [line for line in logfile.read_text(errors="replace").splitlines()
                     if line.strip() and not line.startswith("READY")]
             if tail:
@@ -817,35 +800,6 @@ SIGNING_DRAIN_TIMEOUT_S = 120     # the backlog must be signed within this (else
 SIGNING_SETTLE_TIMEOUT_S = 60     # after the 100/s run: time for the relay to sign what is left
 
 
-def _wait_for_line(proc: subprocess.Popen, logfile: Path, marker: str, what: str, timeout: float = 60) -> str:
-    """Waits until ``marker`` appears in the process's log file; returns that line."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for line in logfile.read_text(errors="replace").splitlines():
-            if marker in line:
-                return line
-        if proc.poll() is not None:
-            raise BenchFailure(f"{what} (pid {proc.pid}) exited with {proc.returncode}:\n"
-                               f"{logfile.read_text(errors='replace')[-2000:]}")
-        if time.monotonic() > deadline:
-            raise BenchFailure(f"{what} (pid {proc.pid}) did not get ready within {timeout:.0f} s")
-        time.sleep(0.05)
-
-
-def _start_logged(cmd: list[str], logfile: Path, marker: str, what: str, *, env: dict[str, str] | None = None,
-                  stdin: int = subprocess.DEVNULL, timeout: float = 60) -> tuple[subprocess.Popen, str]:
-    """Starts a tool process (this checkout's Python, output to logfile) and waits for its log line with ``marker``;
-    returns the process and that line. Stops it again and raises BenchFailure when it exits or stays silent."""
-    with open(logfile, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=stdin, env=env or _tool_env(),
-                                cwd=Path(__file__).resolve().parent.parent)
-    try:
-        return proc, _wait_for_line(proc, logfile, marker, what, timeout)
-    except BaseException:
-        _stop_process(proc, what)
-        raise
-
-
 def start_tse_service(bench: Bench, directory: Path) -> tuple[subprocess.Popen, Path, str]:
     """``festpay tse serve --dir DIR --port 0`` (the software TSE in the bench's temp dir) on 127.0.0.1; its URL.
 
@@ -853,10 +807,10 @@ def start_tse_service(bench: Bench, directory: Path) -> tuple[subprocess.Popen, 
     logfile = bench.workdir / "tse.log"
     cmd = [sys.executable, "-m", "python_gateway.cli", "tse", "serve", "--dir", str(directory), "--port", "0",
            "--stop-on-stdin-eof"]
-    proc, line = _start_logged(cmd, logfile, "READY ", "the TSE service", stdin=subprocess.PIPE)
+    proc, line = start_logged(cmd, logfile, "READY ", "the TSE service", stdin=subprocess.PIPE)
     url = line.split()[1]
     if not url.startswith("http://127.0.0.1:"):
-        _stop_process(proc, "TSE service")
+        stop_process(proc, "TSE service")
         raise BenchFailure(f"the TSE service is not on the loopback interface: {url}")
     return proc, logfile, url
 
@@ -866,9 +820,9 @@ def start_relay(bench: Bench, tse_url: str) -> tuple[subprocess.Popen, Path]:
     the bench database as festpay_relay; returns once it says it is signing."""
     logfile = bench.workdir / "relay.log"
     database_url = bench.cluster.url(GATEWAY_DBNAME, user="festpay_relay")
-    env = _tool_env() | {"DATABASE_URL": database_url, "FESTPAY_RELAY_DATABASE_URL": database_url}
+    env = tool_env() | {"DATABASE_URL": database_url, "FESTPAY_RELAY_DATABASE_URL": database_url}
     cmd = [sys.executable, "-m", "python_gateway.cli", "relay", "--tse-url", tse_url]
-    proc, _ = _start_logged(cmd, logfile, "Relay signing receipts", "the relay", env=env)
+    proc, _ = start_logged(cmd, logfile, "Relay signing receipts", "the relay", env=env)
     return proc, logfile
 
 
@@ -878,7 +832,7 @@ def _stop_with_log(proc: subprocess.Popen | None, logfile: Path | None, name: st
     if proc.stdin is not None:
         with contextlib.suppress(OSError):
             proc.stdin.close()
-    _stop_process(proc, name)
+    stop_process(proc, name)
     if logfile is not None and logfile.exists():
         tail = [line for line in logfile.read_text(errors="replace").splitlines()
                 if line.strip() and not line.startswith("READY")]
@@ -1070,12 +1024,12 @@ def section_signing(bench: Bench) -> None:
             cmd += ["--postgres-pid", str(postmaster)]
         cpu0 = _cpu_of(cpu_pids, postmaster)
         run_started = time.time()
-        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=_tool_env(),
+        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=tool_env(),
                               cwd=Path(__file__).resolve().parent.parent) as loadgen:
             try:
                 returncode = loadgen.wait(timeout=rate_s + 180)
             except BaseException:
-                _stop_process(loadgen, "load generator", timeout=5)
+                stop_process(loadgen, "load generator", timeout=5)
                 raise
         load_cores = _cores(list(cpu_pids), cpu0, _cpu_of(cpu_pids, postmaster))
         run_ended = time.time()
@@ -1504,7 +1458,7 @@ def start_web_server(bench: Bench, port: int, dbname: str = ADMIN_DBNAME,
     """``festpay serve --apps APPS`` against the bench database ``dbname`` (terminal API as festpay_terminal, admin
     site and portal as festpay_web) on 127.0.0.1:port; returns once it listens."""
     logfile = bench.workdir / f"{dbname}-server.log"
-    env = _tool_env() | {
+    env = tool_env() | {
         "DATABASE_URL": bench.cluster.url(dbname),
         "FESTPAY_GATEWAY_DATABASE_URL": bench.cluster.url(dbname, user="festpay_terminal"),
         "FESTPAY_WEB_DATABASE_URL": bench.cluster.url(dbname, user="festpay_web"),
@@ -1512,7 +1466,7 @@ def start_web_server(bench: Bench, port: int, dbname: str = ADMIN_DBNAME,
     }
     env.pop("FESTPAY_PUBLIC_URL", None)
     cmd = [sys.executable, "-m", "python_gateway.cli", "serve", "--apps", apps, "--port", str(port)]
-    proc, _ = _start_logged(cmd, logfile, "listening on", f"the {apps} server", env=env)
+    proc, _ = start_logged(cmd, logfile, "listening on", f"the {apps} server", env=env)
     return proc, logfile
 
 
@@ -2012,7 +1966,7 @@ def run_sections(bench: Bench, names: list[str]) -> None:
         print(f"\n######## section {name}", flush=True)
         try:
             SECTIONS[name](bench)
-        except BenchFailure as err:
+        except (BenchFailure, ProcessFailure) as err:
             bench.failures.append(f"{name}: {err}")
             print(f"section {name} FAILED: {err}")
         print(f"(section {name}: {time.monotonic() - started:.0f}s)", flush=True)
