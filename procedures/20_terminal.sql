@@ -252,26 +252,34 @@ $$;
 CREATE OR REPLACE FUNCTION api.replicate(p_assignment_id bigint, p_transactions jsonb)
 RETURNS TABLE (terminal_tx_number bigint, transaction_id bigint, state text, outcome text, problem text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = ledger, pg_temp AS $$
--- Takes a batch of replicated terminal transactions; each entry is judged alone (its own subtransaction).
--- Returns one row per entry: outcome booked, duplicate or rejected with the problem's slug. Raises for a bad batch.
+-- Takes a batch of replicated terminal transactions; each entry is judged alone (its own subtransaction), in the
+-- order of their tags' UIDs, so that batches of several tills lock tags in one order and never deadlock.
+-- Returns one row per entry, in the batch's order: outcome booked, duplicate or rejected with the problem's slug.
+-- Raises for a bad batch.
 DECLARE
     v_event_id bigint := ledger.assignment_event(p_assignment_id);
     v_entry jsonb;
+    v_order integer[];
+    i integer;
+    v_results jsonb[];
     r record;
     v_problem text;
 BEGIN
     IF p_transactions IS NULL OR jsonb_typeof(p_transactions) <> 'array' OR jsonb_array_length(p_transactions) > 500 THEN
         PERFORM ledger.fail('validation', 'transactions must be a list of at most 500 entries', '{"field": "transactions"}');
     END IF;
-    FOR i IN 0 .. jsonb_array_length(p_transactions) - 1 LOOP      -- by index: a query loop opens a cursor
+    SELECT coalesce(array_agg(g.n ORDER BY upper(p_transactions -> g.n ->> 'uid'), g.n), '{}')
+      INTO v_order FROM generate_series(0, jsonb_array_length(p_transactions) - 1) g(n);
+    v_results := array_fill(NULL::jsonb, ARRAY[jsonb_array_length(p_transactions)]);
+    FOREACH i IN ARRAY v_order LOOP             -- by index: a query loop opens a cursor
         v_entry := p_transactions -> i;
         BEGIN
             IF jsonb_typeof(v_entry) <> 'object' THEN
                 PERFORM ledger.fail('validation', 'each transaction must be an object', '{"field": "transactions"}');
             END IF;
             r := ledger.replicate_one(p_assignment_id, v_event_id, v_entry);
-            terminal_tx_number := r.terminal_tx_number; transaction_id := r.transaction_id;
-            state := r.state; outcome := r.outcome; problem := r.problem;
+            v_results[i + 1] := jsonb_build_object('n', r.terminal_tx_number, 'id', r.transaction_id, 'state', r.state,
+                                                   'outcome', r.outcome, 'problem', r.problem);
         EXCEPTION WHEN OTHERS THEN
             v_problem := ledger.problem_of(SQLSTATE);
             IF v_problem IS NULL AND left(SQLSTATE, 2) IN ('22', '23') THEN
@@ -283,8 +291,13 @@ BEGIN
                                        THEN trunc((v_entry ->> 'terminal_tx_number')::numeric)::bigint END;
             SELECT t.id, t.state::text INTO transaction_id, state FROM ledger.transaction t
              WHERE t.assignment_id = p_assignment_id AND t.terminal_tx_number = replicate.terminal_tx_number;
-            outcome := 'rejected'; problem := v_problem;
+            v_results[i + 1] := jsonb_build_object('n', terminal_tx_number, 'id', transaction_id, 'state', state,
+                                                   'outcome', 'rejected', 'problem', v_problem);
         END;
+    END LOOP;
+    FOR i IN 1 .. coalesce(array_length(v_results, 1), 0) LOOP
+        terminal_tx_number := (v_results[i] ->> 'n')::bigint; transaction_id := (v_results[i] ->> 'id')::bigint;
+        state := v_results[i] ->> 'state'; outcome := v_results[i] ->> 'outcome'; problem := v_results[i] ->> 'problem';
         RETURN NEXT;
     END LOOP;
 END

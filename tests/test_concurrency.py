@@ -354,6 +354,45 @@ def test_same_replication_from_ten_sessions_books_once(su, gateway_url):
     assert_invariants(su)
 
 
+def test_batches_over_the_same_tags_in_opposite_orders_do_not_deadlock(su, gateway_url):
+    """Two tills replicate offline sales of the same tags, one batch in the order A, B, C, ..., the other in the
+    reverse order: each batch locks its tags in one order (by UID), so neither waits for the other in a cycle."""
+    ev = make_event(su, bar_terminals=2)
+    uids = [funded_tag(su, ev, 50000) for _ in range(6)]
+    rounds, sessions_per_till = 8, 3
+    till_a, till_b = ev.bar_terminals
+
+    def batches(till: int, order: list[str], first: int) -> Callable[[psycopg.Connection], list[Outcome]]:
+        def run(conn: psycopg.Connection) -> list[Outcome]:
+            out = []
+            for r in range(rounds):
+                base = first + r * len(order)
+                entries = [replicate_entry(ev, base + k, uid, base + k, "Committed", "Beer:1")
+                           for k, uid in enumerate(order)]
+                out.append(attempt(conn, REPLICATE_SQL, (till, Jsonb(entries))))
+            return out
+        return run
+
+    tasks = []
+    for s_no in range(sessions_per_till):
+        block = 1 + s_no * rounds * len(uids)
+        tasks.append(batches(till_a, uids, block))
+        tasks.append(batches(till_b, uids[::-1], block))
+    with Sessions(gateway_url, len(tasks)) as conns:
+        results = race(conns, tasks)
+    outcomes = [o for r in results for o in r]
+    assert not [o for o in outcomes if o.sqlstate == DEADLOCK], "replication batches deadlocked"
+    assert_only(outcomes, set())
+    for o in outcomes:                               # answered in the batch's order, every entry booked
+        numbers = [row["terminal_tx_number"] for row in o.value]
+        assert len(numbers) == len(uids) and numbers == sorted(numbers), numbers
+        assert {row["outcome"] for row in o.value} == {"booked"}
+    booked = su.execute("SELECT count(*) FROM ledger.transaction WHERE event_id = %s AND state = 'Committed' "
+                        "AND type = 'purchase'", (ev.id,)).fetchone()[0]
+    assert booked == 2 * sessions_per_till * rounds * len(uids)
+    assert_invariants(su)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # 4. Reserve vs expiry vs commit (vs abort)
 # --------------------------------------------------------------------------------------------------------------
