@@ -279,6 +279,18 @@ def test_store_enforces_the_machine_and_cleanup(tmp_path):
         store.set_state(7, 1, State.COMMITTED)                     # an unknown outcome is the backend's to settle
 
 
+def test_start_up_cleanup_aborts_what_a_crash_left_open(tmp_path):
+    store = Store(tmp_path / "db.sqlite3")
+    a, b = _create(store), _create(store)
+    store.set_state(7, b.terminal_tx_number, State.CONFIRM_STARTED)
+    assert [t.terminal_tx_number for t in store.cleanup()] == [2]        # before a purchase: Open is in use
+    assert store.get(7, 1).status is State.OPEN
+    moved = store.cleanup(abort_open=True)                              # at start-up: nothing can be under way
+    assert [(t.terminal_tx_number, t.status, t.problem) for t in moved] == [(1, State.ABORTED, "interrupted")]
+    assert store.get(7, 1).sync_status is SyncStatus.PENDING            # replicated: a reserve is released
+    assert store.cleanup(abort_open=True) == []
+
+
 def test_sqlite_persists_across_restarts(tmp_path):
     path = tmp_path / "db.sqlite3"
     store = Store(path)

@@ -119,8 +119,7 @@ def _print_refused(tap: TapResult) -> None:
 
 def _print_cleanup(terminal: Terminal) -> None:
     for tx in terminal.cleaned_up:
-        _out(f"cleanup: transaction {tx.terminal_tx_number} was left in TerminalConfirmStarted -> "
-             "TerminalConfirmUnknown")
+        _out(f"cleanup: transaction {tx.terminal_tx_number} was left unfinished -> {tx.status.value}")
 
 
 async def _replicate_and_report(terminal: Terminal, deadline_s: float) -> None:

@@ -248,7 +248,7 @@ class Terminal:
     @classmethod
     def open(cls, home: Path | str, *, session: aiohttp.ClientSession | None = None, cleanup: bool = True,
              lock: bool = True, timeout_s: float = 10.0, durable: bool = True) -> "Terminal":
-        """Opens a registered terminal: takes its lock and runs the start-up cleanup (TCS -> TCU).
+        """Opens a registered terminal: takes its lock and runs the start-up cleanup (TCS -> TCU, Open -> Aborted).
 
         ``session``: a shared aiohttp session (many terminals in one process); ``durable=False`` skips the fsyncs
         of the SQLite commits and tag writes (load benchmarks only)."""
@@ -267,7 +267,7 @@ class Terminal:
                                timeout_s=timeout_s)
         terminal = cls(home, settings, store, home_lock, client, durable=durable)
         if cleanup:
-            terminal.cleaned_up = terminal.cleanup()
+            terminal.cleaned_up = terminal.cleanup(at_start=True)
         return terminal
 
     @classmethod
@@ -338,12 +338,12 @@ class Terminal:
             if self._lock is not None:
                 self._lock.release()
 
-    def cleanup(self) -> list[StoredTransaction]:
-        """Moves every transaction left in TerminalConfirmStarted to TerminalConfirmUnknown (SPEC §5)."""
-        moved = self.store.cleanup()
+    def cleanup(self, *, at_start: bool = False) -> list[StoredTransaction]:
+        """Moves every transaction left in TerminalConfirmStarted to TerminalConfirmUnknown (SPEC §5); at start-up
+        also every one left Open to Aborted (a crash stopped it before the tag was written)."""
+        moved = self.store.cleanup(abort_open=at_start)
         for tx in moved:
-            log.warning("cleanup: transaction %s was left in TerminalConfirmStarted -> TerminalConfirmUnknown",
-                        tx.terminal_tx_number)
+            log.warning("cleanup: transaction %s was left unfinished -> %s", tx.terminal_tx_number, tx.status.value)
         if moved:
             self._wake_replicator()
         return moved

@@ -256,20 +256,29 @@ class Store:
             (transaction_id, backend_state, utcnow(), assignment_id, number),
         )
 
-    def cleanup(self) -> list[StoredTransaction]:
-        """Moves every TerminalConfirmStarted transaction to TerminalConfirmUnknown; returns them."""
+    def cleanup(self, *, abort_open: bool = False) -> list[StoredTransaction]:
+        """Moves every TerminalConfirmStarted transaction to TerminalConfirmUnknown and, with ``abort_open`` (at
+        start-up, when no purchase of this terminal can be under way), every Open one to Aborted with problem
+        ``interrupted``: the tag is written only after TerminalConfirmStarted, so an Open one never charged it, and
+        replicating it releases a reserve the backend may hold for it. Returns the moved transactions."""
+        moves = [(State.CONFIRM_STARTED, State.CONFIRM_UNKNOWN, None)]
+        if abort_open:
+            moves.append((State.OPEN, State.ABORTED, "interrupted"))
+        moved: list[tuple[int, int]] = []
         with self._tx() as db:
-            rows = db.execute(
-                'SELECT assignment_id, terminal_tx_number FROM "transaction" WHERE status = ?',
-                (State.CONFIRM_STARTED.value,),
-            ).fetchall()
-            for row in rows:
-                machine.check(State.CONFIRM_STARTED, State.CONFIRM_UNKNOWN, row["terminal_tx_number"])
-            db.execute(
-                'UPDATE "transaction" SET status = ?, sync_status = ?, updated_at = ? WHERE status = ?',
-                (State.CONFIRM_UNKNOWN.value, SyncStatus.PENDING.value, utcnow(), State.CONFIRM_STARTED.value),
-            )
-        return [self.get(r["assignment_id"], r["terminal_tx_number"]) for r in rows]
+            for frm, to, problem in moves:
+                rows = db.execute(
+                    'SELECT assignment_id, terminal_tx_number FROM "transaction" WHERE status = ?', (frm.value,),
+                ).fetchall()
+                for row in rows:
+                    machine.check(frm, to, row["terminal_tx_number"])
+                db.execute(
+                    'UPDATE "transaction" SET status = ?, sync_status = ?, problem = coalesce(?, problem), '
+                    "updated_at = ? WHERE status = ?",
+                    (to.value, SyncStatus.PENDING.value, problem, utcnow(), frm.value),
+                )
+                moved += [(r["assignment_id"], r["terminal_tx_number"]) for r in rows]
+        return [self.get(a, n) for a, n in moved]
 
     def mark_synced(self, assignment_id: int, number: int, *, transaction_id: int | None,
                     backend_state: str | None, problem: str | None = None) -> None:
