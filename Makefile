@@ -16,7 +16,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help:
 	@echo "make run         start PostgreSQL (embedded), migrate, load demo data; Ctrl-C stops"
 	@echo "make test        pytest + pgTAP suites (installs pgTAP/pg_prove, chromium, pgbackrest via apt when missing)"
-	@echo "make chaos       the state machine test with 10,000 random steps (FESTPAY_STATE_MACHINE_STEPS=n for more)"
+	@echo "make chaos       the state machine with 10,000 random steps, then the chaos run: 20 SIGKILLs of its parts"
+	@echo "                 in 5 minutes under load, then checked (FESTPAY_STATE_MACHINE_STEPS, FESTPAY_CHAOS_SECONDS,"
+	@echo "                 FESTPAY_CHAOS_KILLS)"
 	@echo "make bench       benchmarks"
 	@echo "make clean-data  stop and delete the embedded cluster (all local data)"
 
@@ -65,10 +67,13 @@ test-deps:
 test: .venv test-deps
 	$(VENV)/bin/pytest
 
-# The model-based state machine test with new random sequences, at least FESTPAY_STATE_MACHINE_STEPS steps.
-chaos: .venv
+# The model-based state machine test with new random sequences, at least FESTPAY_STATE_MACHINE_STEPS steps; then the
+# chaos run (python_gateway/chaos): FESTPAY_CHAOS_KILLS SIGKILLs in FESTPAY_CHAOS_SECONDS under load, then checked.
+chaos: .venv server-deps
 	FESTPAY_STATE_MACHINE_STEPS=$${FESTPAY_STATE_MACHINE_STEPS:-10000} $(VENV)/bin/pytest -q -s -p no:cacheprovider \
 		tests/test_state_machine.py::test_ledger_follows_the_model
+	$(VENV)/bin/python -m python_gateway.chaos run --duration $${FESTPAY_CHAOS_SECONDS:-300} \
+		--kills $${FESTPAY_CHAOS_KILLS:-20}
 
 bench: .venv
 	$(VENV)/bin/python -m python_gateway.bench
