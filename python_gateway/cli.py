@@ -13,6 +13,7 @@
     festpay export dsfinvk --event ID|NAME [--from DATE --to DATE] [--close] --out FILE.zip   DSFinV-K export
     festpay db start|stop|status|url|psql|env|destroy
     festpay backup init|run [--type full|incr|diff]|info|restore [--to TIME]   pgBackRest for the embedded cluster
+    festpay ha up|down|status [--dir DIR]    etcd + three PostgreSQL nodes under Patroni on 127.0.0.1
 """
 
 from __future__ import annotations
@@ -992,6 +993,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .dsfinvk import add_parser as add_export_parser
 
     add_export_parser(sub, admin_url=_admin_url, event_id=_event_id)
+
+    # `festpay ha ...`: lives in python_gateway/ha.py.
+    from .ha import add_parser as add_ha_parser
+
+    add_ha_parser(sub)
     return parser
 
 
