@@ -458,3 +458,6 @@ def main(args: argparse.Namespace) -> int:
     except (ProcessFailure, EmbeddedPostgresError, RuntimeError, ValueError) as err:
         print(f"chaos run failed: {err}", file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt:
+        print("chaos run interrupted; everything it started is stopped", file=sys.stderr, flush=True)
+        return 130

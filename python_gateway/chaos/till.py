@@ -91,11 +91,7 @@ async def serve(args: argparse.Namespace) -> int:
     terminal = Terminal.open(args.home, timeout_s=args.timeout)
     remaining = -1
     try:
-        while not stop.is_set():                      # the config, once the backend answers
-            with contextlib.suppress(ClientError, TerminalError):
-                await terminal.fetch_config()
-                break
-            await asyncio.sleep(0.5)
+        # Ready at once, with the config of its registration: a till opens while the backend may be away.
         terminal.start_replicator(interval_s=1.0)
         print(f"TILL READY assignment {terminal.assignment_id} pid {os.getpid()}", flush=True)
         while not stop.is_set():
