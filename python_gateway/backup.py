@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psycopg
 
-from .embedded import EmbeddedPostgres, EmbeddedPostgresError, _can_search, _conf_value, _write_private
+from .embedded import EmbeddedPostgres, EmbeddedPostgresError, can_search, _conf_value, write_private
 
 STANZA = "festpay"
 BACKUP_CONF_FILE_NAME = "festpay-backup.conf"
@@ -52,7 +52,7 @@ def _prepare_dirs(cluster: EmbeddedPostgres, backup_dir: Path) -> None:
     backup_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
     os.chown(backup_dir, cluster._server_uid, cluster._server_gid)
     resolved = backup_dir.resolve()
-    if not all(_can_search(p, cluster._server_uid, cluster._server_gids) for p in resolved.parents):
+    if not all(can_search(p, cluster._server_uid, cluster._server_gids) for p in resolved.parents):
         raise BackupError(
             f"OS user {cluster.server_user} cannot reach {backup_dir}; set FESTPAY_BACKUP_DIR to a folder it can reach"
         )
@@ -80,7 +80,7 @@ def write_config(cluster: EmbeddedPostgres, backup_dir: Path) -> Path:
         "pg1-user=postgres",
         "",
     ])
-    _write_private(conf, text, mode=0o640, owner=(cluster._server_uid, cluster._server_gid))
+    write_private(conf, text, mode=0o640, owner=(cluster._server_uid, cluster._server_gid))
     return conf
 
 
@@ -115,7 +115,7 @@ def _enable_archiving(cluster: EmbeddedPostgres, backup_dir: Path) -> bool:
     except FileNotFoundError:
         current = None
     if current != wanted:
-        _write_private(conf, wanted, owner=(cluster._server_uid, cluster._server_gid))
+        write_private(conf, wanted, owner=(cluster._server_uid, cluster._server_gid))
         changed = True
     main_conf = cluster.data_dir / "postgresql.conf"
     if BACKUP_INCLUDE_LINE not in main_conf.read_text().splitlines():

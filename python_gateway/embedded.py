@@ -148,7 +148,7 @@ def find_pg_bindir(pg_bin: str | os.PathLike | None = None) -> tuple[Path, int]:
 # --------------------------------------------------------------------------- helpers
 
 
-def _can_search(path: Path, uid: int, gids: set[int]) -> bool:
+def can_search(path: Path, uid: int, gids: set[int]) -> bool:
     """Whether a user may traverse (x) directory ``path``."""
     try:
         st = os.stat(path)
@@ -182,7 +182,7 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _pick_free_port() -> int:
+def pick_free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -194,7 +194,7 @@ def _conf_value(value: str | int) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _write_private(path: Path, text: str, mode: int = 0o600, owner: tuple[int, int] | None = None) -> None:
+def write_private(path: Path, text: str, mode: int = 0o600, owner: tuple[int, int] | None = None) -> None:
     """Atomically replace ``path`` with ``text`` (mode ``mode``, optionally chowned)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with contextlib.suppress(FileNotFoundError):
@@ -213,7 +213,7 @@ def _write_private(path: Path, text: str, mode: int = 0o600, owner: tuple[int, i
         raise
 
 
-def _read_int(path: Path) -> int | None:
+def read_int(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
     except (FileNotFoundError, IndexError, ValueError):
@@ -288,7 +288,7 @@ class EmbeddedPostgres:
         if not _socket_path_ok(self.root / "run"):
             return False
         root = self.root.resolve()
-        return all(_can_search(p, self._server_uid, self._server_gids) for p in (root, *root.parents))
+        return all(can_search(p, self._server_uid, self._server_gids) for p in (root, *root.parents))
 
     def _recorded_location(self) -> Path | None:
         try:
@@ -363,7 +363,7 @@ class EmbeddedPostgres:
                 raise EmbeddedPostgresError(f"socket path under {base} is too long")
             self._make_server_dir(base)
             if self._recorded_location() != base:
-                _write_private(self.location_file, f"{base}\n", mode=0o644)
+                write_private(self.location_file, f"{base}\n", mode=0o644)
                 log.info("the cluster of %s lives in %s (recorded in %s)", self.root, base, self.location_file)
         self._make_server_dir(self.data_dir)
         self._make_server_dir(self.socket_dir)
@@ -430,7 +430,7 @@ class EmbeddedPostgres:
             os.close(fd)
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            holder = _read_int(self.lock_file)
+            holder = read_int(self.lock_file)
             raise ClusterLocked(
                 f"the Festpay cluster in {self.root} is in use by another festpay process"
                 + (f" (pid {holder})" if holder else "")
@@ -522,7 +522,7 @@ class EmbeddedPostgres:
     def running_pid(self) -> int | None:
         """Pid of the live postmaster of this cluster, or None."""
         try:
-            pid = _read_int(self.data_dir / "postmaster.pid")
+            pid = read_int(self.data_dir / "postmaster.pid")
         except PermissionError:
             pid = None
         if pid is None or pid <= 0:
@@ -542,7 +542,7 @@ class EmbeddedPostgres:
         the data directory as working directory, i.e. no old server process survives.
         """
         pid_file = self.data_dir / "postmaster.pid"
-        pid = _read_int(pid_file)
+        pid = read_int(pid_file)
         if pid is None or self._is_our_postmaster(pid):
             return
         try:
@@ -560,7 +560,7 @@ class EmbeddedPostgres:
         log.info("removing stale %s (pid %s is an unrelated process)", pid_file, pid)
         pid_file.unlink()
         for lock in self.socket_dir.glob(".s.PGSQL.*.lock"):
-            lock_pid = _read_int(lock)
+            lock_pid = read_int(lock)
             if lock_pid == pid:
                 lock.unlink()
 
@@ -571,7 +571,7 @@ class EmbeddedPostgres:
         """The server's port: the one given, else the one remembered in root/pg-port."""
         if self._explicit_port is not None:
             return self._explicit_port
-        stored = _read_int(self.port_file)
+        stored = read_int(self.port_file)
         if stored is None:
             raise EmbeddedPostgresError(
                 f"no cluster initialised in {self.root} yet (run `festpay run` or `festpay db start`)"
@@ -581,13 +581,13 @@ class EmbeddedPostgres:
     def _ensure_port(self) -> int:
         if self._explicit_port is not None:
             return self._explicit_port
-        stored = _read_int(self.port_file)
+        stored = read_int(self.port_file)
         if stored is not None and (self.is_running() or _port_is_free(stored)):
             return stored
-        port = _pick_free_port()
+        port = pick_free_port()
         if stored is not None:
             log.warning("port %s is taken by another program; the cluster moves to port %s", stored, port)
-        _write_private(self.port_file, f"{port}\n", mode=0o644)
+        write_private(self.port_file, f"{port}\n", mode=0o644)
         return port
 
     # ------------------------------------------------------------------ lifecycle
@@ -605,7 +605,7 @@ class EmbeddedPostgres:
             )
         password = secrets.token_urlsafe(24)
         pwfile = self.base_dir / ".initdb-pwfile"
-        _write_private(pwfile, password + "\n", owner=(self._server_uid, self._server_gid))
+        write_private(pwfile, password + "\n", owner=(self._server_uid, self._server_gid))
         locale = self._initdb_locale()
         try:
             result = self._run_server_tool(
@@ -628,7 +628,7 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(
                 f"initdb failed in {self.data_dir}:\n{(result.stderr or result.stdout).strip()}"
             )
-        _write_private(self.password_file, password + "\n", mode=0o600)
+        write_private(self.password_file, password + "\n", mode=0o600)
         conf = self.data_dir / "postgresql.conf"
         with open(conf, "a") as f:
             f.write(f"\n{INCLUDE_LINE}\n")
@@ -654,7 +654,7 @@ class EmbeddedPostgres:
             "# Written by festpay at every start; change settings via .env, not here.",
             *(f"{key} = {_conf_value(value)}" for key, value in settings.items()),
         ]
-        _write_private(
+        write_private(
             self.data_dir / CONF_FILE_NAME,
             "\n".join(lines) + "\n",
             owner=(self._server_uid, self._server_gid),

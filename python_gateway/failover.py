@@ -41,7 +41,7 @@ import psycopg
 
 from .processes import start_logged, stop_process
 from .cli import TERMINAL_ROLE, acting_as
-from .embedded import _pick_free_port
+from .embedded import pick_free_port
 from .ha import NODES, HaCluster
 from .terminal.client import Credentials, GatewayClient, Problem, Unreachable
 
@@ -286,7 +286,7 @@ def setup_event(ha: HaCluster, terminals: int) -> list[str]:
 
 def start_gateway(ha: HaCluster, workdir: Path) -> tuple[subprocess.Popen, str]:
     """The real gateway app on a free loopback port, logged in as festpay_terminal with the multi-host URL."""
-    port = _pick_free_port()
+    port = pick_free_port()
     proc, _ = start_logged([sys.executable, "-m", "python_gateway.loadgen", "serve", "--database-url",
                             acting_as(ha.database_url(), TERMINAL_ROLE), "--port", str(port)],
                            workdir / "gateway.log", "READY", "the gateway")

@@ -43,8 +43,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from .config import Settings
-from .embedded import (SERVER_USER_WHEN_ROOT, SUPERUSER, EmbeddedPostgresError, _can_search, _pick_free_port,
-                       _read_int, _write_private, find_pg_bindir)
+from .embedded import (SERVER_USER_WHEN_ROOT, SUPERUSER, EmbeddedPostgresError, can_search, pick_free_port,
+                       read_int, write_private, find_pg_bindir)
 from .migrate import migrate
 
 SCOPE = "festpay"
@@ -128,7 +128,7 @@ class HaCluster:
             return json.loads(path.read_text())
         except FileNotFoundError:
             value = make()
-            _write_private(path, json.dumps(value, indent=1) + "\n", mode=mode)
+            write_private(path, json.dumps(value, indent=1) + "\n", mode=mode)
             return value
 
     @property
@@ -137,7 +137,7 @@ class HaCluster:
         ports: set[int] = set()
 
         def free() -> int:
-            while (port := _pick_free_port()) in ports:
+            while (port := pick_free_port()) in ports:
                 pass
             ports.add(port)
             return port
@@ -171,7 +171,7 @@ class HaCluster:
         groups = set(self._user[2]) if self._user else {os.getegid(), *os.getgroups()}
         self.root.mkdir(parents=True, exist_ok=True)
         resolved = self.root.resolve()
-        blocked = [p for p in (resolved, *resolved.parents) if not _can_search(p, uid, groups)]
+        blocked = [p for p in (resolved, *resolved.parents) if not can_search(p, uid, groups)]
         if blocked:
             raise HaError(f"OS user {pwd.getpwuid(uid).pw_name} cannot reach {self.root} ({blocked[-1]} is closed "
                           "to it); choose another folder with --dir")
@@ -180,7 +180,7 @@ class HaCluster:
             os.chown(path, uid, gid)
             os.chmod(path, 0o700)
         for node in NODES:
-            _write_private(self._config_file(node), json.dumps(self._patroni_config(node), indent=1) + "\n",
+            write_private(self._config_file(node), json.dumps(self._patroni_config(node), indent=1) + "\n",
                            mode=0o600, owner=(uid, gid))
 
     def _patroni_config(self, node: str) -> dict[str, Any]:
@@ -241,7 +241,7 @@ class HaCluster:
 
     def pid(self, name: str) -> int | None:
         """The live process ``name`` (etcd, node1..3: its Patroni) started from this folder, or None."""
-        pid = _read_int(self._pid_file(name))
+        pid = read_int(self._pid_file(name))
         if pid is None:
             return None
         marker = str(self.root / "etcd") if name == "etcd" else str(self._config_file(name))
@@ -250,7 +250,7 @@ class HaCluster:
     def postmaster_pid(self, node: str) -> int | None:
         """The live postmaster of ``node`` (from its postmaster.pid), or None."""
         try:
-            pid = _read_int(self.data_dir(node) / "postmaster.pid")
+            pid = read_int(self.data_dir(node) / "postmaster.pid")
         except PermissionError:
             pid = None
         return pid if pid and str(self.data_dir(node)) in _cmdline(pid) else None

@@ -30,7 +30,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
-from ..embedded import EmbeddedPostgres, EmbeddedPostgresError
+from ..embedded import EmbeddedPostgres, EmbeddedPostgresError, pick_free_port
 from ..migrate import migrate
 from ..processes import ProcessFailure, start_logged, stop_process, tool_env
 from ..terminal import Store, Terminal, new_tag
@@ -55,12 +54,6 @@ FAILING = ("lost", "doubled", "unproven", "unresolved", "unsigned", "signed_twic
            "invariants_broken")
 PRODUCTS = (("Beer", 450, 19), ("Water", 250, 19), ("Pretzel", 350, 7))
 FUNDING = 5000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _say(text: str) -> None:
@@ -196,7 +189,7 @@ class ChaosRun:
         """TSE, relay and two gateways, started; returns the gateways' URLs."""
         logs = self.root / "logs"
         logs.mkdir()
-        tse_port = _free_port()
+        tse_port = pick_free_port()
         env = tool_env() | {"DATABASE_URL": self.url(),
                             "FESTPAY_RELAY_DATABASE_URL": self.url("festpay_relay"),
                             "FESTPAY_GATEWAY_DATABASE_URL": self.url("festpay_terminal")}
@@ -207,7 +200,7 @@ class ChaosRun:
                                logs / "relay.log", "Relay signing receipts", env))
         urls = []
         for i in range(2):
-            port = _free_port()
+            port = pick_free_port()
             self.parts.append(Part(f"gateway-{i}", "gateway", self.festpay("serve", "--apps", "terminal", "--port",
                                                                            str(port)),
                                    logs / f"gateway-{i}.log", "Gateway listening on", env))
