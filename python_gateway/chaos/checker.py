@@ -8,7 +8,8 @@ Counted (each is a list of findings; the run prints their lengths):
 ``doubled``   two Committed ledger transactions for one charge of a tag (same tag, same tag number), or for one
               terminal transaction.
 ``unproven``  a Committed ledger transaction that no till committed (its till holds it Aborted or Open, or does not
-              hold it) or that no tag proves (a purchase whose tag number the tag never reached).
+              hold it) or that no tag proves (a purchase whose tag number the tag never reached, or one its till holds
+              as TerminalConfirmUnknown that was booked without uploaded tag data showing the charge).
 ``unresolved`` a TerminalConfirmUnknown or ReservePending transaction left in the ledger after the drain (SPEC 7:
               the complete tag log settles every unknown outcome), or one a till still holds TerminalConfirmUnknown
               without its backend state.
@@ -81,7 +82,9 @@ def check_tills(verdict: Verdict, tills: dict[tuple[int, int], StoredTransaction
             verdict.add("unproven", name)
         elif tx.status is State.CONFIRM_UNKNOWN and tx.sync_status.value != "synced":
             verdict.add("unresolved", name + ": never acknowledged")
-        elif tx.status is State.CONFIRM_UNKNOWN and state == BOOKED and not row["tag_proved"]:
+        elif (tx.status is State.CONFIRM_UNKNOWN and tx.transaction_type == "purchase" and state == BOOKED
+              and not row["tag_proved"]):
+            # (A top-up or refund is booked online when the backend answers; only a sale's outcome is the tag's.)
             verdict.add("unproven", name + ": booked without the tag's log showing the charge")
     for key, rows in by_key.items():
         if key not in tills and rows[0]["state"] == BOOKED:
