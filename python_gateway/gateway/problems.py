@@ -205,7 +205,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if problem is not None:
             return registry.response(problem)
         if isinstance(err, psycopg.OperationalError):
-            # Connection lost, deadlock, serialization failure, timeout: nothing was committed; retry later.
+            # Connection lost, deadlock, serialization failure, timeout: retry later. (A COMMIT cut off with the
+            # connection may still have landed: the retry, under the same natural key, answers with that booking.)
             log.error("database error on %s %s (SQLSTATE %s): %s", request.method, request.path, err.sqlstate,
                       str(err).strip())
             return registry.response(Problem("not-ready", "the database could not answer; retry"))
