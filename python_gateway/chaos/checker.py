@@ -91,7 +91,10 @@ def check_tills(verdict: Verdict, tills: dict[tuple[int, int], StoredTransaction
             verdict.add("unproven", f"{rows[0]['type']} {key} booked, but no till holds it")
     for row in ledger:
         if row["state"] in ("TerminalConfirmUnknown", "ReservePending", "Reserve"):
-            verdict.add("unresolved", f"transaction {row['id']} is {row['state']}")
+            key = (row["assignment_id"], row["terminal_tx_number"])
+            held = tills.get(key)
+            at_till = f"{held.status.value}, {held.sync_status.value}" if held else "not held by any till"
+            verdict.add("unresolved", f"transaction {row['id']} {key} is {row['state']} (at the till: {at_till})")
     states = collections.Counter((tx.transaction_type, tx.status.value) for tx in tills.values())
     verdict.counts.update({
         "purchases": states[("purchase", BOOKED)],

@@ -1,9 +1,11 @@
 """The chaos run: every part of Festpay as its own process on 127.0.0.1, killed with SIGKILL at random moments
 while tills serve visitors, then drained and checked (:mod:`python_gateway.chaos.checker`).
 
-Parts: PostgreSQL (an embedded cluster in a temporary folder), two gateways (``festpay serve --apps terminal``, each
-serving half of the tills), the relay (``festpay relay``), the software TSE (``festpay tse serve``) and the tills
-(:mod:`python_gateway.chaos.till`: sale tills and top-up tills, each a reference terminal in its own process).
+Parts: PostgreSQL (an embedded cluster in a temporary folder; with ``--ha`` three nodes under Patroni, see
+:mod:`python_gateway.ha`, reached through the multi-host URL, a kill being the leader's postmaster), two gateways
+(``festpay serve --apps terminal``, each serving half of the tills), the relay (``festpay relay``), the software
+TSE (``festpay tse serve``) and the tills (:mod:`python_gateway.chaos.till`: sale tills and top-up tills, each a
+reference terminal in its own process).
 
 The driver kills ``--kills`` times at random moments of ``--duration`` seconds, taking turns over the kinds of part
 (gateway, relay, TSE, PostgreSQL's postmaster, a till) in a shuffled order, the victim of a kind at random; a part is
@@ -41,14 +43,15 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
+from ..cli import acting_as
 from ..embedded import EmbeddedPostgres, EmbeddedPostgresError, pick_free_port
+from ..ha import HaCluster
 from ..migrate import migrate
 from ..processes import ProcessFailure, start_logged, stop_process, tool_env
 from ..terminal import Store, Terminal, new_tag
 from . import checker
 from .till import EXIT_CRASH
 
-DBNAME = "festpay_chaos"
 KINDS = ("gateway", "relay", "tse", "postgres", "till")
 FAILING = ("lost", "doubled", "unproven", "unresolved", "unsigned", "signed_twice", "tse_counter",
            "invariants_broken")
@@ -99,9 +102,21 @@ class Postgres:
     """The embedded cluster as a part: killed at its postmaster, started again (crash recovery)."""
 
     name = kind = "postgres"
+    dbname = "festpay_chaos"
 
     def __init__(self, root: Path):
         self.cluster = EmbeddedPostgres(root, server_settings={"shared_buffers": "64MB"})
+
+    def setup(self) -> None:
+        """Started, the database created and migrated."""
+        self.cluster.acquire_lock()
+        self.start()
+        self.cluster.create_database(self.dbname)
+        migrate(self.url())
+
+    def url(self, role: str | None = None) -> str:
+        """The database as the superuser, or logged in as ``role``."""
+        return self.cluster.url(self.dbname, user=role or "postgres")
 
     def start(self) -> None:
         deadline = time.monotonic() + 120
@@ -129,6 +144,51 @@ class Postgres:
     def exit_code(self) -> int | None:
         return None
 
+    def teardown(self, logs: Path) -> None:
+        try:
+            if self.cluster.log_file.exists():
+                shutil.copy(self.cluster.log_file, logs / "postgresql.log")
+            self.cluster.destroy()
+        finally:
+            self.cluster.release_lock()
+
+
+class Patroni:
+    """Three PostgreSQL nodes under Patroni (:mod:`python_gateway.ha`) as a part: a kill is the leader's postmaster
+    (Patroni fails over to the synchronous standby); it is whole again when a leader streams to two standbys (the old
+    leader rejoined). Everything connects with the multi-host URL."""
+
+    name = kind = "postgres"
+
+    def __init__(self, root: Path):
+        self.ha = HaCluster(root)
+
+    def setup(self) -> None:
+        """etcd and three nodes up, the database created and migrated on the leader."""
+        self.ha.up()
+
+    def url(self, role: str | None = None) -> str:
+        url = self.ha.database_url()
+        return acting_as(url, role) if role else url
+
+    def start(self) -> None:
+        self.ha.wait_healthy(120)
+
+    def alive(self) -> bool:
+        return self.ha.healthy() is not None
+
+    def kill(self) -> None:
+        leader = self.ha.leader()
+        if leader is not None:
+            self.ha.kill_postmaster(leader)
+
+    @property
+    def exit_code(self) -> int | None:
+        return None
+
+    def teardown(self, logs: Path) -> None:
+        self.ha.down()
+
 
 @dataclass
 class Kill:
@@ -143,8 +203,10 @@ class ChaosRun:
         self.args = args
         self.rng = random.Random(args.seed)
         self.root = Path(tempfile.mkdtemp(prefix="festpay-chaos-"))
+        self.root.chmod(0o755)             # the server's OS user reaches its folder in it
         self.tags_dir = self.root / "tags"
-        self.pg = Postgres(self.root / "pg")
+        (self.root / "logs").mkdir()
+        self.pg = Patroni(self.root / "ha") if args.ha else Postgres(self.root / "pg")
         self.parts: list[Part] = []
         self.tills: list[Part] = []
         self.gateway_of: dict[str, str] = {}      # till name -> gateway name
@@ -156,15 +218,12 @@ class ChaosRun:
 
     # ------------------------------------------------------------------ set-up
 
-    def url(self, user: str = "postgres") -> str:
-        return self.pg.cluster.url(DBNAME, user=user)
+    def url(self, role: str | None = None) -> str:
+        return self.pg.url(role)
 
     def setup_database(self) -> list[str]:
         """Cluster, database, migrations, an event with a bar and a top-up desk; returns the registration codes."""
-        self.pg.cluster.acquire_lock()
-        self.pg.start()
-        self.pg.cluster.create_database(DBNAME)
-        migrate(self.url())
+        self.pg.setup()
         with psycopg.connect(self.url()) as conn:
             event = conn.execute(
                 "SELECT api.create_event('Chaos Festival', 'EUR', 200000, 500, 20000, "
@@ -188,7 +247,6 @@ class ChaosRun:
     def setup_services(self) -> list[str]:
         """TSE, relay and two gateways, started; returns the gateways' URLs."""
         logs = self.root / "logs"
-        logs.mkdir()
         tse_port = pick_free_port()
         env = tool_env() | {"DATABASE_URL": self.url(),
                             "FESTPAY_RELAY_DATABASE_URL": self.url("festpay_relay"),
@@ -260,6 +318,7 @@ class ChaosRun:
         start = time.monotonic()
         plan = self.schedule()
         restarts: list[tuple[float, object, Kill]] = []
+        next_scan = 0.0                          # parts that died by themselves are looked for twice a second
         while time.monotonic() - start < self.args.duration or restarts:
             now = time.monotonic()
             if plan and now - start >= plan[0][0]:
@@ -285,6 +344,10 @@ class ChaosRun:
                     kill.back = time.time()
                     _say(f"{victim.name} is back after {kill.back - kill.at:.1f} s")
             waiting = {id(v) for _, v, _ in restarts}
+            if time.monotonic() < next_scan:
+                time.sleep(0.05)
+                continue
+            next_scan = time.monotonic() + 0.5
             for part in [self.pg, *self.parts, *self.tills]:
                 if id(part) not in waiting and not part.alive():
                     if part.kind == "till" and part.exit_code == EXIT_CRASH:
@@ -419,11 +482,8 @@ class ChaosRun:
                 if part.proc is not None and part.alive():
                     part.stop(timeout=10)
             try:
-                if self.pg.cluster.log_file.exists():
-                    shutil.copy(self.pg.cluster.log_file, self.root / "logs" / "postgresql.log")
-                self.pg.cluster.destroy()
+                self.pg.teardown(self.root / "logs")
             finally:
-                self.pg.cluster.release_lock()
                 if self.args.keep:
                     print(f"kept {self.root}")
                 else:
@@ -441,6 +501,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sales that crash their till at the tag write (default 0.01; see till.py)")
     p.add_argument("--drain-s", type=float, default=120, help="a till's replication deadline at the drain")
     p.add_argument("--seed", type=int, default=int(datetime.now().timestamp()) % 100000)
+    p.add_argument("--ha", action="store_true",
+                   help="PostgreSQL as three nodes under Patroni (festpay ha); a kill is the leader's postmaster")
     p.add_argument("--keep", action="store_true", help="keep the run's folder (logs, tills, tags)")
 
 
