@@ -10,9 +10,9 @@ Counted (each is a list of findings; the run prints their lengths):
 ``unproven``  a Committed ledger transaction that no till committed (its till holds it Aborted or Open, or does not
               hold it) or that no tag proves (a purchase whose tag number the tag never reached, or one its till holds
               as TerminalConfirmUnknown that was booked without uploaded tag data showing the charge).
-``unresolved`` a TerminalConfirmUnknown or ReservePending transaction left in the ledger after the drain (SPEC 7:
-              the complete tag log settles every unknown outcome), or one a till still holds TerminalConfirmUnknown
-              without its backend state.
+``unresolved`` a TerminalConfirmUnknown, ReservePending or Reserve transaction left in the ledger after the drain
+              (SPEC 7: the complete tag log settles every unknown outcome), one a till still holds
+              TerminalConfirmUnknown without its backend's acknowledgement, or one a till left Open or TerminalConfirmStarted.
 ``unsigned``  a committed receipt without a TSE signature, or with one that does not verify against the ledger.
 ``signed_twice`` a Finish record in the TSE's log that is not the one signature the ledger stores for its receipt.
 ``tse_counter`` signature counters in the TSE's log not exactly 1..n, or transaction numbers not exactly 1..m.
@@ -82,6 +82,8 @@ def check_tills(verdict: Verdict, tills: dict[tuple[int, int], StoredTransaction
             verdict.add("unproven", name)
         elif tx.status is State.CONFIRM_UNKNOWN and tx.sync_status.value != "synced":
             verdict.add("unresolved", name + ": never acknowledged")
+        elif tx.status in (State.CONFIRM_STARTED, State.OPEN):
+            verdict.add("unresolved", name + ": left unfinished at the till (its start-up cleanup never ran)")
         elif (tx.status is State.CONFIRM_UNKNOWN and tx.transaction_type == "purchase" and state == BOOKED
               and not row["tag_proved"]):
             # (A top-up or refund is booked online when the backend answers; only a sale's outcome is the tag's.)

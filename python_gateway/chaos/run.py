@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -343,20 +344,23 @@ class ChaosRun:
                         victim.start()
                     kill.back = time.time()
                     _say(f"{victim.name} is back after {kill.back - kill.at:.1f} s")
-            waiting = {id(v) for _, v, _ in restarts}
-            if time.monotonic() < next_scan:
-                time.sleep(0.05)
-                continue
-            next_scan = time.monotonic() + 0.5
-            for part in [self.pg, *self.parts, *self.tills]:
-                if id(part) not in waiting and not part.alive():
-                    if part.kind == "till" and part.exit_code == EXIT_CRASH:
-                        self.till_crashes += 1
-                    else:
-                        self.unexpected += 1
-                        _say(f"{part.name} died by itself (exit {part.exit_code}); starting it again")
-                    part.start()
+            if time.monotonic() >= next_scan:
+                next_scan = time.monotonic() + 0.5
+                self.revive(waiting={id(v) for _, v, _ in restarts})
             time.sleep(0.05)
+
+    def revive(self, waiting: Collection[int] = ()) -> None:
+        """Starts again every part that ended without being killed (a till that crashed at a tag write on purpose
+        counts as a till crash, anything else as an unexpected exit); ``waiting``: ids of parts killed and due for a
+        restart."""
+        for part in [self.pg, *self.parts, *self.tills]:
+            if id(part) not in waiting and not part.alive():
+                if part.kind == "till" and part.exit_code == EXIT_CRASH:
+                    self.till_crashes += 1
+                else:
+                    self.unexpected += 1
+                    _say(f"{part.name} died by itself (exit {part.exit_code}); starting it again")
+                part.start()
 
     # ------------------------------------------------------------------ drain
 
@@ -383,13 +387,20 @@ class ChaosRun:
 
     def drain(self) -> None:
         _say("draining: tills finish and replicate")
+        self.revive()              # a till that crashed a moment ago runs its start-up cleanup first
         for part in self.tills:
             part.proc.send_signal(signal.SIGTERM)
         for part in self.tills:
-            try:
-                code = part.proc.wait(timeout=self.args.drain_s + 30)
-            except subprocess.TimeoutExpired:
-                code = part.stop(timeout=1)
+            while True:
+                try:
+                    code = part.proc.wait(timeout=self.args.drain_s + 30)
+                except subprocess.TimeoutExpired:
+                    code = part.stop(timeout=1)
+                if code != EXIT_CRASH:
+                    break
+                self.till_crashes += 1          # crashed at a tag write as the SIGTERM came: clean up, then stop
+                part.start()
+                part.proc.send_signal(signal.SIGTERM)
             last = part.logfile.read_text(errors="replace").strip().splitlines()[-1:]
             _say(f"{part.name}: exit {code}, {last[0] if last else ''}")
         asyncio.run(self.final_sync())

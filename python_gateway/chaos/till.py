@@ -57,11 +57,13 @@ def visitor(tags: list[Path], rng: random.Random) -> Iterator[Path | None]:
 
 
 async def sale(terminal: Terminal, tag: Path, rng: random.Random, args: argparse.Namespace,
-               counts: collections.Counter) -> None:
+               counts: collections.Counter, stopping: bool) -> None:
     products = [p["name"] for p in terminal.settings.products if p.get("price")]
     items = [f"{name}:{rng.randint(1, 2)}" for name in rng.sample(products, rng.randint(1, min(2, len(products))))]
     offline = rng.random() < args.offline_share
-    crash = rng.choice(("before-write", "after-write")) if rng.random() < args.crash_share else None
+    # No crash once the drain has begun: the till is to finish and replicate.
+    crash = (rng.choice(("before-write", "after-write"))
+             if rng.random() < args.crash_share and not stopping else None)
     try:
         result = await terminal.buy(tag, items, offline=offline, crash=crash)
     except SimulatedCrash as err:
@@ -99,7 +101,7 @@ async def serve(args: argparse.Namespace) -> int:
                 if tag is not None:
                     try:
                         if args.kind == "sale":
-                            await sale(terminal, tag, rng, args, counts)
+                            await sale(terminal, tag, rng, args, counts, stop.is_set())
                         else:
                             await cashier(terminal, tag, rng, counts)
                     except (TerminalError, TagError, ClientError) as err:
