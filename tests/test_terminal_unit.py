@@ -281,8 +281,8 @@ def test_store_enforces_the_machine_and_cleanup(tmp_path):
 
 def test_start_up_cleanup_aborts_what_a_crash_left_open(tmp_path):
     store = Store(tmp_path / "db.sqlite3")
-    a, b = _create(store), _create(store)
-    store.set_state(7, b.terminal_tx_number, State.CONFIRM_STARTED)
+    _create(store)                                                      # 1 stays Open
+    store.set_state(7, _create(store).terminal_tx_number, State.CONFIRM_STARTED)
     assert [t.terminal_tx_number for t in store.cleanup()] == [2]        # before a purchase: Open is in use
     assert store.get(7, 1).status is State.OPEN
     moved = store.cleanup(abort_open=True)                              # at start-up: nothing can be under way
