@@ -459,6 +459,34 @@ class LedgerMachine(RuleBasedStateMachine):
         tag.status = "blocked" if blocked else "active" if tag.booked else "new"
         assert row["status"] == tag.status
 
+    @rule(tag=tags, amount=st.integers(1, 4_000), card=st.one_of(st.integers(1, 3_000), st.integers(1, 20_000)))
+    def open_loop_purchase(self, tag: MTag, amount: int, card: int) -> None:
+        """A sale paid partly by card at the till (SPEC 3): a card top-up of ``card`` (with the card fee) and the
+        purchase, both booked or neither; money coming on is checked like a top-up only for what is left over."""
+        sql = "SELECT * FROM api.open_loop_purchase(%s, %s, %s, %s, %s, %s, %s)"
+        params = (self.w.sale, next(self.w.sale_numbers), tag.uid, tag.next_no, amount,
+                  Jsonb(self.items(self.w, amount)), card)
+        fee = FEES["card"]
+        if not tag.exists:
+            slug = "not-found"
+        elif tag.status == "blocked":
+            slug = "tag-blocked"
+        elif card - amount > 0 and self.in_open_run(tag):
+            slug = "payout-locked"
+        elif tag.balance + card - amount - fee > MAX_BALANCE:
+            slug = "max-balance-exceeded"
+        elif tag.balance + card - fee - amount < tag.held:
+            slug = "insufficient-balance"
+        else:
+            [row] = self.call(self.w.terminal, sql, params)
+            self.book_topup(tag, card, fee, "topup:card")
+            tag.balance -= amount
+            self.sys["merchant"] += amount
+            assert (row["state"], row["balance"]) == ("Committed", tag.balance)
+            self.w.paths["open-loop"] += 1
+            return
+        self.expect_refusal(slug, self.w.terminal, sql, params)
+
     # ---- rules: purchases ---------------------------------------------------------------------------------------
 
     @rule(target=purchases, tag=tags, amount=st.integers(1, 2_000))
