@@ -620,12 +620,17 @@ def _db_counters(bench: Bench) -> dict[str, int]:
     return {"commits": commits, "rollbacks": rollbacks, "wal_syncs": wal_syncs}
 
 
+def fresh_database(bench: Bench, name: str) -> None:
+    """Database ``name`` on the bench's cluster, dropped if an earlier run left it, created and migrated."""
+    bench.cluster.drop_database(name)
+    bench.cluster.create_database(name)
+    migrate(bench.cluster.url(name))
+
+
 def setup_gateway_db(bench: Bench, terminals: int, tags_per_terminal: int) -> dict:
     """A fresh database: event, one sale position, N one-time registration codes, funded tags (via the api)."""
     started = time.monotonic()
-    bench.cluster.drop_database(GATEWAY_DBNAME)
-    bench.cluster.create_database(GATEWAY_DBNAME)
-    migrate(bench.cluster.url(GATEWAY_DBNAME))
+    fresh_database(bench, GATEWAY_DBNAME)
     customers = terminals * tags_per_terminal
     with bench.connect(GATEWAY_DBNAME) as conn:
         event_id = conn.execute(
@@ -1260,9 +1265,7 @@ def setup_admin_db(bench: Bench, transactions: int) -> dict:
     reserved and committed at a sale terminal)."""
     customers = min(ADMIN_CUSTOMERS, max(1, transactions // 10))
     purchases = transactions - customers
-    bench.cluster.drop_database(ADMIN_DBNAME)
-    bench.cluster.create_database(ADMIN_DBNAME)
-    migrate(bench.cluster.url(ADMIN_DBNAME))
+    fresh_database(bench, ADMIN_DBNAME)
     started = time.monotonic()
     with bench.connect(ADMIN_DBNAME) as conn:
         event_id = conn.execute(
@@ -1667,9 +1670,7 @@ def setup_payout_db(bench: Bench, customers: list[PayoutCustomer]) -> dict:
     topped up through api.topup, each signed in to the portal (api.portal_sign_in) and its payout request saved
     through api.portal_payout_set (timed); an admin user of role finance signed in; the yardstick's tables."""
     n = len(customers)
-    bench.cluster.drop_database(PAYOUT_DBNAME)
-    bench.cluster.create_database(PAYOUT_DBNAME)
-    migrate(bench.cluster.url(PAYOUT_DBNAME))
+    fresh_database(bench, PAYOUT_DBNAME)
     started = time.monotonic()
     with bench.connect(PAYOUT_DBNAME) as conn:
         event_id = conn.execute(

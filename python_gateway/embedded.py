@@ -36,6 +36,7 @@ import shutil
 import socket
 import stat
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -148,7 +149,36 @@ def find_pg_bindir(pg_bin: str | os.PathLike | None = None) -> tuple[Path, int]:
 # --------------------------------------------------------------------------- helpers
 
 
-def can_search(path: Path, uid: int, gids: set[int]) -> bool:
+@dataclass(frozen=True)
+class ServerAccount:
+    """The OS user PostgreSQL (and the HA cluster's etcd and Patroni) run as: ``postgres`` when we are root (the
+    server refuses root), else we ourselves (``switch`` False)."""
+
+    name: str
+    uid: int
+    gid: int
+    gids: frozenset[int]
+    switch: bool
+
+
+def server_account() -> ServerAccount:
+    """Who the servers run as (see :class:`ServerAccount`); raises EmbeddedPostgresError when we are root and the
+    OS user ``postgres`` does not exist."""
+    if os.geteuid() != 0:
+        return ServerAccount(pwd.getpwuid(os.geteuid()).pw_name, os.geteuid(), os.getegid(),
+                             frozenset({os.getegid(), *os.getgroups()}), switch=False)
+    try:
+        pw = pwd.getpwnam(SERVER_USER_WHEN_ROOT)
+    except KeyError:
+        raise EmbeddedPostgresError(
+            f"running as root, the servers must run as OS user {SERVER_USER_WHEN_ROOT!r}, "
+            "which does not exist (install postgresql or create that user)"
+        ) from None
+    return ServerAccount(pw.pw_name, pw.pw_uid, pw.pw_gid, frozenset(os.getgrouplist(pw.pw_name, pw.pw_gid)),
+                         switch=True)
+
+
+def can_search(path: Path, uid: int, gids: set[int] | frozenset[int]) -> bool:
     """Whether a user may traverse (x) directory ``path``."""
     try:
         st = os.stat(path)
@@ -243,21 +273,9 @@ class EmbeddedPostgres:
         self._base: Path | None = None
         self.server_settings = {**DEFAULT_SERVER_SETTINGS, **(server_settings or {})}
 
-        if os.geteuid() == 0:
-            try:
-                pw = pwd.getpwnam(SERVER_USER_WHEN_ROOT)
-            except KeyError:
-                raise EmbeddedPostgresError(
-                    f"running as root, the server must run as OS user {SERVER_USER_WHEN_ROOT!r}, "
-                    "which does not exist (install postgresql or create that user)"
-                ) from None
-            self.server_user = pw.pw_name
-            self._server_uid, self._server_gid = pw.pw_uid, pw.pw_gid
-            self._server_gids = set(os.getgrouplist(pw.pw_name, pw.pw_gid))
-        else:
-            self.server_user = pwd.getpwuid(os.geteuid()).pw_name
-            self._server_uid, self._server_gid = os.geteuid(), os.getegid()
-            self._server_gids = {os.getegid(), *os.getgroups()}
+        account = server_account()
+        self.server_user = account.name
+        self._server_uid, self._server_gid, self._server_gids = account.uid, account.gid, set(account.gids)
 
     # ------------------------------------------------------------------ files in root
 

@@ -43,8 +43,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from .config import Settings
-from .embedded import (SERVER_USER_WHEN_ROOT, SUPERUSER, EmbeddedPostgresError, can_search, pick_free_port,
-                       read_int, write_private, find_pg_bindir)
+from .embedded import (SUPERUSER, EmbeddedPostgresError, can_search, find_pg_bindir, pick_free_port, read_int,
+                       server_account, write_private)
 from .migrate import migrate
 
 SCOPE = "festpay"
@@ -72,18 +72,6 @@ class Member:
     timeline: int | None
 
 
-def _server_user() -> tuple[int, int, list[int]] | None:
-    """uid, gid and groups of the OS user the services run as: ``postgres`` when we are root, else None (us)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pw = pwd.getpwnam(SERVER_USER_WHEN_ROOT)
-    except KeyError:
-        raise HaError(f"running as root, the services run as OS user {SERVER_USER_WHEN_ROOT!r}, which does not "
-                      "exist (install postgresql)") from None
-    return pw.pw_uid, pw.pw_gid, os.getgrouplist(pw.pw_name, pw.pw_gid)
-
-
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -102,7 +90,7 @@ class HaCluster:
     def __init__(self, root: str | os.PathLike, *, pg_bin: str | None = None):
         self.root = Path(root).expanduser().absolute()
         self.pg_bin = pg_bin
-        self._user = _server_user()
+        self._account = server_account()
 
     # ------------------------------------------------------------------ files
 
@@ -167,13 +155,12 @@ class HaCluster:
 
     def _prepare(self) -> None:
         """The folder and its files, owned by the server user; refused when that user cannot reach it."""
-        uid, gid = (self._user[0], self._user[1]) if self._user else (os.geteuid(), os.getegid())
-        groups = set(self._user[2]) if self._user else {os.getegid(), *os.getgroups()}
+        uid, gid, groups = self._account.uid, self._account.gid, self._account.gids
         self.root.mkdir(parents=True, exist_ok=True)
         resolved = self.root.resolve()
         blocked = [p for p in (resolved, *resolved.parents) if not can_search(p, uid, groups)]
         if blocked:
-            raise HaError(f"OS user {pwd.getpwuid(uid).pw_name} cannot reach {self.root} ({blocked[-1]} is closed "
+            raise HaError(f"OS user {self._account.name} cannot reach {self.root} ({blocked[-1]} is closed "
                           "to it); choose another folder with --dir")
         for path in (self.root, *(self._node_dir(n) for n in NODES), self.root / "etcd"):
             path.mkdir(mode=0o700, exist_ok=True)
@@ -260,12 +247,12 @@ class HaCluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PATRONI", "ETCD"))}
         env["LC_MESSAGES"] = "C"
         user = {}
-        if self._user:
-            user = {"user": self._user[0], "group": self._user[1], "extra_groups": self._user[2]}
-            env["HOME"] = pwd.getpwuid(self._user[0]).pw_dir
+        if self._account.switch:
+            user = {"user": self._account.uid, "group": self._account.gid, "extra_groups": list(self._account.gids)}
+            env["HOME"] = pwd.getpwuid(self._account.uid).pw_dir
         with open(self._log_file(name), "ab") as out:
-            if self._user:
-                os.chown(self._log_file(name), self._user[0], self._user[1])
+            if self._account.switch:
+                os.chown(self._log_file(name), self._account.uid, self._account.gid)
             proc = subprocess.Popen(args, cwd=self.root, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True, **user)
         self._pid_file(name).write_text(f"{proc.pid}\n")
